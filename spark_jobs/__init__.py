@@ -1,0 +1,1 @@
+"""Spark jobs: pure DataFrame transforms plus a thin ``main(argv)`` per job."""

@@ -1,0 +1,46 @@
+"""The one place a SparkSession is built, so every job and test configures it alike."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from r2rec.config import SparkConfig
+
+
+def get_spark(config: SparkConfig | None = None):
+    """Return the active session, or build a local one from ``config``.
+
+    On a cluster (spark-submit, Databricks) the session already exists and is reused
+    untouched, including its delta-spark configuration if any. Locally we bind to
+    loopback, turn the UI off and keep shuffles small: two cores gain nothing from 200
+    shuffle partitions.
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    cfg = config or SparkConfig()
+    # Executors must run the same interpreter as the driver (the project venv).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.appName(cfg.app_name)
+        .master(cfg.master)
+        .config("spark.driver.memory", cfg.driver_memory)
+        .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    )
+    if cfg.master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = (
+            builder.config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+        )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("R2REC_SPARK_LOG_LEVEL", "ERROR"))
+    return spark
