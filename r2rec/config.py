@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from r2rec.errors import R2RecError
@@ -53,7 +53,7 @@ def parse_ds(ds: str | date | None) -> str:
 
 def ds_start(ds: str) -> datetime:
     """Midnight UTC at the start of the run date: the as-of cut-off (ts < this)."""
-    return datetime.fromisoformat(parse_ds(ds)).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(parse_ds(ds)).replace(tzinfo=UTC)
 
 
 def ds_end(ds: str) -> datetime:

@@ -243,7 +243,12 @@ def _file_stats(table: pa.Table) -> str:
     import pyarrow.compute as pc
     import pyarrow.types as t
 
-    stats: dict[str, Any] = {"numRecords": table.num_rows, "nullCount": {}, "minValues": {}, "maxValues": {}}
+    stats: dict[str, Any] = {
+        "numRecords": table.num_rows,
+        "nullCount": {},
+        "minValues": {},
+        "maxValues": {},
+    }
     for name, col in zip(table.column_names, table.columns, strict=True):
         if t.is_nested(col.type):
             continue
@@ -282,10 +287,7 @@ def _make_partition_writer(spec: TableSpec, table_uri: str, run_id: str):
         fs, root = pafs.FileSystem.from_uri(table_uri)
         part_cols = list(spec.partition_by)
         data_cols = [c for c in target.names if c not in part_cols]
-        if part_cols:
-            groups = data.group_by(part_cols).aggregate([]).to_pylist()
-        else:
-            groups = [{}]
+        groups = data.group_by(part_cols).aggregate([]).to_pylist() if part_cols else [{}]
         rows = []
         for values in groups:
             mask = None
@@ -336,7 +338,7 @@ def spark_has_native_delta(spark: SparkSession) -> bool:
         return False
     try:
         spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]
-    except Exception:  # noqa: BLE001 - any JVM-side failure means "not available"
+    except Exception:
         return False
     return True
 
@@ -376,7 +378,8 @@ class Lakehouse:
         spec = self._spec(table)
         if not self.exists(spec):
             raise TableNotFoundError(
-                f"table '{spec.name}' does not exist at {self.uri(spec)} (run the job that writes it)"
+                f"table '{spec.name}' does not exist at {self.uri(spec)} "
+                "(run the job that writes it)"
             )
         try:
             return DeltaTable(self.uri(spec), version=version, storage_options=self.storage_options)
@@ -404,9 +407,9 @@ class Lakehouse:
                 )
                 # delta-rs refuses unknown keys at create time but accepts them through
                 # ALTER with raise_if_not_exists=False, hence the second commit.
-                DeltaTable(self.uri(spec), storage_options=self.storage_options).alter.set_table_properties(
-                    spec.properties, raise_if_not_exists=False
-                )
+                DeltaTable(
+                    self.uri(spec), storage_options=self.storage_options
+                ).alter.set_table_properties(spec.properties, raise_if_not_exists=False)
             except Exception as exc:
                 # Another writer created it first (e.g. two backfill dates at once).
                 if not self.exists(spec):
@@ -440,7 +443,9 @@ class Lakehouse:
             )
 
     # --- writing --------------------------------------------------------------------------
-    def append(self, table: str | TableSpec, data: Any, *, spark: SparkSession | None = None) -> int:
+    def append(
+        self, table: str | TableSpec, data: Any, *, spark: SparkSession | None = None
+    ) -> int:
         return self.write(table, data, mode="append", spark=spark)
 
     def overwrite(
@@ -458,8 +463,12 @@ class Lakehouse:
         whole table is too destructive to be a default and is not offered here.
         """
         if partition is None and predicate is None:
-            raise R2RecError("overwrite needs a partition or a predicate (whole-table overwrite is refused)")
-        return self.write(table, data, mode="overwrite", partition=partition, predicate=predicate, spark=spark)
+            raise R2RecError(
+                "overwrite needs a partition or a predicate (whole-table overwrite is refused)"
+            )
+        return self.write(
+            table, data, mode="overwrite", partition=partition, predicate=predicate, spark=spark
+        )
 
     def write(
         self,
@@ -482,7 +491,9 @@ class Lakehouse:
         if mode == "overwrite" and partition is None and predicate is None:
             raise R2RecError("overwrite needs a partition or a predicate")
         if _is_spark_df(data):
-            return self._write_spark(spec, data, mode=mode, partition=partition, predicate=predicate)
+            return self._write_spark(
+                spec, data, mode=mode, partition=partition, predicate=predicate
+            )
         return self._write_arrow(spec, conform_arrow(spec, data), mode, partition, predicate)
 
     def _write_arrow(
@@ -511,7 +522,8 @@ class Lakehouse:
             text = str(exc).lower()
             if "failed validation check" in text or "predicate" in text:
                 raise R2RecError(
-                    f"table '{spec.name}': rows outside the overwrite predicate [{predicate}]: {exc}"
+                    f"table '{spec.name}': rows outside the overwrite predicate "
+                    f"[{predicate}]: {exc}"
                 ) from None
             raise
         return self.delta_table(spec).version()
@@ -576,7 +588,10 @@ class Lakehouse:
             partition_by=list(spec.partition_by) or None,
             partition_filters=filters if mode == "overwrite" else None,
             commit_properties=CommitProperties(
-                custom_metadata={"r2rec.writer": "spark-executors", "r2rec.files": str(len(actions))}
+                custom_metadata={
+                    "r2rec.writer": "spark-executors",
+                    "r2rec.files": str(len(actions)),
+                }
             ),
         )
         return self.delta_table(spec).version()
@@ -634,23 +649,8 @@ class Lakehouse:
         dt = self.delta_table(table, version)
         return dt.to_pyarrow_dataset(
             partitions=list(partitions) if partitions else None,
-            filesystem=self._arrow_filesystem(dt.table_uri),
+            filesystem=arrow_filesystem(dt.table_uri),
         )
-
-    @staticmethod
-    def _arrow_filesystem(table_uri: str):
-        """Local tables get pyarrow's own filesystem.
-
-        delta-rs' default Python filesystem handler aborts the interpreter at exit
-        ("terminate called without an active exception") once two snapshots of a table
-        have been scanned in one process; object stores keep the delta-rs handler.
-        """
-        import pyarrow.fs as pafs
-
-        if "://" in table_uri and not table_uri.startswith("file://"):
-            return None
-        path = table_uri.removeprefix("file://")
-        return pafs.SubTreeFileSystem(path, pafs.LocalFileSystem())
 
     def read_pandas(self, table: str | TableSpec, **kwargs: Any) -> pd.DataFrame:
         return self.read_arrow(table, **kwargs).to_pandas()
@@ -732,6 +732,22 @@ class Lakehouse:
         return [spec for spec in TABLES.values() if self.exists(spec)]
 
 
+def arrow_filesystem(table_uri: str):
+    """The filesystem to scan a table's files with: pyarrow's own for local tables.
+
+    delta-rs' default Python filesystem handler aborts the interpreter at exit
+    ("terminate called without an active exception") once two snapshots of a table
+    have been scanned in one process; object stores keep the delta-rs handler.
+    Use as ``dt.to_pyarrow_dataset(filesystem=arrow_filesystem(dt.table_uri))``.
+    """
+    import pyarrow.fs as pafs
+
+    if "://" in table_uri and not table_uri.startswith("file://"):
+        return None
+    path = table_uri.removeprefix("file://").rstrip("/")
+    return pafs.SubTreeFileSystem(path, pafs.LocalFileSystem())
+
+
 def _arro3_to_pylist(table: Any) -> list[dict]:
     import pyarrow as pa
 
@@ -752,11 +768,17 @@ def _is_spark_df(data: Any) -> bool:
     return hasattr(data, "sparkSession") and hasattr(data, "mapInArrow")
 
 
-def _reject_outside_partition(spec: TableSpec, data: pa.Table, partition: Mapping[str, Any]) -> None:
+def _reject_outside_partition(
+    spec: TableSpec, data: pa.Table, partition: Mapping[str, Any]
+) -> None:
     import pyarrow.compute as pc
 
     for col, val in partition.items():
-        outside = len(data) - pc.sum(pc.equal(data[col], str(val)).fill_null(False)).as_py() if len(data) else 0
+        outside = (
+            len(data) - pc.sum(pc.equal(data[col], str(val)).fill_null(False)).as_py()
+            if len(data)
+            else 0
+        )
         if outside:
             raise R2RecError(
                 f"table '{spec.name}': {outside} row(s) outside the overwrite partition "

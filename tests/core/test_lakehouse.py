@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
@@ -12,7 +12,7 @@ from r2rec.contracts import INTERACTIONS, QUARANTINE, TableSpec, _cols
 from r2rec.errors import R2RecError, SchemaMismatchError, TableNotFoundError
 from r2rec.lakehouse import Lakehouse
 
-T0 = datetime(2020, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def events(ds: str, users: list[str], source: str = "s", rating: float = 4.0) -> pa.Table:
@@ -31,7 +31,9 @@ def events(ds: str, users: list[str], source: str = "s", rating: float = 4.0) ->
 
 def rows(lakehouse: Lakehouse, table=INTERACTIONS, **kw) -> list[tuple]:
     t = lakehouse.read_arrow(table, **kw)
-    return sorted(zip(t["ds"].to_pylist(), t["user_id"].to_pylist(), t["rating"].to_pylist(), strict=True))
+    return sorted(
+        zip(t["ds"].to_pylist(), t["user_id"].to_pylist(), t["rating"].to_pylist(), strict=True)
+    )
 
 
 def test_root_comes_from_env_then_default(monkeypatch, tmp_path):
@@ -53,16 +55,26 @@ def test_create_records_contract_properties(lakehouse):
 
 
 def test_partition_overwrite_replaces_exactly_that_partition(lakehouse):
-    lakehouse.overwrite(INTERACTIONS, events("2026-01-01", ["a", "b"]), partition={"ds": "2026-01-01", "source": "s"})
-    lakehouse.overwrite(INTERACTIONS, events("2026-01-02", ["c"]), partition={"ds": "2026-01-02", "source": "s"})
     lakehouse.overwrite(
-        INTERACTIONS, events("2026-01-01", ["z"], rating=1.0), partition={"ds": "2026-01-01", "source": "s"}
+        INTERACTIONS,
+        events("2026-01-01", ["a", "b"]),
+        partition={"ds": "2026-01-01", "source": "s"},
+    )
+    lakehouse.overwrite(
+        INTERACTIONS, events("2026-01-02", ["c"]), partition={"ds": "2026-01-02", "source": "s"}
+    )
+    lakehouse.overwrite(
+        INTERACTIONS,
+        events("2026-01-01", ["z"], rating=1.0),
+        partition={"ds": "2026-01-01", "source": "s"},
     )
     assert rows(lakehouse) == [("2026-01-01", "z", 1.0), ("2026-01-02", "c", 4.0)]
 
 
 def test_overwrite_rejects_rows_outside_the_partition_and_writes_nothing(lakehouse):
-    lakehouse.overwrite(INTERACTIONS, events("2026-01-01", ["a"]), partition={"ds": "2026-01-01", "source": "s"})
+    lakehouse.overwrite(
+        INTERACTIONS, events("2026-01-01", ["a"]), partition={"ds": "2026-01-01", "source": "s"}
+    )
     before = lakehouse.version(INTERACTIONS)
     mixed = pa.concat_tables([events("2026-01-02", ["b"]), events("2026-01-03", ["c"])])
     with pytest.raises(R2RecError, match="1 row\\(s\\) outside the overwrite partition"):
@@ -72,9 +84,13 @@ def test_overwrite_rejects_rows_outside_the_partition_and_writes_nothing(lakehou
 
 
 def test_predicate_overwrite_is_enforced_by_delta(lakehouse):
-    lakehouse.overwrite(INTERACTIONS, events("2026-01-01", ["a"]), partition={"ds": "2026-01-01", "source": "s"})
+    lakehouse.overwrite(
+        INTERACTIONS, events("2026-01-01", ["a"]), partition={"ds": "2026-01-01", "source": "s"}
+    )
     with pytest.raises(R2RecError, match="outside the overwrite predicate"):
-        lakehouse.overwrite(INTERACTIONS, events("2026-01-05", ["q"]), predicate="ds = '2026-01-01'")
+        lakehouse.overwrite(
+            INTERACTIONS, events("2026-01-05", ["q"]), predicate="ds = '2026-01-01'"
+        )
     assert rows(lakehouse) == [("2026-01-01", "a", 4.0)]
 
 
@@ -106,20 +122,38 @@ def test_append_then_time_travel(lakehouse):
 
 def test_merge_upserts_by_key(lakehouse):
     lakehouse.append(INTERACTIONS, events("2026-01-01", ["a", "b"]))
-    update = events("2026-01-01", ["a", "b", "c"], rating=2.0).slice(1)  # b (i1) updated, c (i2) new
+    update = events("2026-01-01", ["a", "b", "c"], rating=2.0).slice(
+        1
+    )  # b (i1) updated, c (i2) new
     metrics = lakehouse.merge(INTERACTIONS, update)
     assert metrics["num_target_rows_updated"] == 1
     assert metrics["num_target_rows_inserted"] == 1
-    assert rows(lakehouse) == [("2026-01-01", "a", 4.0), ("2026-01-01", "b", 2.0), ("2026-01-01", "c", 2.0)]
+    assert rows(lakehouse) == [
+        ("2026-01-01", "a", 4.0),
+        ("2026-01-01", "b", 2.0),
+        ("2026-01-01", "c", 2.0),
+    ]
 
 
 @pytest.mark.parametrize(
     ("mutate", "column", "problem"),
     [
         (lambda t: t.drop_columns(["rating"]), "rating", "is missing"),
-        (lambda t: t.append_column("extra", pa.array([1])), "extra", "is not in the table's contract"),
-        (lambda t: t.set_column(2, "rating", pa.array(["4"])), "rating", "has type string, expected double"),
-        (lambda t: t.set_column(0, "user_id", pa.array([None], pa.string())), "user_id", "null value"),
+        (
+            lambda t: t.append_column("extra", pa.array([1])),
+            "extra",
+            "is not in the table's contract",
+        ),
+        (
+            lambda t: t.set_column(2, "rating", pa.array(["4"])),
+            "rating",
+            "has type string, expected double",
+        ),
+        (
+            lambda t: t.set_column(0, "user_id", pa.array([None], pa.string())),
+            "user_id",
+            "null value",
+        ),
     ],
 )
 def test_wrong_schema_names_the_offending_column(lakehouse, mutate, column, problem):
@@ -145,7 +179,12 @@ def test_stored_schema_drift_is_detected(lakehouse):
     drifted = TableSpec(
         name="interactions",
         layer="silver",
-        columns=_cols(*[(c.name, "int64" if c.name == "rating" else c.type, c.nullable) for c in INTERACTIONS.columns]),
+        columns=_cols(
+            *[
+                (c.name, "int64" if c.name == "rating" else c.type, c.nullable)
+                for c in INTERACTIONS.columns
+            ]
+        ),
         partition_by=INTERACTIONS.partition_by,
         key=INTERACTIONS.key,
     )
@@ -167,7 +206,9 @@ def test_reads_go_through_the_log_not_the_directory(lakehouse):
     part = {"ds": "2026-01-01", "source": "s"}
     lakehouse.overwrite(INTERACTIONS, events("2026-01-01", ["a", "b"]), partition=part)
     lakehouse.overwrite(INTERACTIONS, events("2026-01-01", ["c", "d", "e"]), partition=part)
-    raw = pds.dataset(lakehouse.uri(INTERACTIONS), format="parquet", partitioning="hive").count_rows()
+    raw = pds.dataset(
+        lakehouse.uri(INTERACTIONS), format="parquet", partitioning="hive"
+    ).count_rows()
     assert raw == 5  # the trap this layer exists to avoid
     assert lakehouse.read_arrow(INTERACTIONS).num_rows == 3
 
@@ -227,18 +268,28 @@ def test_spark_partition_overwrite_rejects_outside_rows(spark, lakehouse):
     # the rejected write's files were removed, not left behind as orphans
     import pyarrow.dataset as pds
 
-    assert pds.dataset(lakehouse.uri(INTERACTIONS), format="parquet", partitioning="hive").count_rows() == 10
+    assert (
+        pds.dataset(lakehouse.uri(INTERACTIONS), format="parquet", partitioning="hive").count_rows()
+        == 10
+    )
 
 
 def test_spark_rerun_and_read_back(spark, lakehouse):
     part = {"ds": "2026-01-01", "source": "s"}
     v1 = lakehouse.overwrite(INTERACTIONS, spark_events(spark, 50, "2026-01-01"), partition=part)
     v2 = lakehouse.overwrite(INTERACTIONS, spark_events(spark, 50, "2026-01-01"), partition=part)
-    lakehouse.overwrite(INTERACTIONS, spark_events(spark, 7, "2026-01-02"), partition={"ds": "2026-01-02", "source": "s"})
+    lakehouse.overwrite(
+        INTERACTIONS,
+        spark_events(spark, 7, "2026-01-02"),
+        partition={"ds": "2026-01-02", "source": "s"},
+    )
     assert rows(lakehouse, version=v1) == rows(lakehouse, version=v2)
     sdf = lakehouse.read_spark(spark, INTERACTIONS)
     assert sdf.columns == INTERACTIONS.column_names
-    assert {r["ds"]: r["count"] for r in sdf.groupBy("ds").count().collect()} == {"2026-01-01": 50, "2026-01-02": 7}
+    assert {r["ds"]: r["count"] for r in sdf.groupBy("ds").count().collect()} == {
+        "2026-01-01": 50,
+        "2026-01-02": 7,
+    }
     only = lakehouse.read_spark(spark, INTERACTIONS, partitions=[("ds", ">", "2026-01-01")])
     assert only.count() == 7
     old = lakehouse.read_spark(spark, INTERACTIONS, version=v1)
@@ -251,7 +302,9 @@ def test_spark_wrong_schema_names_the_column(spark, lakehouse):
     from pyspark.sql import functions as F
 
     df = spark_events(spark, 3, "2026-01-01").withColumn("rating", F.col("user_id"))
-    with pytest.raises(SchemaMismatchError, match="column 'rating' has type string, expected double"):
+    with pytest.raises(
+        SchemaMismatchError, match="column 'rating' has type string, expected double"
+    ):
         lakehouse.overwrite(INTERACTIONS, df, partition={"ds": "2026-01-01", "source": "s"})
     nulls = spark_events(spark, 3, "2026-01-01").selectExpr(
         "cast(null as string) as user_id", "item_id", "rating", "ts", "ds", "source"

@@ -1,0 +1,258 @@
+"""The ``r2rec`` command: inspect and query the lakehouse, run jobs.
+
+Heavy modules (deltalake, duckdb, pyspark, torch) are imported inside the commands so
+``r2rec --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from r2rec.errors import R2RecError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+    from r2rec.lakehouse import Lakehouse
+
+
+class _OperatorErrors(TyperGroup):
+    """Print operator-facing errors as one red line on stderr and exit 1.
+
+    Done here rather than in ``Typer.__call__`` so it also applies under ``CliRunner``,
+    which invokes the click group directly.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except R2RecError as exc:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            err = Console(stderr=True, highlight=False)
+            err.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_OperatorErrors,
+    help="R2Rec: batch recommender on Spark + Delta Lake.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals can hold storage credentials; never print them in a traceback.
+    pretty_exceptions_show_locals=False,
+)
+
+LakehouseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lakehouse",
+        "-L",
+        metavar="PATH",
+        help="Lakehouse root (default: $R2REC_LAKEHOUSE, else ./lakehouse).",
+        show_default=False,
+    ),
+]
+
+
+def _lakehouse(root: str | None) -> Lakehouse:
+    from r2rec.lakehouse import Lakehouse
+
+    return Lakehouse(root)
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+@app.command()
+def tables(lakehouse: LakehouseOpt = None) -> None:
+    """List the tables of the lakehouse with their size and version."""
+    lh = _lakehouse(lakehouse)
+    specs = lh.tables()
+    console = _console()
+    if not specs:
+        console.print(
+            Text(f"No tables under {lh.root} yet; `r2rec ingest` creates them.", style="yellow")
+        )
+        return
+    out = Table(title=f"Tables in {lh.root}", title_justify="left", box=box.SIMPLE_HEAD)
+    # Short values never wrap; the long ones (partition columns, uri) fold instead.
+    for col in ("name", "layer", "rows", "version", "partitions", "schema"):
+        out.add_column(col, no_wrap=True, justify="left" if col in ("name", "layer") else "right")
+    out.add_column("partitioned by")
+    out.add_column("uri", overflow="fold")
+    for spec in specs:
+        info = lh.info(spec)
+        out.add_row(
+            info.name,
+            spec.layer,
+            str(info.rows),
+            str(info.version),
+            str(info.partitions),
+            info.schema_version,
+            ", ".join(spec.partition_by) or "-",
+            Text(info.uri),
+        )
+    console.print(out)
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _parse_versions(values: list[str]) -> dict[str, int]:
+    versions = {}
+    for value in values:
+        name, sep, ver = value.partition("=")
+        if not sep or not ver.isdigit():
+            raise typer.BadParameter(f"'{value}' is not TABLE=VERSION", param_hint="--as-of")
+        versions[name] = int(ver)
+    return versions
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL (DuckDB dialect); tables are views.")],
+    lakehouse: LakehouseOpt = None,
+    limit: Annotated[int, typer.Option(min=0, help="Rows to show; 0 shows all.")] = 50,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="json is one array of objects.")
+    ] = OutputFormat.table,
+    as_of: Annotated[
+        list[str] | None,
+        typer.Option("--as-of", metavar="TABLE=VERSION", help="Read a table at a past version."),
+    ] = None,
+) -> None:
+    """Run a SQL query over the Delta tables (read through the Delta log)."""
+    from r2rec.sql import run_sql
+
+    versions = _parse_versions(as_of or [])
+    # One row more than shown tells us whether the output was cut.
+    result = run_sql(query, _lakehouse(lakehouse), versions, limit=limit + 1 if limit else None)
+    cut = bool(limit) and result.num_rows > limit
+    if cut:
+        result = result.slice(0, limit)
+    if fmt is OutputFormat.csv:
+        _write_csv(result)
+    elif fmt is OutputFormat.json:
+        rows = _finite(result.to_pylist())
+        sys.stdout.write(json.dumps(rows, default=_json_value, allow_nan=False) + "\n")
+    else:
+        _print_table(result)
+    if cut:
+        note = f"showing the first {limit} rows; --limit 0 shows all"
+        Console(stderr=True, highlight=False).print(Text(note, style="dim"))
+
+
+def _json_value(value: Any) -> Any:
+    # Timestamps as ISO-8601 (json has no date type); Decimal and the like as text.
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _finite(value: Any) -> Any:
+    # NaN/Infinity are not JSON; null is what other tools (jq, DuckDB) produce for them.
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=_json_value)
+    return _json_value(value) if hasattr(value, "isoformat") else value
+
+
+def _write_csv(result: pa.Table) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(result.column_names)
+    for row in result.to_pylist():
+        writer.writerow([_csv_cell(v) for v in row.values()])
+
+
+def _print_table(result: pa.Table) -> None:
+    out = Table(show_lines=False)
+    for name, typ in zip(result.column_names, result.schema.types, strict=True):
+        numeric = str(typ).startswith(("int", "uint", "float", "double", "decimal"))
+        out.add_column(name, justify="right" if numeric else "left", overflow="fold")
+    for row in result.to_pylist():
+        out.add_row(
+            *(Text("NULL", style="dim") if v is None else Text(str(v)) for v in row.values())
+        )
+    console = _console()
+    console.print(out)
+    console.print(Text(f"{result.num_rows} row(s)", style="dim"))
+
+
+@app.command()
+def history(
+    table: Annotated[str, typer.Argument(help="Table name, e.g. interactions.")],
+    lakehouse: LakehouseOpt = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Newest N versions only.")] = None,
+) -> None:
+    """Show a table's Delta commits, newest first."""
+    lh = _lakehouse(lakehouse)
+    out = Table(title=f"History of {table}", title_justify="left")
+    out.add_column("version", justify="right", no_wrap=True)
+    out.add_column("timestamp", no_wrap=True)
+    out.add_column("operation")
+    out.add_column("parameters", overflow="fold")
+    for commit in lh.history(table, limit):
+        ts = datetime.fromtimestamp(commit["timestamp"] / 1000, tz=UTC)
+        params = commit.get("operationParameters") or {}
+        out.add_row(
+            str(commit.get("version", "?")),
+            ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            commit.get("operation", "?"),
+            Text(", ".join(f"{k}={_shorten(str(v))}" for k, v in params.items())),
+        )
+    _console().print(out)
+
+
+def _shorten(value: str, width: int = 120) -> str:
+    # CREATE TABLE carries the whole schema as JSON; a listing needs only its start.
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+@app.command(
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "help_option_names": [],
+    },
+    add_help_option=False,
+)
+def ingest(ctx: typer.Context) -> None:
+    """Ingest raw sources into bronze/silver tables (see `r2rec ingest --help`)."""
+    try:
+        from spark_jobs.ingest import main
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("spark_jobs", "spark_jobs.ingest"):
+            raise
+        raise R2RecError("the ingest job (spark_jobs.ingest) is not installed") from None
+    # The job's own argparse is the one parser, so its --help is what users see.
+    raise typer.Exit(main(list(ctx.args)) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,237 @@
+"""The r2rec command line: output of each command and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import r2rec as r2rec_package
+from r2rec.cli import app
+
+# Wide enough that rich never folds a cell, so each table row is one line.
+runner = CliRunner(env={"COLUMNS": "250", "NO_COLOR": "1", "R2REC_LAKEHOUSE": None})
+
+
+def r2rec(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """Cells of the body rows of a rich table; a wrapped cell's lines are joined."""
+    rows: list[list[str]] = []
+    for line in output.splitlines():
+        if not line.startswith("│"):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+        if rows and not cells[0]:  # continuation of the row above
+            rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells, strict=True)]
+        else:
+            rows.append(cells)
+    return rows
+
+
+def test_tables_lists_name_rows_and_version(lakehouse, write_partition):
+    write_partition(["a", "b", "c"])
+    write_partition(["d", "e"], ds="2026-01-02")
+
+    result = r2rec("tables", "--lakehouse", lakehouse.root)
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    rule = next(i for i, ln in enumerate(lines) if ln.strip().startswith("─"))
+    body = [ln.split() for ln in lines[rule + 1 :] if ln.strip()]
+    uri = lakehouse.uri("interactions")
+    assert body == [["interactions", "silver", "5", "3", "2", "1", "ds,", "source", uri]]
+
+
+def test_tables_on_an_empty_lakehouse(tmp_path):
+    result = r2rec("tables", "--lakehouse", str(tmp_path))
+
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"No tables under {tmp_path} yet")
+
+
+def test_lakehouse_defaults_to_the_environment(lakehouse, write_partition):
+    write_partition(["a", "b"])
+
+    result = runner.invoke(
+        app,
+        ["sql", "SELECT count(*) AS n FROM interactions", "-f", "csv"],
+        env={"R2REC_LAKEHOUSE": lakehouse.root},
+    )
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "n\n2\n"
+
+
+def test_sql_prints_a_table(lakehouse, write_partition):
+    write_partition(["a", "b", "a"])
+
+    result = r2rec(
+        "sql",
+        "SELECT user_id, count(*) AS n FROM interactions GROUP BY 1 ORDER BY 1",
+        "--lakehouse",
+        lakehouse.root,
+    )
+
+    assert result.exit_code == 0, result.output
+    assert table_rows(result.stdout) == [["a", "2"], ["b", "1"]]
+    assert "2 row(s)" in result.stdout
+
+
+def test_sql_csv_and_json(lakehouse, write_partition):
+    write_partition(["a", "b"])
+    query = "SELECT user_id, rating, ts FROM interactions ORDER BY user_id"
+
+    as_csv = r2rec("sql", query, "--lakehouse", lakehouse.root, "--format", "csv")
+    as_json = r2rec("sql", query, "--lakehouse", lakehouse.root, "--format", "json")
+
+    assert as_csv.exit_code == 0, as_csv.output
+    assert as_csv.stdout.splitlines() == [
+        "user_id,rating,ts",
+        "a,0.0,2025-12-31T12:00:00+00:00",
+        "b,1.0,2025-12-31T12:01:00+00:00",
+    ]
+    assert json.loads(as_json.stdout) == [
+        {"user_id": "a", "rating": 0.0, "ts": "2025-12-31T12:00:00+00:00"},
+        {"user_id": "b", "rating": 1.0, "ts": "2025-12-31T12:01:00+00:00"},
+    ]
+
+
+def test_sql_limit_cuts_and_says_so(lakehouse):
+    query = "SELECT range AS k FROM range(10)"
+
+    cut = r2rec("sql", query, "--lakehouse", lakehouse.root, "-f", "csv", "--limit", "3")
+    whole = r2rec("sql", query, "--lakehouse", lakehouse.root, "-f", "csv", "--limit", "0")
+    exact = r2rec("sql", query, "--lakehouse", lakehouse.root, "-f", "csv", "--limit", "10")
+
+    assert cut.stdout == "k\n0\n1\n2\n"
+    assert "showing the first 3 rows" in cut.stderr
+    assert whole.stdout.splitlines() == ["k", *map(str, range(10))]
+    assert exact.stdout.splitlines() == ["k", *map(str, range(10))]
+    assert exact.stderr == ""
+
+
+def test_sql_as_of_reads_an_old_version(lakehouse, write_partition):
+    write_partition(["a", "b", "c"])
+    write_partition(["x"])
+    query = "SELECT count(*) AS n FROM interactions"
+
+    old = r2rec("sql", query, "-L", lakehouse.root, "-f", "csv", "--as-of", "interactions=2")
+    new = r2rec("sql", query, "-L", lakehouse.root, "-f", "csv")
+
+    assert (old.stdout, new.stdout) == ("n\n3\n", "n\n1\n")
+
+
+def test_bad_sql_is_one_red_line(lakehouse, write_partition):
+    write_partition(["a"])
+
+    result = r2rec("sql", "SELEC broken", "--lakehouse", lakehouse.root)
+
+    assert_one_line_error(result, 'syntax error at or near "SELEC"')
+
+
+def test_missing_table_names_the_available_ones(lakehouse, write_partition):
+    write_partition(["a"])
+
+    result = r2rec("sql", "SELECT * FROM items", "--lakehouse", lakehouse.root)
+
+    assert_one_line_error(result, "items does not exist", "available tables: interactions")
+
+
+def test_history_lists_every_commit_newest_first(lakehouse, write_partition):
+    write_partition(["a", "b"])
+    write_partition(["c"])
+
+    result = r2rec("history", "interactions", "--lakehouse", lakehouse.root)
+
+    assert result.exit_code == 0, result.output
+    rows = table_rows(result.stdout)
+    assert [(r[0], r[2]) for r in rows] == [
+        ("3", "WRITE"),
+        ("2", "WRITE"),
+        ("1", "SET TBLPROPERTIES"),
+        ("0", "CREATE TABLE"),
+    ]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r[1]) for r in rows)
+    assert "mode=Overwrite" in rows[0][3]
+
+
+def test_history_limit(lakehouse, write_partition):
+    write_partition(["a"])
+    write_partition(["b"])
+
+    result = r2rec("history", "interactions", "--limit", "1", "--lakehouse", lakehouse.root)
+
+    assert [r[0] for r in table_rows(result.stdout)] == ["3"]
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ("interactions", "table 'interactions' does not exist at"),
+        ("nosuch", "unknown table 'nosuch' (known: interactions, interactions_raw,"),
+    ],
+)
+def test_history_of_a_missing_table_is_one_red_line(tmp_path, table, fragment):
+    result = r2rec("history", table, "--lakehouse", str(tmp_path))
+
+    assert_one_line_error(result, fragment)
+
+
+def test_bad_arguments_are_usage_errors(lakehouse):
+    result = r2rec("sql", "SELECT 1", "--format", "xml", "--lakehouse", lakehouse.root)
+
+    assert result.exit_code == 2
+    assert "Usage:" in result.output
+
+
+def test_ingest_forwards_every_argument(monkeypatch):
+    seen: list[list[str]] = []
+    fake = types.ModuleType("spark_jobs.ingest")
+    fake.main = lambda argv: seen.append(argv) or 3
+    monkeypatch.setitem(sys.modules, "spark_jobs.ingest", fake)
+    argv = ["--source", "csv", "--ds", "2026-01-01", "--path", "x.csv", "--help", "-h", "extra"]
+
+    result = r2rec("ingest", *argv)
+
+    assert seen == [argv]
+    assert result.exit_code == 3
+
+
+def test_help_does_not_import_heavy_modules():
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from r2rec.cli import app\n"
+        "assert CliRunner().invoke(app, ['--help']).exit_code == 0\n"
+        "heavy = {'pyspark', 'torch', 'deltalake', 'duckdb', 'pyarrow', 'pandas'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    repo = Path(r2rec_package.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
+
+    assert out.strip() == "[]"
