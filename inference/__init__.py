@@ -1,0 +1,1 @@
+"""Nightly batch scoring with vLLM and evaluation (issue: batch inference)."""

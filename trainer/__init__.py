@@ -1,0 +1,1 @@
+"""Two-stage fine-tuning (SFT, then GRPO) on interaction-of-thought traces (issue: trainer)."""
