@@ -231,8 +231,137 @@ QUARANTINE = TableSpec(
     doc="Records a job refused, with the reason. Nothing is dropped silently.",
 )
 
+JOB_METRICS = TableSpec(
+    name="job_metrics",
+    layer="ops",
+    columns=_cols(
+        ("ds", "string", False, "run date"),
+        ("job", "string", False, "job that measured it"),
+        ("metric", "string", False, "e.g. chain_coverage, dq.candidates_exactly_n"),
+        ("value", "double", True, "the measurement"),
+        ("detail", "string", True, "context, e.g. the failing count or the config"),
+    ),
+    partition_by=("ds", "job"),
+    key=("ds", "job", "metric"),
+    doc="Per-run measurements and data-quality results, one partition per (ds, job).",
+)
+
+# --- graph, samples, candidates, chains (docs/METHOD.md §1-3, §10) -----------------------
+GRAPH_EDGES = TableSpec(
+    name="graph_edges",
+    layer="gold",
+    columns=_cols(
+        ("ds", "string", False, "run date D: edges from events with ts < D"),
+        ("user_id", "string", False, ""),
+        ("item_id", "string", False, ""),
+        ("rating", "double", True, "rating of the first interaction"),
+        ("ts", "timestamp", False, "first interaction of the user with the item"),
+        ("weight", "double", False, "rating, or 1.0 for implicit feedback"),
+    ),
+    partition_by=("ds",),
+    key=("ds", "user_id", "item_id"),
+    doc="The bipartite user-item graph as of D, one edge per (user, item).",
+)
+
+GRAPH_STATS = TableSpec(
+    name="graph_stats",
+    layer="gold",
+    columns=_cols(
+        ("ds", "string", False, "run date"),
+        ("entity", "string", False, "user | item"),
+        ("nodes", "int64", False, "number of users or items"),
+        ("edges", "int64", False, "number of edges"),
+        ("min_degree", "int64", False, ""),
+        ("p50_degree", "double", False, ""),
+        ("p90_degree", "double", False, ""),
+        ("p99_degree", "double", False, ""),
+        ("max_degree", "int64", False, ""),
+        ("mean_degree", "double", False, ""),
+    ),
+    partition_by=("ds",),
+    key=("ds", "entity"),
+    doc="Degree statistics of the graph as of D.",
+)
+
+SAMPLES = TableSpec(
+    name="samples",
+    layer="gold",
+    columns=_cols(
+        ("ds", "string", False, "run date"),
+        ("split", "string", False, "train | valid | test"),
+        ("sample_id", "string", False, "<user_id>:<position>"),
+        ("user_id", "string", False, ""),
+        ("position", "int32", False, "0-based position of the target in the user's sequence"),
+        ("history", "array<string>", False, "up to L previous items, oldest first"),
+        ("target_item_id", "string", False, ""),
+        ("target_ts", "timestamp", False, ""),
+    ),
+    partition_by=("ds",),
+    key=("ds", "sample_id"),
+    doc="Time-ordered leave-one-out samples as of D.",
+)
+
+CANDIDATES = TableSpec(
+    name="candidates",
+    layer="gold",
+    columns=_cols(
+        ("ds", "string", False, "run date"),
+        ("split", "string", False, "train | valid | test"),
+        ("sample_id", "string", False, ""),
+        ("seed", "int64", False, "candidate seed"),
+        ("user_id", "string", False, ""),
+        ("target_item_id", "string", False, ""),
+        ("items", "array<string>", False, "N candidate items in display order"),
+        ("labels", "array<string>", False, "C1..CN, aligned with items"),
+        ("target_label", "string", False, "label of the target"),
+        ("sampler", "string", False, "uniform | popularity"),
+    ),
+    partition_by=("ds",),
+    key=("ds", "sample_id", "seed"),
+    doc="Target plus N-1 unseen negatives per sample and seed, seeded shuffle.",
+)
+
+CHAINS = TableSpec(
+    name="chains",
+    layer="gold",
+    columns=_cols(
+        ("ds", "string", False, "run date"),
+        ("sample_id", "string", False, ""),
+        ("chain_id", "string", False, "<sample_id>/<rank>"),
+        ("rank", "int32", False, "1 = best"),
+        ("user_id", "string", False, "u0"),
+        ("i0", "string", False, "item in u0's history"),
+        ("u0_i0_ts", "timestamp", False, ""),
+        ("u1", "string", False, "similar user"),
+        ("u1_i0_ts", "timestamp", False, ""),
+        ("i1", "string", False, "item u1 went on to (the target for positive chains)"),
+        ("u1_i1_ts", "timestamp", False, ""),
+        ("target_ts", "timestamp", False, "u0's target interaction"),
+        ("overlap", "int32", False, "|I(u0) ∩ I(u1)| before the target"),
+        ("jaccard", "double", False, ""),
+        ("recency", "double", False, "(j+1)/|H| for i0 at index j of the history"),
+        ("score", "double", False, "jaccard + w * recency"),
+    ),
+    partition_by=("ds",),
+    key=("ds", "chain_id"),
+    doc="Top-K positive interaction chains u0 -> i0 -> u1 -> i1 per training sample.",
+)
+
 TABLES: dict[str, TableSpec] = {
-    spec.name: spec for spec in (INTERACTIONS_RAW, ITEMS_RAW, INTERACTIONS, ITEMS, QUARANTINE)
+    spec.name: spec
+    for spec in (
+        INTERACTIONS_RAW,
+        ITEMS_RAW,
+        INTERACTIONS,
+        ITEMS,
+        QUARANTINE,
+        JOB_METRICS,
+        GRAPH_EDGES,
+        GRAPH_STATS,
+        SAMPLES,
+        CANDIDATES,
+        CHAINS,
+    )
 }
 
 
