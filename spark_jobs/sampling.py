@@ -55,9 +55,12 @@ class CandidateSampler:
             w = np.asarray(degrees, dtype=np.float64) ** alpha
             self.probabilities = w / w.sum()
 
-    def draw(self, user_id: str, sample_id: str, target: str, positives: set[str]) -> list[str] | None:
+    def draw(
+        self, user_id: str, sample_id: str, target: str, positives: set[str]
+    ) -> list[str] | None:
         """Shuffled candidates, or None when the user has fewer than n-1 unseen items."""
         need = self.n - 1
+        positives = positives | {target}  # the target is never its own negative
         if len(self.vocabulary) - len(self.vocab_set & positives) < need:
             return None
         rng = np.random.default_rng(stable_hash(self.seed, user_id, sample_id, self.ds))
@@ -79,5 +82,3 @@ class CandidateSampler:
                     break
         items = [target, *chosen]
         return [items[int(k)] for k in rng.permutation(len(items))]
-
-

@@ -1,0 +1,394 @@
+"""Chains job: top-K positive interaction chains u0 -> i0 -> u1 -> i1 per training sample.
+
+    python -m spark_jobs.chains --ds 2026-11-25 [--top-k 3] [--fanout 50]
+
+Reads ``graph_edges`` and ``samples`` partition D; writes partition D of ``chains``
+and reports coverage (definitions: docs/METHOD.md §3, §10).
+
+How it scales: the graph is turned into two compressed adjacency arrays (by user and
+by item, integer ids, ~24 bytes an edge) and broadcast; samples stay distributed and
+each executor expands its samples with numpy. Expansion from the target item visits at
+most F users (a seeded sample fixed per item), and each similar user contributes at
+most F items, so a blockbuster item costs F per sample, not its degree squared. The
+broadcast bounds the graph to what an executor holds (about 100M edges in 2.4 GB).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from r2rec.contracts import CHAINS, JOB_METRICS, SAMPLES
+from r2rec.lakehouse import Lakehouse
+from spark_jobs import quality
+from spark_jobs.graph import read_edges
+from spark_jobs.jobs import base_parser, run_main
+from spark_jobs.params import ChainParams
+
+JOB = "chains"
+
+
+@dataclass
+class GraphIndex:
+    """CSR adjacency of the graph as of D with dense ids (ids follow sorted string order)."""
+
+    users: np.ndarray  # uid -> user_id (object array)
+    items: np.ndarray  # iid -> item_id
+    user_ptr: np.ndarray  # edges of uid u: user_ptr[u]:user_ptr[u+1], sorted by (ts, iid)
+    user_item: np.ndarray
+    user_ts: np.ndarray  # microseconds since epoch
+    user_keep: np.ndarray  # edge is among the user's first F in fan-out order
+    item_ptr: np.ndarray  # edges of iid i, sorted by uid
+    item_user: np.ndarray
+    item_ts: np.ndarray
+    item_keep: np.ndarray  # edge is among the item's first F in fan-out order
+
+    @classmethod
+    def from_edges(cls, users, items, uid, iid, ts, user_keep, item_keep) -> GraphIndex:
+        by_user = np.lexsort((iid, ts, uid))
+        by_item = np.lexsort((uid, iid))
+        return cls(
+            users=users,
+            items=items,
+            user_ptr=np.searchsorted(uid[by_user], np.arange(len(users) + 1)),
+            user_item=iid[by_user],
+            user_ts=ts[by_user],
+            user_keep=user_keep[by_user],
+            item_ptr=np.searchsorted(iid[by_item], np.arange(len(items) + 1)),
+            item_user=uid[by_item],
+            item_ts=ts[by_item],
+            item_keep=item_keep[by_item],
+        )
+
+
+def _fanout_flags(edges: DataFrame, params: ChainParams) -> DataFrame:
+    """Mark the edges inside each item's and each user's first F (seeded) members."""
+    if params.fanout == 0:
+        return edges.withColumn("item_keep", F.lit(True)).withColumn("user_keep", F.lit(True))
+    seed = params.seed
+
+    def hashes(batches):
+        import pyarrow as pa
+
+        from spark_jobs.sampling import stable_hash
+
+        for batch in batches:
+            u, i = batch.column("user_id").to_pylist(), batch.column("item_id").to_pylist()
+            # Signed: Spark has no unsigned 64-bit type; the order is what matters.
+            h_item = [stable_hash(seed, it, us) - (1 << 63) for us, it in zip(u, i, strict=True)]
+            h_user = [stable_hash(seed, us, it) - (1 << 63) for us, it in zip(u, i, strict=True)]
+            yield batch.append_column("h_item", pa.array(h_item, pa.int64())).append_column(
+                "h_user", pa.array(h_user, pa.int64())
+            )
+
+    schema = T.StructType(
+        [
+            *edges.schema.fields,
+            T.StructField("h_item", T.LongType()),
+            T.StructField("h_user", T.LongType()),
+        ]
+    )
+    hashed = edges.mapInArrow(hashes, schema)
+    by_item = Window.partitionBy("item_id").orderBy("h_item", "user_id")
+    by_user = Window.partitionBy("user_id").orderBy("h_user", "item_id")
+    return (
+        hashed.withColumn("item_keep", F.row_number().over(by_item) <= params.fanout)
+        .withColumn("user_keep", F.row_number().over(by_user) <= params.fanout)
+        .drop("h_item", "h_user")
+    )
+
+
+def build_index(
+    spark, edges: DataFrame, params: ChainParams
+) -> tuple[GraphIndex, DataFrame, DataFrame]:
+    """Dense ids in Spark, then only integer columns travel to the driver."""
+    users = edges.select("user_id").distinct().orderBy("user_id")
+    items = edges.select("item_id").distinct().orderBy("item_id")
+    user_ids = spark.createDataFrame(
+        users.rdd.zipWithIndex().map(lambda p: (p[0][0], p[1])), "user_id string, uid long"
+    )
+    item_ids = spark.createDataFrame(
+        items.rdd.zipWithIndex().map(lambda p: (p[0][0], p[1])), "item_id string, iid long"
+    )
+    flagged = _fanout_flags(edges, params)
+    numeric = (
+        flagged.join(F.broadcast(user_ids), "user_id")
+        .join(F.broadcast(item_ids), "item_id")
+        .select(
+            F.col("uid").cast("int"),
+            F.col("iid").cast("int"),
+            F.unix_micros("ts").alias("ts"),
+            "user_keep",
+            "item_keep",
+        )
+        .toArrow()
+    )
+    user_tab = user_ids.orderBy("uid").toArrow()
+    item_tab = item_ids.orderBy("iid").toArrow()
+    index = GraphIndex.from_edges(
+        np.array(user_tab["user_id"].to_pylist(), dtype=object),
+        np.array(item_tab["item_id"].to_pylist(), dtype=object),
+        numeric["uid"].to_numpy(),
+        numeric["iid"].to_numpy(),
+        numeric["ts"].to_numpy(),
+        numeric["user_keep"].to_numpy(zero_copy_only=False),
+        numeric["item_keep"].to_numpy(zero_copy_only=False),
+    )
+    return index, user_ids, item_ids
+
+
+def chains_for_sample(
+    g: GraphIndex,
+    u0: int,
+    p: int,
+    t: int,
+    t_ts: int,
+    hist: list[int],
+    params: ChainParams,
+    scratch: np.ndarray,
+):
+    """Chain candidates of one training sample, best first (at most top_k).
+
+    ``scratch`` is a zeroed int array over items, reused across samples: it holds
+    1 + the history index of each history item and bit 30 for u0's earlier items.
+    """
+    a_items = g.user_item[g.user_ptr[u0] : g.user_ptr[u0] + p]
+    in_a = 1 << 30
+    scratch[a_items] |= in_a
+    for j, item in enumerate(hist):
+        scratch[item] |= j + 1
+    try:
+        lo, hi = g.item_ptr[t], g.item_ptr[t + 1]
+        users, uts, ukeep = g.item_user[lo:hi], g.item_ts[lo:hi], g.item_keep[lo:hi]
+        ok = ukeep & (uts < t_ts) & (users != u0)
+        found = []
+        for u1, u1_t_ts in zip(users[ok].tolist(), uts[ok].tolist(), strict=True):
+            s, e = g.user_ptr[u1], g.user_ptr[u1 + 1]
+            b_mask = g.user_keep[s:e] & (g.user_ts[s:e] < t_ts)
+            b_items, b_ts = g.user_item[s:e][b_mask], g.user_ts[s:e][b_mask]
+            marks = scratch[b_items]
+            overlap = int(np.count_nonzero(marks & in_a))
+            if overlap < params.min_overlap:
+                continue
+            union = len(a_items) + len(b_items) - overlap
+            jaccard = overlap / union
+            hist_pos = marks & (in_a - 1)
+            for k in np.nonzero(hist_pos)[0].tolist():
+                i0 = int(b_items[k])
+                if i0 == t:
+                    continue
+                j = int(hist_pos[k]) - 1
+                recency = (j + 1) / len(hist)
+                score = jaccard + params.recency_weight * recency
+                found.append((score, u1, i0, j, overlap, jaccard, recency, int(b_ts[k]), u1_t_ts))
+    finally:
+        scratch[a_items] = 0
+        scratch[hist] = 0
+    # ids follow sorted string order, so (u1, i0) ascending is the string tie-break.
+    found.sort(key=lambda c: (-c[0], c[1], c[2]))
+    return found[: params.top_k]
+
+
+_CHAIN_OUT = T.StructType(
+    [
+        T.StructField("sample_id", T.StringType()),
+        T.StructField("rank", T.IntegerType()),
+        T.StructField("i0", T.StringType()),
+        T.StructField("u0_i0_us", T.LongType()),
+        T.StructField("u1", T.StringType()),
+        T.StructField("u1_i0_us", T.LongType()),
+        T.StructField("u1_i1_us", T.LongType()),
+        T.StructField("overlap", T.IntegerType()),
+        T.StructField("jaccard", T.DoubleType()),
+        T.StructField("recency", T.DoubleType()),
+        T.StructField("score", T.DoubleType()),
+    ]
+)
+
+
+def build_chains(
+    spark, edges: DataFrame, samples: DataFrame, ds: str, params: ChainParams
+) -> DataFrame:
+    index, user_ids, item_ids = build_index(spark, edges, params)
+    # A dict of arrays, not the dataclass: broadcasts use plain pickle, which cannot
+    # find classes defined in __main__ (python -m spark_jobs.chains).
+    shared = spark.sparkContext.broadcast(vars(index))
+    train = samples.filter(F.col("split") == "train")
+    work = (
+        train.join(F.broadcast(user_ids), "user_id")
+        .join(
+            F.broadcast(item_ids.withColumnRenamed("item_id", "target_item_id")), "target_item_id"
+        )
+        .select(
+            "sample_id",
+            "uid",
+            "position",
+            "iid",
+            F.unix_micros("target_ts").alias("t_us"),
+            "history",
+        )
+    )
+
+    def expand(batches):
+        import pyarrow as pa
+
+        g = GraphIndex(**shared.value)
+        item_pos = {item: k for k, item in enumerate(g.items.tolist())}
+        scratch = np.zeros(len(g.items), dtype=np.int64)
+        names = _CHAIN_OUT.fieldNames()
+        for batch in batches:
+            out = {name: [] for name in names}
+            for r in batch.to_pylist():
+                hist = [item_pos[h] for h in r["history"]]
+                found = chains_for_sample(
+                    g, r["uid"], r["position"], r["iid"], r["t_us"], hist, params, scratch
+                )
+                for rank, (score, u1, i0, j, overlap, jac, rec, u1_i0, u1_i1) in enumerate(
+                    found, 1
+                ):
+                    # i0 sits at history index j, i.e. at u0's position p - |H| + j.
+                    u0_pos = g.user_ptr[r["uid"]] + r["position"] - len(hist) + j
+                    row = (
+                        r["sample_id"],
+                        rank,
+                        g.items[i0],
+                        int(g.user_ts[u0_pos]),
+                        g.users[u1],
+                        u1_i0,
+                        u1_i1,
+                        overlap,
+                        jac,
+                        rec,
+                        score,
+                    )
+                    for name, value in zip(names, row, strict=True):
+                        out[name].append(value)
+            yield pa.RecordBatch.from_pydict(out, schema=_arrow_schema(_CHAIN_OUT))
+
+    found = work.mapInArrow(expand, _CHAIN_OUT)
+    return found.join(
+        train.select("sample_id", "user_id", "target_item_id", "target_ts"), "sample_id"
+    ).select(
+        F.lit(ds).alias("ds"),
+        "sample_id",
+        F.concat_ws("/", "sample_id", F.col("rank").cast("string")).alias("chain_id"),
+        "rank",
+        "user_id",
+        "i0",
+        F.timestamp_micros("u0_i0_us").alias("u0_i0_ts"),
+        "u1",
+        F.timestamp_micros("u1_i0_us").alias("u1_i0_ts"),
+        F.col("target_item_id").alias("i1"),
+        F.timestamp_micros("u1_i1_us").alias("u1_i1_ts"),
+        "target_ts",
+        "overlap",
+        "jaccard",
+        "recency",
+        "score",
+    )
+
+
+def _arrow_schema(struct: T.StructType):
+    import pyarrow as pa
+
+    kinds = {
+        T.StringType: pa.string(),
+        T.IntegerType: pa.int32(),
+        T.LongType: pa.int64(),
+        T.DoubleType: pa.float64(),
+    }
+    return pa.schema([(f.name, kinds[type(f.dataType)]) for f in struct.fields])
+
+
+def chain_checks(chains: DataFrame, edges: DataFrame) -> dict[str, DataFrame]:
+    e = edges.select("user_id", "item_id", "ts")
+    # Every hop must be an edge of the graph and precede the target interaction.
+    hop_u1_i0 = chains.join(
+        e.withColumnRenamed("user_id", "u1")
+        .withColumnRenamed("item_id", "i0")
+        .withColumnRenamed("ts", "e_ts"),
+        ["u1", "i0"],
+        "left",
+    ).filter(
+        F.col("e_ts").isNull()
+        | (F.col("e_ts") != F.col("u1_i0_ts"))
+        | (F.col("u1_i0_ts") >= F.col("target_ts"))
+    )
+    hop_u1_i1 = chains.join(
+        e.withColumnRenamed("user_id", "u1")
+        .withColumnRenamed("item_id", "i1")
+        .withColumnRenamed("ts", "e_ts"),
+        ["u1", "i1"],
+        "left",
+    ).filter(F.col("e_ts").isNull() | (F.col("u1_i1_ts") >= F.col("target_ts")))
+    return {
+        "chains_key_not_null": chains.filter(F.col("chain_id").isNull() | F.col("u1").isNull()),
+        "chains_u1_differs_from_u0": chains.filter(F.col("u1") == F.col("user_id")),
+        "chains_closure": chains.filter(F.col("overlap") < 2),
+        "chains_u0_i0_before_target": chains.filter(
+            F.col("u0_i0_ts").isNull() | (F.col("u0_i0_ts") > F.col("target_ts"))
+        ),
+        "chains_u1_i0_edge_before_target": hop_u1_i0,
+        "chains_u1_i1_edge_before_target": hop_u1_i1,
+    }
+
+
+def run(spark, lakehouse: Lakehouse, ds: str, params: ChainParams | None = None) -> dict:
+    from pyspark import StorageLevel
+
+    params = params or ChainParams()
+    edges = read_edges(spark, lakehouse, ds).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        samples = lakehouse.read_spark(spark, SAMPLES, partitions=[("ds", "=", ds)])
+        chains = build_chains(spark, edges, samples, ds, params).persist(
+            StorageLevel.MEMORY_AND_DISK
+        )
+        results = quality.run_checks(chain_checks(chains, edges))
+        quality.enforce(JOB, ds, results)
+        version = lakehouse.overwrite(CHAINS, chains, partition={"ds": ds})
+        n_train = samples.filter(F.col("split") == "train").count()
+        covered = chains.select("sample_id").distinct().count()
+        n_chains = chains.count()
+        chains.unpersist()
+    finally:
+        edges.unpersist()
+    coverage = covered / n_train if n_train else 0.0
+    extra = {
+        "chain_coverage": coverage,
+        "chains": n_chains,
+        "train_samples": n_train,
+        "covered_samples": covered,
+    }
+    lakehouse.overwrite(
+        JOB_METRICS, quality.metric_rows(JOB, ds, results, extra), partition={"ds": ds, "job": JOB}
+    )
+    return {"ds": ds, "chains_version": version, **extra}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = base_parser("python -m spark_jobs.chains", __doc__.splitlines()[0])
+    d = ChainParams()
+    p.add_argument("--top-k", type=int, default=d.top_k, help="chains kept per sample (K)")
+    p.add_argument(
+        "--fanout", type=int, default=d.fanout, help="F users per item / items per user; 0 = no cap"
+    )
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--recency-weight", type=float, default=d.recency_weight)
+    args = p.parse_args(argv)
+
+    def body():
+        from spark_jobs.session import get_spark
+
+        params = ChainParams(args.top_k, args.fanout, args.seed, args.recency_weight)
+        return run(get_spark(), Lakehouse(args.lakehouse), args.ds, params)
+
+    return run_main(body)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

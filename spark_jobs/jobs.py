@@ -1,0 +1,43 @@
+"""What every job's ``main(argv)`` shares: the common options and the error contract.
+
+A job exits 0 on success and 1 with one ``error: ...`` line on an operator-facing
+error (bad input, failed data-quality check), so Airflow marks the task failed and
+retries; programming errors keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from r2rec.config import parse_ds
+from r2rec.errors import R2RecError
+
+
+def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--ds", required=True, type=_ds, help="run date YYYY-MM-DD (data before it)")
+    p.add_argument("--lakehouse", help="lakehouse root (default $R2REC_LAKEHOUSE or ./lakehouse)")
+    return p
+
+
+def _ds(value: str) -> str:
+    try:
+        return parse_ds(value)
+    except R2RecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_main(run: Callable[[], Any]) -> int:
+    """Run a job body; print its report as one JSON line, or its error as one line."""
+    try:
+        report = run()
+    except R2RecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if report is not None:
+        print(json.dumps(report, sort_keys=True, default=str))
+    return 0

@@ -1,0 +1,58 @@
+"""Data-quality checks run after each job, before anything downstream trusts its output.
+
+A check is a name and a DataFrame of offending rows; the job fails with a message that
+names every failing check and its count. Results are also recorded in ``job_metrics``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+
+from r2rec.errors import DataQualityError
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    failing: int
+    example: str | None = None
+
+
+def run_checks(checks: dict[str, DataFrame]) -> list[CheckResult]:
+    results = []
+    for name, offending in checks.items():
+        failing = offending.count()
+        example = str(offending.limit(1).collect()[0].asDict()) if failing else None
+        results.append(CheckResult(name, failing, example))
+    return results
+
+
+def enforce(job: str, ds: str, results: list[CheckResult]) -> None:
+    failed = [r for r in results if r.failing]
+    if failed:
+        detail = "; ".join(
+            f"'{r.name}' failed for {r.failing} row(s), e.g. {r.example}" for r in failed
+        )
+        raise DataQualityError(f"{job} {ds}: data-quality check {detail}")
+
+
+def metric_rows(
+    job: str, ds: str, results: list[CheckResult], extra: dict[str, float]
+) -> list[dict]:
+    rows = [
+        {
+            "ds": ds,
+            "job": job,
+            "metric": f"dq.{r.name}",
+            "value": float(r.failing),
+            "detail": r.example,
+        }
+        for r in results
+    ]
+    rows += [
+        {"ds": ds, "job": job, "metric": k, "value": float(v), "detail": None}
+        for k, v in extra.items()
+    ]
+    return rows

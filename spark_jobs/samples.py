@@ -1,0 +1,290 @@
+"""Samples job: time-ordered leave-one-out samples and their candidate lists as of D.
+
+    python -m spark_jobs.samples --ds 2026-11-25 [--history-len 10] [--max-train 20]
+        [--candidates 20] [--seeds 0,1,2] [--sampler uniform|popularity]
+
+Reads ``graph_edges`` partition D; writes partition D of ``samples`` and
+``candidates`` (definitions: docs/METHOD.md §1, §10). Samples whose user has too few
+unseen items for a full candidate list go to ``quarantine`` (job=samples).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from r2rec.contracts import CANDIDATES, JOB_METRICS, QUARANTINE, SAMPLES
+from r2rec.lakehouse import Lakehouse
+from spark_jobs import quality
+from spark_jobs.graph import read_edges
+from spark_jobs.jobs import base_parser, run_main
+from spark_jobs.params import CandidateParams, SampleParams
+
+JOB = "samples"
+
+
+def user_sequences(edges: DataFrame) -> DataFrame:
+    """(user_id, seq): the user's edges as (ts, item_id) structs in chronological order."""
+    # Sorting structs compares ts first, then item_id: exactly the (ts, item) tie-break.
+    return edges.groupBy("user_id").agg(
+        F.sort_array(F.collect_list(F.struct("ts", "item_id"))).alias("seq")
+    )
+
+
+def build_samples(edges: DataFrame, ds: str, params: SampleParams) -> DataFrame:
+    seqs = user_sequences(edges).withColumn("n", F.size("seq"))
+    # sequence(a, b) counts down when a > b, so users without a sample are dropped first.
+    seqs = seqs.filter(F.col("n") - 1 >= params.min_history)
+    pos = F.col("position")
+    n = F.col("n")
+    split = F.when(pos == n - 1, "test").when(pos == n - 2, "valid").otherwise("train")
+    start = F.greatest(pos - params.history_len, F.lit(0))
+    samples = (
+        seqs.select(
+            "user_id",
+            "seq",
+            "n",
+            F.explode(F.sequence(F.lit(params.min_history), n - 1)).alias("position"),
+        )
+        .withColumn("split", split)
+        .withColumn("target", F.element_at("seq", pos + 1))
+    )
+    if params.max_train:
+        samples = samples.filter((F.col("split") != "train") | (pos >= n - 2 - params.max_train))
+    return samples.select(
+        F.lit(ds).alias("ds"),
+        "split",
+        F.concat_ws(":", "user_id", pos.cast("string")).alias("sample_id"),
+        "user_id",
+        pos.cast("int").alias("position"),
+        F.transform(F.slice("seq", start + 1, pos - start), lambda e: e["item_id"]).alias(
+            "history"
+        ),
+        F.col("target.item_id").alias("target_item_id"),
+        F.col("target.ts").alias("target_ts"),
+    )
+
+
+_DRAW_SCHEMA = T.StructType(
+    [
+        T.StructField("split", T.StringType()),
+        T.StructField("sample_id", T.StringType()),
+        T.StructField("seed", T.LongType()),
+        T.StructField("user_id", T.StringType()),
+        T.StructField("target_item_id", T.StringType()),
+        T.StructField("items", T.ArrayType(T.StringType())),
+    ]
+)
+
+
+def build_candidates(
+    spark, edges: DataFrame, samples: DataFrame, ds: str, params: CandidateParams
+) -> DataFrame:
+    """Candidate rows per (sample, seed); ``items`` is null where too few negatives exist.
+
+    The vocabulary (items with an edge, sorted) and their degrees are broadcast: every
+    executor builds the same sampler, so a draw depends only on (seed, user, sample, D).
+    """
+    from spark_jobs.sampling import CandidateSampler
+
+    vocab = edges.groupBy("item_id").count().orderBy("item_id").collect()
+    vocabulary = [r["item_id"] for r in vocab]
+    degrees = [r["count"] for r in vocab] if params.sampler == "popularity" else None
+    shared = spark.sparkContext.broadcast((vocabulary, degrees))
+    positives = edges.groupBy("user_id").agg(F.collect_set("item_id").alias("positives"))
+    seeds = F.when(
+        F.col("split") == "train", F.array(F.lit(params.seeds[0]).cast("long"))
+    ).otherwise(F.array(*[F.lit(s).cast("long") for s in params.seeds]))
+    work = samples.join(positives, on="user_id", how="inner").select(
+        "split",
+        "sample_id",
+        "user_id",
+        "target_item_id",
+        "positives",
+        F.explode(seeds).alias("seed"),
+    )
+
+    def draw(batches):
+        import pyarrow as pa
+
+        vocab_list, degs = shared.value
+        samplers: dict[int, CandidateSampler] = {}
+        for batch in batches:
+            out = {name: [] for name in _DRAW_SCHEMA.fieldNames()}
+            for row in batch.to_pylist():
+                seed = row["seed"]
+                if seed not in samplers:
+                    samplers[seed] = CandidateSampler(
+                        vocab_list, seed=seed, ds=ds, n=params.n, degrees=degs, alpha=params.alpha
+                    )
+                items = samplers[seed].draw(
+                    row["user_id"], row["sample_id"], row["target_item_id"], set(row["positives"])
+                )
+                for key in ("split", "sample_id", "seed", "user_id", "target_item_id"):
+                    out[key].append(row[key])
+                out["items"].append(items)
+            yield pa.RecordBatch.from_pydict(
+                out,
+                schema=pa.schema(
+                    [
+                        (
+                            f.name,
+                            pa.list_(pa.string())
+                            if f.name == "items"
+                            else (pa.int64() if f.name == "seed" else pa.string()),
+                        )
+                        for f in _DRAW_SCHEMA.fields
+                    ]
+                ),
+            )
+
+    return work.mapInArrow(draw, _DRAW_SCHEMA)
+
+
+def candidate_rows(drawn: DataFrame, ds: str, params: CandidateParams) -> DataFrame:
+    from spark_jobs.sampling import candidate_labels
+
+    labels = F.array(*[F.lit(label) for label in candidate_labels(params.n)])
+    idx = F.array_position("items", F.col("target_item_id"))
+    return drawn.filter(F.col("items").isNotNull()).select(
+        F.lit(ds).alias("ds"),
+        "split",
+        "sample_id",
+        "seed",
+        "user_id",
+        "target_item_id",
+        "items",
+        labels.alias("labels"),
+        F.element_at(labels, idx.cast("int")).alias("target_label"),
+        F.lit(params.sampler).alias("sampler"),
+    )
+
+
+def quarantine_rows(drawn: DataFrame, ds: str, params: CandidateParams) -> DataFrame:
+    return drawn.filter(F.col("items").isNull()).select(
+        F.lit(ds).alias("ds"),
+        F.lit(JOB).alias("job"),
+        F.lit("").alias("source"),
+        F.lit("sample").alias("entity"),
+        F.lit(None).cast("string").alias("source_file"),
+        F.lit(None).cast("long").alias("line_number"),
+        F.to_json(F.struct("sample_id", "seed", "user_id", "target_item_id")).alias("raw_record"),
+        F.lit("not_enough_negatives").alias("reason"),
+        F.lit(f"the user has fewer than {params.n - 1} unseen items").alias("detail"),
+    )
+
+
+def sample_checks(samples: DataFrame) -> dict[str, DataFrame]:
+    return {
+        "samples_key_not_null": samples.filter(
+            F.col("sample_id").isNull()
+            | F.col("user_id").isNull()
+            | F.col("target_item_id").isNull()
+        ),
+        "samples_unique": samples.groupBy("sample_id").count().filter(F.col("count") > 1),
+        "samples_target_not_in_history": samples.filter(
+            F.array_contains("history", F.col("target_item_id"))
+        ),
+    }
+
+
+def candidate_checks(candidates: DataFrame, edges: DataFrame, n: int) -> dict[str, DataFrame]:
+    exploded = candidates.select(
+        "sample_id", "seed", "user_id", "target_item_id", F.explode("items").alias("item_id")
+    )
+    positives = edges.select("user_id", "item_id")
+    negatives_seen = exploded.filter(F.col("item_id") != F.col("target_item_id")).join(
+        positives, on=["user_id", "item_id"], how="inner"
+    )
+    return {
+        "candidates_exactly_n": candidates.filter(
+            (F.size("items") != n) | (F.size(F.array_distinct("items")) != n)
+        ),
+        "candidates_target_once": candidates.filter(
+            F.size(F.filter("items", lambda x: x == F.col("target_item_id"))) != 1
+        ),
+        "candidates_label_matches_target": candidates.filter(
+            F.element_at("items", F.array_position("labels", F.col("target_label")).cast("int"))
+            != F.col("target_item_id")
+        ),
+        "candidates_negative_is_positive": negatives_seen,
+    }
+
+
+def run(
+    spark,
+    lakehouse: Lakehouse,
+    ds: str,
+    sample_params: SampleParams | None = None,
+    candidate_params: CandidateParams | None = None,
+) -> dict:
+    from pyspark import StorageLevel
+
+    sp, cp = sample_params or SampleParams(), candidate_params or CandidateParams()
+    part = {"ds": ds}
+    cached = []
+
+    def keep(df: DataFrame) -> DataFrame:
+        cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return cached[-1]
+
+    edges = keep(read_edges(spark, lakehouse, ds))
+    try:
+        samples = keep(build_samples(edges, ds, sp))
+        drawn = keep(build_candidates(spark, edges, samples, ds, cp))
+        candidates = candidate_rows(drawn, ds, cp)
+        results = quality.run_checks(
+            {**sample_checks(samples), **candidate_checks(candidates, edges, cp.n)}
+        )
+        counts = {
+            f"samples.{r['split']}": r["count"] for r in samples.groupBy("split").count().collect()
+        }
+        quarantined = drawn.filter(F.col("items").isNull()).count()
+        lakehouse.overwrite(
+            QUARANTINE,
+            quarantine_rows(drawn, ds, cp),
+            partition={"ds": ds, "job": JOB, "source": ""},
+        )
+        quality.enforce(JOB, ds, results)
+        versions = {
+            SAMPLES.name: lakehouse.overwrite(SAMPLES, samples, partition=part),
+            CANDIDATES.name: lakehouse.overwrite(CANDIDATES, candidates, partition=part),
+        }
+    finally:
+        for df in cached:
+            df.unpersist()
+    extra = {**counts, "candidates.quarantined": quarantined}
+    lakehouse.overwrite(
+        JOB_METRICS, quality.metric_rows(JOB, ds, results, extra), partition={"ds": ds, "job": JOB}
+    )
+    return {"ds": ds, "versions": versions, **extra}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = base_parser("python -m spark_jobs.samples", __doc__.splitlines()[0])
+    d_s, d_c = SampleParams(), CandidateParams()
+    p.add_argument("--history-len", type=int, default=d_s.history_len, help="L")
+    p.add_argument("--min-history", type=int, default=d_s.min_history)
+    p.add_argument("--max-train", type=int, default=d_s.max_train, help="M; 0 = all")
+    p.add_argument("--candidates", type=int, default=d_c.n, help="N per sample")
+    p.add_argument("--seeds", default=",".join(map(str, d_c.seeds)), help="comma-separated")
+    p.add_argument("--sampler", choices=["uniform", "popularity"], default=d_c.sampler)
+    p.add_argument("--alpha", type=float, default=d_c.alpha, help="popularity exponent")
+    args = p.parse_args(argv)
+
+    def body():
+        from spark_jobs.session import get_spark
+
+        sp = SampleParams(args.history_len, args.min_history, args.max_train)
+        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+        cp = CandidateParams(args.candidates, seeds, args.sampler, args.alpha)
+        return run(get_spark(), Lakehouse(args.lakehouse), args.ds, sp, cp)
+
+    return run_main(body)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
