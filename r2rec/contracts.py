@@ -211,6 +211,9 @@ ITEMS = TableSpec(
     doc="Item metadata per ingest run; the latest ds <= D is the item as of D.",
 )
 
+# Delta stores an empty partition value as null, so "no source" needs a real value.
+NO_SOURCE = "-"
+
 # --- ops -------------------------------------------------------------------------------
 QUARANTINE = TableSpec(
     name="quarantine",
@@ -218,7 +221,7 @@ QUARANTINE = TableSpec(
     columns=_cols(
         ("ds", "string", False, "run date of the job that rejected the record"),
         ("job", "string", False, "job that rejected it, e.g. ingest"),
-        ("source", "string", False, "source name ('' when not source-specific)"),
+        ("source", "string", False, "source name ('-' when not source-specific)"),
         ("entity", "string", False, "interaction | item | ..."),
         ("source_file", "string", True, "file the record came from"),
         ("line_number", "int64", True, "1-based line in source_file"),

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
 Filters = Sequence[tuple[str, str, Any]]
-_SAFE_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_.:\-]*$")
+_SAFE_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 # Marker that lets the driver recognise a contract violation raised inside an executor.
 _EXECUTOR_SCHEMA_ERROR = "R2REC_SCHEMA_ERROR"
 
@@ -68,8 +68,9 @@ def _check_partition(spec: TableSpec, partition: Mapping[str, Any]) -> None:
     for col, val in partition.items():
         if col not in spec.partition_by:
             raise R2RecError(f"table '{spec.name}': '{col}' is not a partition column")
-        if val is None or not _SAFE_PARTITION_VALUE.match(str(val)):
-            # Such values would need URL-encoding in file paths; refuse rather than guess.
+        if val is None or val == "" or not _SAFE_PARTITION_VALUE.match(str(val)):
+            # Such values would need URL-encoding in file paths, or (empty) read back as
+            # null; refuse rather than guess.
             raise R2RecError(f"table '{spec.name}': unsafe partition value {col}={val!r}")
 
 

@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from r2rec.contracts import CANDIDATES, JOB_METRICS, QUARANTINE, SAMPLES
+from r2rec.contracts import CANDIDATES, JOB_METRICS, NO_SOURCE, QUARANTINE, SAMPLES
 from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
 from spark_jobs.graph import read_edges
@@ -167,7 +167,7 @@ def quarantine_rows(drawn: DataFrame, ds: str, params: CandidateParams) -> DataF
     return drawn.filter(F.col("items").isNull()).select(
         F.lit(ds).alias("ds"),
         F.lit(JOB).alias("job"),
-        F.lit("").alias("source"),
+        F.lit(NO_SOURCE).alias("source"),
         F.lit("sample").alias("entity"),
         F.lit(None).cast("string").alias("source_file"),
         F.lit(None).cast("long").alias("line_number"),
@@ -246,7 +246,7 @@ def run(
         lakehouse.overwrite(
             QUARANTINE,
             quarantine_rows(drawn, ds, cp),
-            partition={"ds": ds, "job": JOB, "source": ""},
+            partition={"ds": ds, "job": JOB, "source": NO_SOURCE},
         )
         quality.enforce(JOB, ds, results)
         versions = {
