@@ -96,7 +96,9 @@ def run_ingest(spark, lakehouse: Lakehouse, config: IngestConfig) -> IngestRepor
 
     # 2. normalise from bronze (read back through the Delta log, not re-parsed).
     bronze_inter = lakehouse.read_spark(spark, INTERACTIONS_RAW, partitions=_eq(part))
-    norm_inter = tf.normalize_interactions(bronze_inter, fmt, ds).persist(StorageLevel.MEMORY_AND_DISK)
+    norm_inter = tf.normalize_interactions(bronze_inter, fmt, ds).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
     normalized = {"interactions": norm_inter}
     quarantine = tf.quarantine_rows(norm_inter, ds, fmt.name, "interaction")
     if fmt.item_files:
@@ -113,23 +115,27 @@ def run_ingest(spark, lakehouse: Lakehouse, config: IngestConfig) -> IngestRepor
             entity.quarantined = {r["reason"]: r["count"] for r in counts if r["reason"]}
 
         # 3. quarantine, always: the reasons must be inspectable even when we fail below.
-        report.versions[QUARANTINE.name] = lakehouse.overwrite(QUARANTINE, quarantine, partition=qpart)
+        report.versions[QUARANTINE.name] = lakehouse.overwrite(
+            QUARANTINE, quarantine, partition=qpart
+        )
         for kind in normalized:
             entity = getattr(report, kind)
             if entity.malformed_share > config.max_quarantine_share:
-                top = sorted(entity.quarantined.items(), key=lambda kv: -kv[1])[:4]
+                top = sorted(entity.quarantined.items(), key=lambda kv: (-kv[1], kv[0]))[:4]
                 raise DataQualityError(
                     f"ingest {fmt.name} {ds}: {entity.malformed} of {entity.records} {kind} "
                     f"records ({entity.malformed_share:.2%}) quarantined, over the "
                     f"{config.max_quarantine_share:.2%} limit; reasons: "
                     + ", ".join(f"{r}={n}" for r, n in top)
-                    + f". Inspect: r2rec sql \"select reason, detail, raw_record from quarantine "
+                    + f'. Inspect: r2rec sql "select reason, detail, raw_record from quarantine '
                     f"where ds = '{ds}' and job = 'ingest' and source = '{fmt.name}'\""
                 )
 
         # 4. silver.
         earlier = (
-            lakehouse.read_spark(spark, INTERACTIONS, partitions=[("ds", "<", ds), ("source", "=", fmt.name)])
+            lakehouse.read_spark(
+                spark, INTERACTIONS, partitions=[("ds", "<", ds), ("source", "=", fmt.name)]
+            )
             if lakehouse.exists(INTERACTIONS)
             else spark.createDataFrame([], INTERACTIONS.spark_schema())
         )
@@ -139,7 +145,9 @@ def run_ingest(spark, lakehouse: Lakehouse, config: IngestConfig) -> IngestRepor
         report.interactions.written = silver.count()
         valid = report.interactions.records - sum(report.interactions.quarantined.values())
         report.already_ingested = valid - report.interactions.written
-        report.versions[INTERACTIONS.name] = lakehouse.overwrite(INTERACTIONS, silver, partition=part)
+        report.versions[INTERACTIONS.name] = lakehouse.overwrite(
+            INTERACTIONS, silver, partition=part
+        )
         silver.unpersist()
         if "items" in normalized:
             items = tf.silver_items(normalized["items"], ds, fmt.name)
@@ -161,18 +169,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ingest a source's files for run date --ds into bronze, silver and quarantine.",
     )
     p.add_argument("--source", required=True, choices=SOURCES)
-    p.add_argument("--ds", required=True, help="run date YYYY-MM-DD; events after it are quarantined")
-    p.add_argument("--path", help="interactions file or dataset directory (default for movielens-100k: the recbole wheel)")
-    p.add_argument("--items-path", help="item metadata file (amazon-reviews-2023 meta JSONL, csv, parquet)")
+    p.add_argument(
+        "--ds", required=True, help="run date YYYY-MM-DD; events after it are quarantined"
+    )
+    p.add_argument(
+        "--path",
+        help="interactions file or dataset directory "
+        "(default for movielens-100k: the recbole wheel)",
+    )
+    p.add_argument(
+        "--items-path", help="item metadata file (amazon-reviews-2023 meta JSONL, csv, parquet)"
+    )
     p.add_argument("--lakehouse", help="lakehouse root (default $R2REC_LAKEHOUSE or ./lakehouse)")
-    p.add_argument("--max-quarantine-share", type=float, default=0.01,
-                   help="fail when more than this share of records is malformed (default 0.01)")
+    p.add_argument(
+        "--max-quarantine-share",
+        type=float,
+        default=0.01,
+        help="fail when more than this share of records is malformed (default 0.01)",
+    )
     g = p.add_argument_group("generic csv/parquet sources")
     g.add_argument("--user-col", default="user_id")
     g.add_argument("--item-col", default="item_id")
     g.add_argument("--rating-col", default="rating", help="'' for implicit feedback")
     g.add_argument("--ts-col", default="timestamp")
-    g.add_argument("--ts-unit", choices=["s", "ms", "iso"], help="epoch seconds, milliseconds or ISO-8601")
+    g.add_argument(
+        "--ts-unit", choices=["s", "ms", "iso"], help="epoch seconds, milliseconds or ISO-8601"
+    )
     g.add_argument("--title-col", default="title")
     g.add_argument("--genres-col", default="genres")
     g.add_argument("--year-col")

@@ -70,7 +70,9 @@ class SourceFormat:
 
     @property
     def parser_family(self) -> str:
-        return self.name if self.name in _FAMILIES else ("csv" if self.kind == "text" else "parquet")
+        return (
+            self.name if self.name in _FAMILIES else ("csv" if self.kind == "text" else "parquet")
+        )
 
 
 # --- MovieLens-100k as shipped in RecBole's atomic files ---------------------------------
@@ -321,7 +323,8 @@ def _read_header(path: str, delimiter: str) -> tuple[str, ...]:
     if fs.get_file_info(p).type == pafs.FileType.Directory:
         raise R2RecError(f"csv source expects a file, got the directory {path}")
     with fs.open_input_stream(p) as fh:
-        first = fh.read(1 << 16).decode("utf-8", errors="replace").splitlines()
+        # utf-8-sig drops the byte-order mark that e.g. Excel writes before the header.
+        first = fh.read(1 << 16).decode("utf-8-sig", errors="replace").splitlines()
     if not first:
         raise R2RecError(f"{path} is empty")
     return tuple(_csv_row(first[0], delimiter))
@@ -347,23 +350,29 @@ def resolve_source(
             raise R2RecError(f"source '{name}': {what} '{p}' does not exist")
         return p
 
+    def inside(base: Path, file: str) -> str:
+        # Checked here: Spark's own "path does not exist" would surface as a traceback.
+        if not (base / file).is_file():
+            raise R2RecError(f"source '{name}': {base / file} is missing (expected in --path)")
+        return str(base / file)
+
     if name == "movielens-100k":
         base = Path(path) if path else bundled_movielens_100k()
         return SourceFormat(
             name,
-            (str(base / "ml-100k.inter"),),
-            (str(base / "ml-100k.item"),),
+            (inside(base, "ml-100k.inter"),),
+            (inside(base, "ml-100k.item"),),
             ts_unit="s",
             rating_range=rating_range or (1.0, 5.0),
         )
     if name == "movielens-1m":
         base = Path(need(path, "path"))
-        # The .dat files of ML-1M are Latin-1, not UTF-8. Spark 4's CSV reader accepts
-        # only canonical charset names ("latin-1" is refused), hence ISO-8859-1.
+        # The .dat files of ML-1M are Latin-1, not UTF-8. Spark 4 accepts only canonical
+        # charset names ("latin-1" is refused), hence ISO-8859-1.
         return SourceFormat(
             name,
-            (str(base / "ratings.dat"),),
-            (str(base / "movies.dat"),),
+            (inside(base, "ratings.dat"),),
+            (inside(base, "movies.dat"),),
             encoding="iso-8859-1",
             rating_range=rating_range or (1.0, 5.0),
         )
@@ -371,8 +380,8 @@ def resolve_source(
         base = Path(need(path, "path"))
         return SourceFormat(
             name,
-            (str(base / "ratings.csv"),),
-            (str(base / "movies.csv"),),
+            (inside(base, "ratings.csv"),),
+            (inside(base, "movies.csv"),),
             rating_range=rating_range or (0.5, 5.0),
         )
     if name == "amazon-reviews-2023":
@@ -387,11 +396,20 @@ def resolve_source(
     item_files = (need(items_path, "items-path"),) if items_path else ()
     headers: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     if name == "csv":
-        headers = (_read_header(files[0], delimiter), _read_header(item_files[0], delimiter) if item_files else ())
+        headers = (
+            _read_header(files[0], delimiter),
+            _read_header(item_files[0], delimiter) if item_files else (),
+        )
         m = mapping or ColumnMapping()
-        for col in (m.user, m.item, m.ts, m.rating):
-            if col is not None and col not in headers[0]:
-                raise R2RecError(f"column '{col}' is not in the header of {files[0]}: {list(headers[0])}")
+        wanted = [(files[0], headers[0], (m.user, m.item, m.ts, m.rating))]
+        if item_files:
+            wanted.append((item_files[0], headers[1], (m.item,)))
+        for file, header, cols in wanted:
+            for col in cols:
+                if col is not None and col not in header:
+                    raise R2RecError(
+                        f"column '{col}' is not in the header of {file}: {list(header)}"
+                    )
     return SourceFormat(
         name,
         files,

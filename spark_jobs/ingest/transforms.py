@@ -44,16 +44,13 @@ def read_lines(spark: SparkSession, path: str, encoding: str = "utf-8") -> DataF
 
     Line numbers come from ``zipWithIndex`` so the file is still split across tasks.
     """
-    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
-        lines = spark.read.text(path)
-    else:
-        # The text source only reads UTF-8; the CSV source decodes any charset. A
-        # separator and quote that never occur keep each line in one untouched column.
-        lines = spark.read.csv(
-            path, schema="value string", sep="\u0001", quote="\u0000", escape="\u0000",
-            encoding=encoding, header=False, ignoreLeadingWhiteSpace=False,
-            ignoreTrailingWhiteSpace=False,
-        )
+    lines = spark.read.text(path)
+    if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        # The text source splits on newline bytes and keeps each line's bytes as they
+        # are (no UTF-8 validation), so decoding them is exact for ASCII-compatible
+        # single-byte charsets such as ISO-8859-1. (The CSV source would decode too, but
+        # it skips blank lines, which shifts every later line number.)
+        lines = lines.select(F.decode(F.col("value").cast("binary"), encoding).alias("value"))
     indexed = lines.rdd.zipWithIndex().map(lambda pair: (path, pair[1] + 1, pair[0][0]))
     return spark.createDataFrame(
         indexed, "source_file string, line_number long, raw_record string"
@@ -107,13 +104,17 @@ def read_columnar(spark: SparkSession, path: str, fmt: SourceFormat, kind: str) 
     )
     pairs = []
     for key, col in wanted.items():
-        value = F.col(col).cast("string") if col and col in df.columns else F.lit(None).cast("string")
+        value = (
+            F.col(col).cast("string") if col and col in df.columns else F.lit(None).cast("string")
+        )
         if key == "genres" and col and col in df.columns:
             dtype = df.schema[col].dataType
             value = (
                 F.array_join(F.col(col).cast("array<string>"), "|")
                 if isinstance(dtype, T.ArrayType)
-                else F.regexp_replace(F.col(col).cast("string"), _regex_escape(m.genre_separator), "|")
+                else F.regexp_replace(
+                    F.col(col).cast("string"), _regex_escape(m.genre_separator), "|"
+                )
             )
         pairs += [F.lit(key), value]
     missing = [c for c in wanted.values() if c and c not in df.columns]
@@ -158,7 +159,8 @@ def _parse_ts(raw, unit: str):
     num = raw.try_cast("double")
     seconds = num / 1000.0 if unit == "ms" else num
     ok = seconds.between(0.0, _MAX_EPOCH_S)
-    return F.when(ok, F.timestamp_micros((seconds * 1_000_000).cast("long")))
+    # Rounded, not truncated: 1073870072929 ms / 1000 * 1e6 is 1073870072928999.9 in floats.
+    return F.when(ok, F.timestamp_micros(F.round(seconds * 1_000_000).cast("long")))
 
 
 def normalize_interactions(bronze: DataFrame, fmt: SourceFormat, ds: str) -> DataFrame:
@@ -170,9 +172,7 @@ def normalize_interactions(bronze: DataFrame, fmt: SourceFormat, ds: str) -> Dat
     ts = _parse_ts(F.trim(fld["ts"]), fmt.ts_unit)
     end = F.lit(ds_end(ds)).cast("timestamp")
     lo, hi = fmt.rating_range or (None, None)
-    out_of_range = (
-        (rating < F.lit(lo)) | (rating > F.lit(hi)) if fmt.rating_range else F.lit(False)
-    )
+    out_of_range = (rating < F.lit(lo)) | (rating > F.lit(hi)) if fmt.rating_range else F.lit(False)
     bad_rating = (F.coalesce(rating_raw, F.lit("")) != "") & (
         rating.isNull() | F.isnan(rating) | (F.abs(rating) == float("inf"))
     )
@@ -180,7 +180,11 @@ def normalize_interactions(bronze: DataFrame, fmt: SourceFormat, ds: str) -> Dat
         (F.col("parse_error").isNotNull(), "unparseable", F.col("parse_error")),
         (F.coalesce(user, F.lit("")) == "", "missing_user", F.lit("no user id")),
         (F.coalesce(item, F.lit("")) == "", "missing_item", F.lit("no item id")),
-        (bad_rating, "bad_rating", F.concat(F.lit("rating '"), rating_raw, F.lit("' is not a number"))),
+        (
+            bad_rating,
+            "bad_rating",
+            F.concat(F.lit("rating '"), rating_raw, F.lit("' is not a number")),
+        ),
         (
             out_of_range,
             "rating_out_of_range",
@@ -189,7 +193,11 @@ def normalize_interactions(bronze: DataFrame, fmt: SourceFormat, ds: str) -> Dat
         (
             ts.isNull(),
             "bad_timestamp",
-            F.concat(F.lit(f"timestamp '"), F.coalesce(fld["ts"], F.lit("")), F.lit(f"' is not a valid {fmt.ts_unit} time")),
+            F.concat(
+                F.lit("timestamp '"),
+                F.coalesce(fld["ts"], F.lit("")),
+                F.lit(f"' is not a valid {fmt.ts_unit} time"),
+            ),
         ),
         (
             ts >= end,
@@ -217,9 +225,9 @@ def _mark_duplicates(df: DataFrame, key: list[str], why: str) -> DataFrame:
     rn = F.row_number().over(w)
     kept = F.first(F.concat_ws(":", "source_file", F.col("line_number").cast("string"))).over(w)
     dup = F.col("reason").isNull() & (rn > 1)
-    return df.withColumn("detail", F.when(dup, F.concat(F.lit("same key as "), kept)).otherwise(F.col("detail"))).withColumn(
-        "reason", F.when(dup, F.lit(why)).otherwise(F.col("reason"))
-    )
+    return df.withColumn(
+        "detail", F.when(dup, F.concat(F.lit("same key as "), kept)).otherwise(F.col("detail"))
+    ).withColumn("reason", F.when(dup, F.lit(why)).otherwise(F.col("reason")))
 
 
 def normalize_items(bronze: DataFrame) -> DataFrame:
@@ -228,7 +236,9 @@ def normalize_items(bronze: DataFrame) -> DataFrame:
     title = F.nullif(F.trim(fld["title"]), F.lit(""))
     year = F.trim(fld["year"]).try_cast("int")
     year = F.when(year.between(1800, 2100), year)
-    genres = F.filter(F.split(F.coalesce(fld["genres"], F.lit("")), r"\|"), lambda g: F.trim(g) != "")
+    genres = F.filter(
+        F.split(F.coalesce(fld["genres"], F.lit("")), r"\|"), lambda g: F.trim(g) != ""
+    )
     genres = F.transform(genres, lambda g: F.trim(g))
     reason, detail = _first_reason(
         (F.col("parse_error").isNotNull(), "unparseable", F.col("parse_error")),
@@ -249,14 +259,18 @@ def normalize_items(bronze: DataFrame) -> DataFrame:
 def item_text(title, year, genres):
     """'Toy Story (1995). Genres: Animation, Children's, Comedy' — the prompt's item line."""
     head = F.concat_ws(
-        " ", F.coalesce(title, F.lit("(untitled)")), F.when(year.isNotNull(), F.concat(F.lit("("), year.cast("string"), F.lit(")")))
+        " ",
+        F.coalesce(title, F.lit("(untitled)")),
+        F.when(year.isNotNull(), F.concat(F.lit("("), year.cast("string"), F.lit(")"))),
     )
     return F.when(
         F.size(genres) > 0, F.concat(head, F.lit(". Genres: "), F.array_join(genres, ", "))
     ).otherwise(head)
 
 
-def silver_interactions(normalized: DataFrame, earlier: DataFrame, ds: str, source: str) -> DataFrame:
+def silver_interactions(
+    normalized: DataFrame, earlier: DataFrame, ds: str, source: str
+) -> DataFrame:
     """Valid events of this batch that no earlier ingest run already brought."""
     fresh = normalized.filter(F.col("reason").isNull()).select("user_id", "item_id", "rating", "ts")
     seen = earlier.filter(F.col("source") == source).select("user_id", "item_id", "ts")
@@ -267,20 +281,34 @@ def silver_interactions(normalized: DataFrame, earlier: DataFrame, ds: str, sour
 
 
 def silver_items(normalized: DataFrame, ds: str, source: str) -> DataFrame:
-    return normalized.filter(F.col("reason").isNull()).select(
-        "item_id", "title", "year", "genres", "text", F.lit(ds).alias("ds"), F.lit(source).alias("source")
-    ).select(*ITEMS.column_names)
+    return (
+        normalized.filter(F.col("reason").isNull())
+        .select(
+            "item_id",
+            "title",
+            "year",
+            "genres",
+            "text",
+            F.lit(ds).alias("ds"),
+            F.lit(source).alias("source"),
+        )
+        .select(*ITEMS.column_names)
+    )
 
 
 def quarantine_rows(normalized: DataFrame, ds: str, source: str, entity: str) -> DataFrame:
-    return normalized.filter(F.col("reason").isNotNull()).select(
-        F.lit(ds).alias("ds"),
-        F.lit(JOB).alias("job"),
-        F.lit(source).alias("source"),
-        F.lit(entity).alias("entity"),
-        "source_file",
-        "line_number",
-        "raw_record",
-        "reason",
-        "detail",
-    ).select(*QUARANTINE.column_names)
+    return (
+        normalized.filter(F.col("reason").isNotNull())
+        .select(
+            F.lit(ds).alias("ds"),
+            F.lit(JOB).alias("job"),
+            F.lit(source).alias("source"),
+            F.lit(entity).alias("entity"),
+            "source_file",
+            "line_number",
+            "raw_record",
+            "reason",
+            "detail",
+        )
+        .select(*QUARANTINE.column_names)
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -25,7 +25,7 @@ from spark_jobs.params import CandidateParams, ChainParams, SampleParams
 from spark_jobs.reference import run_reference
 
 DS = "2026-03-01"
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def synthetic_interactions(seed: int, users: int, items: int, events: int) -> list[dict]:
@@ -41,7 +41,14 @@ def synthetic_interactions(seed: int, users: int, items: int, events: int) -> li
         rating = rng.choice([None, 1.0, 3.0, 5.0])
         ingest = rng.choice(["2026-02-01", "2026-03-01", "2026-03-05"])
         rows.append(
-            {"user_id": user, "item_id": item, "rating": rating, "ts": ts, "ds": ingest, "source": "syn"}
+            {
+                "user_id": user,
+                "item_id": item,
+                "rating": rating,
+                "ts": ts,
+                "ds": ingest,
+                "source": "syn",
+            }
         )
     return rows
 
@@ -90,7 +97,9 @@ def test_spark_equals_reference(spark, lakehouse, case):
     ref = run_reference(rows, DS, sp, cp, chp)
 
     assert read(lakehouse, GRAPH_EDGES, ["user_id", "item_id"]) == ref.edges
-    assert read(lakehouse, SAMPLES, ["sample_id"]) == sorted(ref.samples, key=lambda r: r["sample_id"])
+    assert read(lakehouse, SAMPLES, ["sample_id"]) == sorted(
+        ref.samples, key=lambda r: r["sample_id"]
+    )
     got_c = read(lakehouse, CANDIDATES, ["sample_id", "seed"])
     assert got_c == sorted(ref.candidates, key=lambda r: (r["sample_id"], r["seed"]))
     got_ch = read(lakehouse, CHAINS, ["sample_id", "rank"])
@@ -98,7 +107,9 @@ def test_spark_equals_reference(spark, lakehouse, case):
     # the example must exercise the logic, or equality proves little
     assert len(ref.chains) >= min_chains and len({r["split"] for r in ref.samples}) == 3
     assert report["chain_coverage"] == pytest.approx(ref.coverage)
-    metrics = lakehouse.read_arrow(JOB_METRICS, partitions=[("ds", "=", DS), ("job", "=", "chains")])
+    metrics = lakehouse.read_arrow(
+        JOB_METRICS, partitions=[("ds", "=", DS), ("job", "=", "chains")]
+    )
     by_name = dict(zip(metrics["metric"].to_pylist(), metrics["value"].to_pylist(), strict=True))
     assert by_name["chain_coverage"] == pytest.approx(ref.coverage)
     assert by_name["dq.chains_closure"] == 0.0
@@ -110,16 +121,39 @@ def test_late_events_do_not_change_partition_d_and_reruns_are_identical(spark, l
     rows = synthetic_interactions(seed=3, users=12, items=20, events=200)
     write_interactions(lakehouse, rows)
     run_spark(spark, lakehouse, sp, cp, chp)
-    before = {s.name: read(lakehouse, s, s.key[1:]) for s in (GRAPH_EDGES, SAMPLES, CANDIDATES, CHAINS)}
+    before = {
+        s.name: read(lakehouse, s, s.key[1:]) for s in (GRAPH_EDGES, SAMPLES, CANDIDATES, CHAINS)
+    }
     versions = {s.name: lakehouse.version(s) for s in (GRAPH_EDGES, SAMPLES, CANDIDATES, CHAINS)}
 
     late = [
         # after D, ingested on D: filtered by ts
-        {"user_id": "u01", "item_id": "i00", "rating": 5.0, "ts": datetime(2026, 3, 2, tzinfo=timezone.utc), "ds": DS, "source": "syn"},
+        {
+            "user_id": "u01",
+            "item_id": "i00",
+            "rating": 5.0,
+            "ts": datetime(2026, 3, 2, tzinfo=UTC),
+            "ds": DS,
+            "source": "syn",
+        },
         # before D but ingested after D (late arrival): filtered by ds
-        {"user_id": "u02", "item_id": "i19", "rating": 5.0, "ts": datetime(2026, 2, 27, tzinfo=timezone.utc), "ds": "2026-03-09", "source": "syn"},
+        {
+            "user_id": "u02",
+            "item_id": "i19",
+            "rating": 5.0,
+            "ts": datetime(2026, 2, 27, tzinfo=UTC),
+            "ds": "2026-03-09",
+            "source": "syn",
+        },
         # a brand-new user and item, after D
-        {"user_id": "zz", "item_id": "new", "rating": 1.0, "ts": datetime(2026, 3, 3, tzinfo=timezone.utc), "ds": "2026-03-09", "source": "syn"},
+        {
+            "user_id": "zz",
+            "item_id": "new",
+            "rating": 1.0,
+            "ts": datetime(2026, 3, 3, tzinfo=UTC),
+            "ds": "2026-03-09",
+            "source": "syn",
+        },
     ]
     write_interactions(lakehouse, rows + late)
     run_spark(spark, lakehouse, sp, cp, chp)
@@ -135,11 +169,20 @@ def test_candidates_quarantine_users_with_too_few_unseen_items(spark, lakehouse)
         for user in ("a", "b"):
             if user == "a" or k < 2:
                 rows.append(
-                    {"user_id": user, "item_id": f"i{k}", "rating": 4.0, "ts": T0 + timedelta(days=k), "ds": DS, "source": "syn"}
+                    {
+                        "user_id": user,
+                        "item_id": f"i{k}",
+                        "rating": 4.0,
+                        "ts": T0 + timedelta(days=k),
+                        "ds": DS,
+                        "source": "syn",
+                    }
                 )
     write_interactions(lakehouse, rows)
     graph_job.run(spark, lakehouse, DS)
-    report = samples_job.run(spark, lakehouse, DS, SampleParams(min_history=1), CandidateParams(n=4, seeds=(0,)))
+    report = samples_job.run(
+        spark, lakehouse, DS, SampleParams(min_history=1), CandidateParams(n=4, seeds=(0,))
+    )
     q = lakehouse.read_arrow(QUARANTINE, partitions=[("ds", "=", DS), ("job", "=", "samples")])
     assert sorted(q["reason"].to_pylist()) == ["not_enough_negatives"] * 4  # user a: positions 1..4
     assert report["candidates.quarantined"] == 4
