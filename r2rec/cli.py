@@ -234,24 +234,46 @@ def _shorten(value: str, width: int = 120) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"
 
 
-@app.command(
-    context_settings={
-        "allow_extra_args": True,
-        "ignore_unknown_options": True,
-        "help_option_names": [],
-    },
-    add_help_option=False,
-)
-def ingest(ctx: typer.Context) -> None:
-    """Ingest raw sources into bronze/silver tables (see `r2rec ingest --help`)."""
-    try:
-        from spark_jobs.ingest import main
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("spark_jobs", "spark_jobs.ingest"):
-            raise
-        raise R2RecError("the ingest job (spark_jobs.ingest) is not installed") from None
-    # The job's own argparse is the one parser, so its --help is what users see.
-    raise typer.Exit(main(list(ctx.args)) or 0)
+_JOBS = {
+    "ingest": ("spark_jobs.ingest", "Ingest raw sources into bronze/silver tables."),
+    "graph": ("spark_jobs.graph", "Build the interaction graph and degree stats as of --ds."),
+    "samples": ("spark_jobs.samples", "Make time-ordered samples and candidate lists as of --ds."),
+    "chains": ("spark_jobs.chains", "Sample top-K interaction chains per training sample."),
+}
+
+
+def _job_command(name: str, module: str, summary: str) -> None:
+    """Register ``r2rec <name> ...`` as a pass-through to ``python -m <module> ...``.
+
+    The job's own argparse is the one parser, so ``r2rec <name> --help`` shows exactly
+    what ``python -m <module> --help`` shows and the two can never drift apart.
+    """
+
+    def command(ctx: typer.Context) -> None:
+        import importlib
+
+        try:
+            job = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise
+            raise R2RecError(f"the {name} job ({module}) is not installed") from None
+        raise typer.Exit(job.main(list(ctx.args)) or 0)
+
+    command.__doc__ = f"{summary} (see `r2rec {name} --help`)"
+    app.command(
+        name=name,
+        context_settings={
+            "allow_extra_args": True,
+            "ignore_unknown_options": True,
+            "help_option_names": [],
+        },
+        add_help_option=False,
+    )(command)
+
+
+for _name, (_module, _summary) in _JOBS.items():
+    _job_command(_name, _module, _summary)
 
 
 if __name__ == "__main__":  # pragma: no cover

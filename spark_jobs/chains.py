@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from r2rec.config import parse_ds
 from r2rec.contracts import CHAINS, JOB_METRICS, SAMPLES
 from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
@@ -339,6 +340,7 @@ def chain_checks(chains: DataFrame, edges: DataFrame) -> dict[str, DataFrame]:
 
 
 def run(spark, lakehouse: Lakehouse, ds: str, params: ChainParams | None = None) -> dict:
+    ds = parse_ds(ds)
     from pyspark import StorageLevel
 
     params = params or ChainParams()

@@ -13,7 +13,7 @@ import sys
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from r2rec.config import ds_start
+from r2rec.config import ds_start, parse_ds
 from r2rec.contracts import GRAPH_EDGES, GRAPH_STATS, INTERACTIONS, JOB_METRICS
 from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
@@ -92,6 +92,7 @@ def read_edges(spark, lakehouse: Lakehouse, ds: str) -> DataFrame:
 
 
 def run(spark, lakehouse: Lakehouse, ds: str) -> dict:
+    ds = parse_ds(ds)
     from pyspark import StorageLevel
 
     from r2rec.errors import DataQualityError

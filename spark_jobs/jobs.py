@@ -13,22 +13,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from r2rec.config import parse_ds
 from r2rec.errors import R2RecError
 
 
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--ds", required=True, type=_ds, help="run date YYYY-MM-DD (data before it)")
+    # Validated by the job itself (exit 1 with one line), like every other bad input.
+    p.add_argument("--ds", required=True, help="run date YYYY-MM-DD (uses data before it)")
     p.add_argument("--lakehouse", help="lakehouse root (default $R2REC_LAKEHOUSE or ./lakehouse)")
     return p
-
-
-def _ds(value: str) -> str:
-    try:
-        return parse_ds(value)
-    except R2RecError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_main(run: Callable[[], Any]) -> int:

@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from r2rec.config import parse_ds
 from r2rec.contracts import CANDIDATES, JOB_METRICS, NO_SOURCE, QUARANTINE, SAMPLES
 from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
@@ -223,6 +224,7 @@ def run(
 ) -> dict:
     from pyspark import StorageLevel
 
+    ds = parse_ds(ds)
     sp, cp = sample_params or SampleParams(), candidate_params or CandidateParams()
     part = {"ds": ds}
     cached = []

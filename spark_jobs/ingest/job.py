@@ -13,7 +13,6 @@ so a bad batch leaves yesterday's silver untouched and today's reasons inspectab
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict, dataclass, field
 
@@ -22,6 +21,7 @@ from r2rec.contracts import INTERACTIONS, INTERACTIONS_RAW, ITEMS, ITEMS_RAW, QU
 from r2rec.errors import DataQualityError, R2RecError
 from r2rec.lakehouse import Lakehouse
 from spark_jobs.ingest.sources import SOURCES, ColumnMapping, SourceFormat, resolve_source
+from spark_jobs.jobs import run_main
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,6 @@ class IngestReport:
     items: EntityReport
     already_ingested: int = 0
     versions: dict[str, int] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
 
 
 def run_ingest(spark, lakehouse: Lakehouse, config: IngestConfig) -> IngestReport:
@@ -227,16 +224,14 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> dict:
         config = config_from_args(args)
         from spark_jobs.session import get_spark
 
-        report = run_ingest(get_spark(), Lakehouse(args.lakehouse), config)
-    except R2RecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(report.to_json())
-    return 0
+        return asdict(run_ingest(get_spark(), Lakehouse(args.lakehouse), config))
+
+    return run_main(body)
 
 
 if __name__ == "__main__":  # pragma: no cover

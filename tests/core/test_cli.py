@@ -206,17 +206,26 @@ def test_bad_arguments_are_usage_errors(lakehouse):
     assert "Usage:" in result.output
 
 
-def test_ingest_forwards_every_argument(monkeypatch):
+@pytest.mark.parametrize("job", ["ingest", "graph", "samples", "chains"])
+def test_job_commands_forward_every_argument(monkeypatch, job):
     seen: list[list[str]] = []
-    fake = types.ModuleType("spark_jobs.ingest")
+    fake = types.ModuleType(f"spark_jobs.{job}")
     fake.main = lambda argv: seen.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "spark_jobs.ingest", fake)
+    monkeypatch.setitem(sys.modules, f"spark_jobs.{job}", fake)
     argv = ["--source", "csv", "--ds", "2026-01-01", "--path", "x.csv", "--help", "-h", "extra"]
 
-    result = r2rec("ingest", *argv)
+    result = r2rec(job, *argv)
 
     assert seen == [argv]
     assert result.exit_code == 3
+
+
+@pytest.mark.parametrize(("job", "option"), [("graph", "--ds"), ("chains", "--fanout")])
+def test_job_help_is_the_jobs_own_parser(capsys, job, option):
+    result = r2rec(job, "--help")
+
+    assert result.exit_code == 0
+    assert option in capsys.readouterr().out + result.output
 
 
 def test_help_does_not_import_heavy_modules():
