@@ -134,7 +134,12 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         s = r["spark"]
         ref = r["reference"]
-        ref_s = f"{ref['total_s']:.1f}" if ref else f"> {r['reference_timeout']:.0f} (stopped)"
+        if ref:
+            ref_s = f"{ref['total_s']:.1f}"
+        elif r["reference_ran"]:
+            ref_s = f"> {r['reference_timeout']:.0f} (stopped)"
+        else:
+            ref_s = "not run"
         lines.append(
             f"| {r['size']} | {int(s['graph']['user.edges']):,} "
             f"| {s['chains']['train_samples']:,} | {s['chains']['chains']:,} "
@@ -149,7 +154,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="100k,1m,5m")
     p.add_argument("--ml100k", action="store_true", help="also run on MovieLens-100k")
-    p.add_argument("--reference-timeout", type=float, default=900)
+    p.add_argument("--reference-timeout", type=float, default=600)
+    p.add_argument(
+        "--reference-sizes",
+        default="ml100k,100k,1m",
+        help="sizes on which to also run the plain-Python reference",
+    )
     p.add_argument("--record", help="append the table to this Markdown file")
     p.add_argument("--child", choices=["spark", "reference"], help=argparse.SUPPRESS)
     p.add_argument("--lakehouse", help=argparse.SUPPRESS)
@@ -164,12 +174,15 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix=f"r2rec-bench-{size}-") as root:
             prepare(size, root)
             spark = _child("spark", root, timeout=3600)
-            ref = _child("reference", root, timeout=args.reference_timeout)
+            ref = None
+            if size in args.reference_sizes.split(","):
+                ref = _child("reference", root, timeout=args.reference_timeout)
             rows.append(
                 {
                     "size": size,
                     "spark": spark,
                     "reference": ref,
+                    "reference_ran": size in args.reference_sizes.split(","),
                     "reference_timeout": args.reference_timeout,
                 }
             )

@@ -36,35 +36,41 @@ JOB = "chains"
 
 @dataclass
 class GraphIndex:
-    """CSR adjacency of the graph as of D with dense ids (ids follow sorted string order)."""
+    """CSR adjacency of the graph as of D with dense ids (ids follow sorted string order).
+
+    Only u0's own sequence needs every edge; expansion (item -> users, user -> items)
+    only ever visits edges inside the fan-out caps, so those adjacencies hold just them:
+    at most F per node, which is what bounds the per-sample cost.
+    """
 
     users: np.ndarray  # uid -> user_id (object array)
     items: np.ndarray  # iid -> item_id
-    user_ptr: np.ndarray  # edges of uid u: user_ptr[u]:user_ptr[u+1], sorted by (ts, iid)
-    user_item: np.ndarray
-    user_ts: np.ndarray  # microseconds since epoch
-    user_keep: np.ndarray  # edge is among the user's first F in fan-out order
-    item_ptr: np.ndarray  # edges of iid i, sorted by uid
-    item_user: np.ndarray
-    item_ts: np.ndarray
-    item_keep: np.ndarray  # edge is among the item's first F in fan-out order
+    seq_ptr: np.ndarray  # all edges of uid u: seq_ptr[u]:seq_ptr[u+1], sorted by (ts, iid)
+    seq_item: np.ndarray
+    seq_ts: np.ndarray  # microseconds since epoch
+    out_ptr: np.ndarray  # user -> items, capped edges only
+    out_item: np.ndarray
+    out_ts: np.ndarray
+    in_ptr: np.ndarray  # item -> users, capped edges only, sorted by uid
+    in_user: np.ndarray
+    in_ts: np.ndarray
 
     @classmethod
     def from_edges(cls, users, items, uid, iid, ts, user_keep, item_keep) -> GraphIndex:
-        by_user = np.lexsort((iid, ts, uid))
-        by_item = np.lexsort((uid, iid))
-        return cls(
-            users=users,
-            items=items,
-            user_ptr=np.searchsorted(uid[by_user], np.arange(len(users) + 1)),
-            user_item=iid[by_user],
-            user_ts=ts[by_user],
-            user_keep=user_keep[by_user],
-            item_ptr=np.searchsorted(iid[by_item], np.arange(len(items) + 1)),
-            item_user=uid[by_item],
-            item_ts=ts[by_item],
-            item_keep=item_keep[by_item],
+        def csr(key, n, order, *cols):
+            key = key[order]
+            return (np.searchsorted(key, np.arange(n + 1)), *(c[order] for c in cols))
+
+        seq = csr(uid, len(users), np.lexsort((iid, ts, uid)), iid, ts)
+        kept_u = np.flatnonzero(user_keep)
+        out = csr(
+            uid[kept_u], len(users), np.argsort(uid[kept_u], kind="stable"), iid[kept_u], ts[kept_u]
         )
+        kept_i = np.flatnonzero(item_keep)
+        inn = csr(
+            iid[kept_i], len(items), np.lexsort((uid[kept_i], iid[kept_i])), uid[kept_i], ts[kept_i]
+        )
+        return cls(users, items, *seq, *out, *inn)
 
 
 def _fanout_flags(edges: DataFrame, params: ChainParams) -> DataFrame:
@@ -143,6 +149,14 @@ def build_index(
     return index, user_ids, item_ids
 
 
+def _gather(ptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of all CSR entries of ``rows``, and the row number each came from."""
+    starts, lens = ptr[rows], ptr[rows + 1] - ptr[rows]
+    owner = np.repeat(np.arange(len(rows)), lens)
+    offsets = np.cumsum(lens) - lens
+    return np.arange(lens.sum()) - offsets[owner] + starts[owner], owner
+
+
 def chains_for_sample(
     g: GraphIndex,
     u0: int,
@@ -155,41 +169,46 @@ def chains_for_sample(
 ):
     """Chain candidates of one training sample, best first (at most top_k).
 
-    ``scratch`` is a zeroed int array over items, reused across samples: it holds
-    1 + the history index of each history item and bit 30 for u0's earlier items.
+    Vectorised over all similar users at once. ``scratch`` is a zeroed int array over
+    items, reused across samples: bit 30 marks u0's items before the target, the low
+    bits hold 1 + the history index of each history item.
     """
-    a_items = g.user_item[g.user_ptr[u0] : g.user_ptr[u0] + p]
+    a_items = g.seq_item[g.seq_ptr[u0] : g.seq_ptr[u0] + p]
     in_a = 1 << 30
     scratch[a_items] |= in_a
-    for j, item in enumerate(hist):
-        scratch[item] |= j + 1
+    scratch[hist] |= np.arange(1, len(hist) + 1)
     try:
-        lo, hi = g.item_ptr[t], g.item_ptr[t + 1]
-        users, uts, ukeep = g.item_user[lo:hi], g.item_ts[lo:hi], g.item_keep[lo:hi]
-        ok = ukeep & (uts < t_ts) & (users != u0)
-        found = []
-        for u1, u1_t_ts in zip(users[ok].tolist(), uts[ok].tolist(), strict=True):
-            s, e = g.user_ptr[u1], g.user_ptr[u1 + 1]
-            b_mask = g.user_keep[s:e] & (g.user_ts[s:e] < t_ts)
-            b_items, b_ts = g.user_item[s:e][b_mask], g.user_ts[s:e][b_mask]
-            marks = scratch[b_items]
-            overlap = int(np.count_nonzero(marks & in_a))
-            if overlap < params.min_overlap:
-                continue
-            union = len(a_items) + len(b_items) - overlap
-            jaccard = overlap / union
-            hist_pos = marks & (in_a - 1)
-            for k in np.nonzero(hist_pos)[0].tolist():
-                i0 = int(b_items[k])
-                if i0 == t:
-                    continue
-                j = int(hist_pos[k]) - 1
-                recency = (j + 1) / len(hist)
-                score = jaccard + params.recency_weight * recency
-                found.append((score, u1, i0, j, overlap, jaccard, recency, int(b_ts[k]), u1_t_ts))
+        lo, hi = g.in_ptr[t], g.in_ptr[t + 1]
+        ok = (g.in_ts[lo:hi] < t_ts) & (g.in_user[lo:hi] != u0)
+        u1s, u1_t_ts = g.in_user[lo:hi][ok], g.in_ts[lo:hi][ok]
+        if not len(u1s):
+            return []
+        pos, owner = _gather(g.out_ptr, u1s)
+        before = g.out_ts[pos] < t_ts
+        pos, owner = pos[before], owner[before]
+        b_items = g.out_item[pos]
+        marks = scratch[b_items]
+        overlap = np.bincount(owner, weights=(marks & in_a) > 0, minlength=len(u1s)).astype(int)
+        b_size = np.bincount(owner, minlength=len(u1s))
+        hist_pos = marks & (in_a - 1)
+        hits = np.flatnonzero(
+            (hist_pos > 0) & (overlap[owner] >= params.min_overlap) & (b_items != t)
+        )
     finally:
         scratch[a_items] = 0
         scratch[hist] = 0
+    found = []
+    for k in hits.tolist():
+        o = int(owner[k])
+        ov = int(overlap[o])
+        jaccard = ov / (len(a_items) + int(b_size[o]) - ov)
+        j = int(hist_pos[k]) - 1
+        recency = (j + 1) / len(hist)
+        score = jaccard + params.recency_weight * recency
+        u1, i0 = int(u1s[o]), int(b_items[k])
+        found.append(
+            (score, u1, i0, j, ov, jaccard, recency, int(g.out_ts[pos[k]]), int(u1_t_ts[o]))
+        )
     # ids follow sorted string order, so (u1, i0) ascending is the string tie-break.
     found.sort(key=lambda c: (-c[0], c[1], c[2]))
     return found[: params.top_k]
@@ -253,12 +272,12 @@ def build_chains(
                     found, 1
                 ):
                     # i0 sits at history index j, i.e. at u0's position p - |H| + j.
-                    u0_pos = g.user_ptr[r["uid"]] + r["position"] - len(hist) + j
+                    u0_pos = g.seq_ptr[r["uid"]] + r["position"] - len(hist) + j
                     row = (
                         r["sample_id"],
                         rank,
                         g.items[i0],
-                        int(g.user_ts[u0_pos]),
+                        int(g.seq_ts[u0_pos]),
                         g.users[u1],
                         u1_i0,
                         u1_i1,

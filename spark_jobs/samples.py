@@ -96,37 +96,39 @@ def build_candidates(
     degrees = [r["count"] for r in vocab] if params.sampler == "popularity" else None
     shared = spark.sparkContext.broadcast((vocabulary, degrees))
     positives = edges.groupBy("user_id").agg(F.collect_set("item_id").alias("positives"))
-    seeds = F.when(
-        F.col("split") == "train", F.array(F.lit(params.seeds[0]).cast("long"))
-    ).otherwise(F.array(*[F.lit(s).cast("long") for s in params.seeds]))
-    work = samples.join(positives, on="user_id", how="inner").select(
-        "split",
-        "sample_id",
-        "user_id",
-        "target_item_id",
-        "positives",
-        F.explode(seeds).alias("seed"),
+    # One row per user: a heavy user's item set travels to Python once, not per sample.
+    todo = samples.groupBy("user_id").agg(
+        F.collect_list(F.struct("split", "sample_id", "target_item_id")).alias("todo")
     )
+    work = todo.join(positives, on="user_id", how="inner")
+    first_seed, all_seeds = params.seeds[:1], params.seeds
 
     def draw(batches):
         import pyarrow as pa
 
         vocab_list, degs = shared.value
-        samplers: dict[int, CandidateSampler] = {}
+        samplers = {
+            seed: CandidateSampler(
+                vocab_list, seed=seed, ds=ds, n=params.n, degrees=degs, alpha=params.alpha
+            )
+            for seed in all_seeds
+        }
         for batch in batches:
             out = {name: [] for name in _DRAW_SCHEMA.fieldNames()}
             for row in batch.to_pylist():
-                seed = row["seed"]
-                if seed not in samplers:
-                    samplers[seed] = CandidateSampler(
-                        vocab_list, seed=seed, ds=ds, n=params.n, degrees=degs, alpha=params.alpha
-                    )
-                items = samplers[seed].draw(
-                    row["user_id"], row["sample_id"], row["target_item_id"], set(row["positives"])
-                )
-                for key in ("split", "sample_id", "seed", "user_id", "target_item_id"):
-                    out[key].append(row[key])
-                out["items"].append(items)
+                user, seen = row["user_id"], set(row["positives"])
+                unseen = samplers[all_seeds[0]].unseen(seen)
+                for s in row["todo"]:
+                    for seed in first_seed if s["split"] == "train" else all_seeds:
+                        items = samplers[seed].draw(
+                            user, s["sample_id"], s["target_item_id"], seen, unseen
+                        )
+                        out["split"].append(s["split"])
+                        out["sample_id"].append(s["sample_id"])
+                        out["seed"].append(seed)
+                        out["user_id"].append(user)
+                        out["target_item_id"].append(s["target_item_id"])
+                        out["items"].append(items)
             yield pa.RecordBatch.from_pydict(
                 out,
                 schema=pa.schema(

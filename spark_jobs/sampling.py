@@ -55,13 +55,27 @@ class CandidateSampler:
             w = np.asarray(degrees, dtype=np.float64) ** alpha
             self.probabilities = w / w.sum()
 
+    def unseen(self, positives: set[str]) -> int:
+        """How many vocabulary items the user has not interacted with."""
+        return len(self.vocabulary) - len(self.vocab_set & positives)
+
     def draw(
-        self, user_id: str, sample_id: str, target: str, positives: set[str]
+        self,
+        user_id: str,
+        sample_id: str,
+        target: str,
+        positives: set[str],
+        unseen: int | None = None,
     ) -> list[str] | None:
-        """Shuffled candidates, or None when the user has fewer than n-1 unseen items."""
+        """Shuffled candidates, or None when the user has fewer than n-1 unseen items.
+
+        ``unseen`` (from :meth:`unseen`) saves recounting for each of a user's samples.
+        """
         need = self.n - 1
-        positives = positives | {target}  # the target is never its own negative
-        if len(self.vocabulary) - len(self.vocab_set & positives) < need:
+        if target not in positives:  # the target is never its own negative
+            positives = positives | {target}
+            unseen = None
+        if (self.unseen(positives) if unseen is None else unseen) < need:
             return None
         rng = np.random.default_rng(stable_hash(self.seed, user_id, sample_id, self.ds))
         size = len(self.vocabulary)
