@@ -36,10 +36,19 @@ $(STAMP): pyproject.toml Makefile
 
 demo: setup
 	$(VENV)/bin/r2rec ingest --source movielens-100k --ds $(DEMO_DS)
+	$(VENV)/bin/r2rec graph --ds $(DEMO_DS)
+	$(VENV)/bin/r2rec samples --ds $(DEMO_DS)
+	$(VENV)/bin/r2rec chains --ds $(DEMO_DS)
 	$(VENV)/bin/r2rec tables
 	$(VENV)/bin/r2rec sql "SELECT i.title, count(*) AS ratings, round(avg(r.rating), 2) AS avg_rating \
 	  FROM interactions r JOIN items i ON i.item_id = r.item_id AND i.source = r.source AND i.ds = '$(DEMO_DS)' \
 	  WHERE r.ds <= '$(DEMO_DS)' GROUP BY i.title ORDER BY ratings DESC LIMIT 10"
+	$(VENV)/bin/r2rec sql "SELECT c.sample_id, h.title AS because_you_liked, c.overlap AS shared_items, \
+	  round(c.score, 3) AS score, t.title AS a_similar_user_went_on_to \
+	  FROM chains c JOIN items h ON h.item_id = c.i0 AND h.ds = c.ds JOIN items t ON t.item_id = c.i1 AND t.ds = c.ds \
+	  WHERE c.ds = '$(DEMO_DS)' AND c.rank = 1 ORDER BY c.sample_id LIMIT 3"
+	$(VENV)/bin/r2rec sql "SELECT metric, value FROM job_metrics WHERE ds = '$(DEMO_DS)' \
+	  AND metric IN ('chain_coverage', 'chains', 'samples.train', 'samples.valid', 'samples.test')"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -18,7 +18,6 @@ would also return files that later commits removed.
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -26,8 +25,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from r2rec.config import lakehouse_root
+from r2rec.conform import arrow_cast_allowed, conform_arrow, conform_spark
 from r2rec.contracts import TableSpec, get_table
 from r2rec.errors import R2RecError, SchemaMismatchError, TableNotFoundError
+from r2rec.spark_writer import (
+    EXECUTOR_SCHEMA_ERROR,
+    FILE_META_SCHEMA,
+    SAFE_PARTITION_VALUE,
+    make_partition_writer,
+    spark_has_native_delta,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -36,9 +43,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
 Filters = Sequence[tuple[str, str, Any]]
-_SAFE_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_.:\-]+$")
-# Marker that lets the driver recognise a contract violation raised inside an executor.
-_EXECUTOR_SCHEMA_ERROR = "R2REC_SCHEMA_ERROR"
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def _check_partition(spec: TableSpec, partition: Mapping[str, Any]) -> None:
     for col, val in partition.items():
         if col not in spec.partition_by:
             raise R2RecError(f"table '{spec.name}': '{col}' is not a partition column")
-        if val is None or val == "" or not _SAFE_PARTITION_VALUE.match(str(val)):
+        if val is None or val == "" or not SAFE_PARTITION_VALUE.match(str(val)):
             # Such values would need URL-encoding in file paths, or (empty) read back as
             # null; refuse rather than guess.
             raise R2RecError(f"table '{spec.name}': unsafe partition value {col}={val!r}")
@@ -96,251 +100,6 @@ def _matches(values: Mapping[str, Any], filters: Filters | None) -> bool:
             }[op]
         if not ok:
             return False
-    return True
-
-
-# ----------------------------------------------------------------------------------------
-# Schema conformance
-# ----------------------------------------------------------------------------------------
-
-
-def _arrow_cast_allowed(src: pa.DataType, dst: pa.DataType) -> bool:
-    import pyarrow.types as t
-
-    if src.equals(dst) or t.is_null(src):
-        return True
-    if t.is_dictionary(src):
-        return _arrow_cast_allowed(src.value_type, dst)
-    if t.is_integer(src) and (t.is_integer(dst) or t.is_floating(dst)):
-        return True
-    if t.is_floating(src) and t.is_floating(dst):
-        return True
-    if t.is_string(src) or t.is_large_string(src) or t.is_string_view(src):
-        return t.is_string(dst)
-    if t.is_timestamp(src) and t.is_timestamp(dst):
-        return True
-    if (t.is_list(src) or t.is_large_list(src)) and t.is_list(dst):
-        return _arrow_cast_allowed(src.value_type, dst.value_type)
-    if t.is_map(src) and t.is_map(dst):
-        return _arrow_cast_allowed(src.key_type, dst.key_type) and _arrow_cast_allowed(
-            src.item_type, dst.item_type
-        )
-    return False
-
-
-def conform_arrow(spec: TableSpec, data: Any) -> pa.Table:
-    """Return ``data`` as an Arrow table with exactly the contract's schema.
-
-    Only lossless, unambiguous conversions are applied (integer widening, string
-    flavours, timestamp units); anything else fails with an error that names the
-    offending column. Naive timestamps are taken to be UTC.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    table = _to_arrow(data)
-    target = spec.arrow_schema()
-    have = set(table.column_names)
-    for name in spec.column_names:
-        if name not in have:
-            raise SchemaMismatchError(spec.name, name, "is missing")
-    for name in table.column_names:
-        if name not in target.names:
-            raise SchemaMismatchError(spec.name, name, "is not in the table's contract")
-    arrays = []
-    for field in target:
-        col = table.column(field.name)
-        if not _arrow_cast_allowed(col.type, field.type):
-            raise SchemaMismatchError(
-                spec.name, field.name, f"has type {col.type}, expected {field.type}"
-            )
-        if pa.types.is_timestamp(col.type) and col.type.tz is None:
-            col = pc.assume_timezone(col, "UTC")
-        try:
-            col = col.cast(field.type, safe=True)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise SchemaMismatchError(
-                spec.name, field.name, f"cannot be converted to {field.type}: {exc}"
-            ) from None
-        if not field.nullable and col.null_count:
-            raise SchemaMismatchError(
-                spec.name, field.name, f"has {col.null_count} null value(s) but is not nullable"
-            )
-        arrays.append(col)
-    return pa.Table.from_arrays(arrays, schema=target)
-
-
-def _to_arrow(data: Any) -> pa.Table:
-    import pyarrow as pa
-
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    if hasattr(data, "to_arrow") and not hasattr(data, "sparkSession"):
-        return data.to_arrow()
-    if type(data).__module__.startswith("pandas"):
-        return pa.Table.from_pandas(data, preserve_index=False)
-    if isinstance(data, list):
-        return pa.Table.from_pylist(data)
-    raise R2RecError(f"cannot write data of type {type(data).__name__}")
-
-
-def _spark_cast_allowed(src: Any, dst: Any) -> bool:
-    from pyspark.sql import types as T
-
-    if src == dst or isinstance(src, T.NullType):
-        return True
-    ints = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
-    if isinstance(src, ints) and isinstance(dst, (*ints, T.DoubleType)):
-        return True
-    if isinstance(src, T.FloatType) and isinstance(dst, T.DoubleType):
-        return True
-    if isinstance(src, T.TimestampNTZType) and isinstance(dst, T.TimestampType):
-        return True
-    if isinstance(src, T.ArrayType) and isinstance(dst, T.ArrayType):
-        return _spark_cast_allowed(src.elementType, dst.elementType)
-    if isinstance(src, T.MapType) and isinstance(dst, T.MapType):
-        return _spark_cast_allowed(src.keyType, dst.keyType) and _spark_cast_allowed(
-            src.valueType, dst.valueType
-        )
-    return False
-
-
-def conform_spark(spec: TableSpec, df: DataFrame) -> DataFrame:
-    """Select the contract's columns in order, cast losslessly, or fail naming the column."""
-    from pyspark.sql import functions as F
-
-    fields = {f.name: f.dataType for f in df.schema.fields}
-    for name in spec.column_names:
-        if name not in fields:
-            raise SchemaMismatchError(spec.name, name, "is missing")
-    for name in fields:
-        if name not in spec.column_names:
-            raise SchemaMismatchError(spec.name, name, "is not in the table's contract")
-    cols = []
-    for target in spec.spark_schema().fields:
-        src = fields[target.name]
-        if not _spark_cast_allowed(src, target.dataType):
-            raise SchemaMismatchError(
-                spec.name,
-                target.name,
-                f"has type {src.simpleString()}, expected {target.dataType.simpleString()}",
-            )
-        cols.append(F.col(target.name).cast(target.dataType).alias(target.name))
-    return df.select(*cols)
-
-
-# ----------------------------------------------------------------------------------------
-# Executor-side Parquet writing (runs inside Spark Python workers)
-# ----------------------------------------------------------------------------------------
-
-_FILE_META_SCHEMA = (
-    "path string, size long, partition_values string, stats string, num_records long"
-)
-
-
-def _file_stats(table: pa.Table) -> str:
-    import pyarrow.compute as pc
-    import pyarrow.types as t
-
-    stats: dict[str, Any] = {
-        "numRecords": table.num_rows,
-        "nullCount": {},
-        "minValues": {},
-        "maxValues": {},
-    }
-    for name, col in zip(table.column_names, table.columns, strict=True):
-        if t.is_nested(col.type):
-            continue
-        stats["nullCount"][name] = col.null_count
-        # min/max only where their JSON form is unambiguous, so data skipping stays exact.
-        if (t.is_integer(col.type) or t.is_floating(col.type)) and col.null_count < len(col):
-            mm = pc.min_max(col).as_py()
-            if all(v is None or v == v for v in mm.values()):  # skip NaN
-                stats["minValues"][name], stats["maxValues"][name] = mm["min"], mm["max"]
-    return json.dumps(stats)
-
-
-def _make_partition_writer(spec: TableSpec, table_uri: str, run_id: str):
-    """Build the function ``mapInArrow`` runs on each Spark partition."""
-
-    def write(batches):
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.fs as pafs
-        import pyarrow.parquet as pq
-
-        batches = list(batches)
-        if not batches:
-            return
-        data = pa.Table.from_batches(batches)
-        if data.num_rows == 0:
-            return
-        target = spec.arrow_schema()
-        for field in target:
-            if not field.nullable and data.column(field.name).null_count:
-                raise ValueError(
-                    f"{_EXECUTOR_SCHEMA_ERROR}|{spec.name}|{field.name}|"
-                    "has null value(s) but is not nullable"
-                )
-        data = data.select(target.names).cast(target)
-        fs, root = pafs.FileSystem.from_uri(table_uri)
-        part_cols = list(spec.partition_by)
-        data_cols = [c for c in target.names if c not in part_cols]
-        groups = data.group_by(part_cols).aggregate([]).to_pylist() if part_cols else [{}]
-        rows = []
-        for values in groups:
-            mask = None
-            for col, val in values.items():
-                cond = pc.is_null(data[col]) if val is None else pc.equal(data[col], val)
-                mask = cond if mask is None else pc.and_(mask, cond)
-            part = data if mask is None else data.filter(mask)
-            part = part.select(data_cols)
-            for col, val in values.items():
-                if val is None or not _SAFE_PARTITION_VALUE.match(str(val)):
-                    raise ValueError(f"unsafe partition value {col}={val!r} in {spec.name}")
-            rel_dir = "/".join(f"{col}={values[col]}" for col in part_cols)
-            rel = f"{rel_dir}/" if rel_dir else ""
-            rel += f"part-{run_id}-{uuid.uuid4().hex}.snappy.parquet"
-            full = f"{root}/{rel}"
-            fs.create_dir(full.rsplit("/", 1)[0], recursive=True)
-            pq.write_table(part, full, filesystem=fs, compression="snappy")
-            size = fs.get_file_info(full).size
-            rows.append(
-                {
-                    "path": rel,
-                    "size": size,
-                    "partition_values": json.dumps({c: str(values[c]) for c in part_cols}),
-                    "stats": _file_stats(part),
-                    "num_records": part.num_rows,
-                }
-            )
-        yield pa.RecordBatch.from_pylist(
-            rows,
-            schema=pa.schema(
-                [
-                    ("path", pa.string()),
-                    ("size", pa.int64()),
-                    ("partition_values", pa.string()),
-                    ("stats", pa.string()),
-                    ("num_records", pa.int64()),
-                ]
-            ),
-        )
-
-    return write
-
-
-def spark_has_native_delta(spark: SparkSession) -> bool:
-    """True when the session was configured with delta-spark (jars on the classpath)."""
-    ext = spark.conf.get("spark.sql.extensions", "") or ""
-    if "io.delta.sql.DeltaSparkSessionExtension" not in ext:
-        return False
-    try:
-        spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]
-    except Exception:
-        return False
     return True
 
 
@@ -430,7 +189,7 @@ class Lakehouse:
                     spec.name, field.name, "is in the contract but not in the stored table"
                 )
             stored = found.field(field.name).type
-            if not _arrow_cast_allowed(field.type, stored) or not _arrow_cast_allowed(
+            if not arrow_cast_allowed(field.type, stored) or not arrow_cast_allowed(
                 stored, field.type
             ):
                 raise SchemaMismatchError(
@@ -559,14 +318,14 @@ class Lakehouse:
         from deltalake.transaction import AddAction, CommitProperties
 
         run_id = uuid.uuid4().hex[:12]
-        writer = _make_partition_writer(spec, self.uri(spec), run_id)
+        writer = make_partition_writer(spec, self.uri(spec), run_id)
         try:
             # Only file metadata (a few hundred bytes per file) reaches the driver.
-            files = df.mapInArrow(writer, _FILE_META_SCHEMA).collect()
+            files = df.mapInArrow(writer, FILE_META_SCHEMA).collect()
         except Exception as exc:
             msg = str(exc)
-            if _EXECUTOR_SCHEMA_ERROR in msg:
-                _, table, column, problem = msg.split(_EXECUTOR_SCHEMA_ERROR, 1)[1].split("|", 3)
+            if EXECUTOR_SCHEMA_ERROR in msg:
+                _, table, column, problem = msg.split(EXECUTOR_SCHEMA_ERROR, 1)[1].split("|", 3)
                 raise SchemaMismatchError(table, column, problem.splitlines()[0]) from None
             raise
         now_ms = int(time.time() * 1000)

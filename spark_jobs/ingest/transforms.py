@@ -107,6 +107,23 @@ def read_columnar(spark: SparkSession, path: str, fmt: SourceFormat, kind: str) 
         value = (
             F.col(col).cast("string") if col and col in df.columns else F.lit(None).cast("string")
         )
+        if (
+            key == "ts"
+            and col in df.columns
+            and isinstance(
+                df.schema[col].dataType, T.TimestampType | T.TimestampNTZType | T.DateType
+            )
+        ):
+            # A typed time column needs no unit: render it in whichever unit the source
+            # declared, so the one parsing path in normalize_interactions applies.
+            micros = F.unix_micros(F.col(col).cast("timestamp"))
+            value = {
+                "s": (micros / 1_000_000).cast("decimal(20,6)").cast("string"),
+                "ms": (micros / 1_000).cast("decimal(20,3)").cast("string"),
+                "iso": F.date_format(
+                    F.col(col).cast("timestamp"), "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
+                ),
+            }[fmt.ts_unit]
         if key == "genres" and col and col in df.columns:
             dtype = df.schema[col].dataType
             value = (

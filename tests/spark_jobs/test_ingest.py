@@ -219,7 +219,7 @@ def formats(spark, tmp_path_factory):
         resolve_source("movielens-latest", str(root / "ml-latest")),
         resolve_source("amazon-reviews-2023", reviews, meta),
         resolve_source("csv", events, catalog, CSV_MAPPING, "iso", (1.0, 5.0)),
-        resolve_source("parquet", pq_events, pq_catalog, PARQUET_MAPPING, "iso", (1.0, 5.0)),
+        resolve_source("parquet", pq_events, pq_catalog, PARQUET_MAPPING, None, (1.0, 5.0)),
     ]
     lh = Lakehouse(str(root / "lakehouse"))
     reports = {fmt.name: run_ingest(spark, lh, IngestConfig(fmt, DS)) for fmt in sources}
