@@ -82,7 +82,7 @@ def _fanout_flags(edges: DataFrame, params: ChainParams) -> DataFrame:
     def hashes(batches):
         import pyarrow as pa
 
-        from spark_jobs.sampling import stable_hash
+        from r2rec.seeding import stable_hash
 
         for batch in batches:
             u, i = batch.column("user_id").to_pylist(), batch.column("item_id").to_pylist()

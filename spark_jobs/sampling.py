@@ -7,18 +7,13 @@ Definitions: docs/METHOD.md §10.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
 
+from r2rec.seeding import stable_hash
+
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
-
-
-def stable_hash(*parts: object) -> int:
-    """64-bit hash of the parts joined by '|' (stable across processes, unlike hash())."""
-    text = "|".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 def fanout_order(seed: int, owner: str, members: Sequence[str]) -> list[str]:

@@ -1,0 +1,106 @@
+"""Teachers write the thoughts of a trace, one step at a time, always in batches.
+
+``TemplateTeacher`` is the offline default: a deterministic verbalizer that writes each
+thought from the facts of its hop (titles, genres, overlap counts, time order), grounded
+by construction, with several phrasings per step so SFT does not learn one sentence.
+LLM teachers (vLLM, OpenAI-compatible endpoints) implement the same ``think``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from r2rec.seeding import stable_hash
+from trainer.iot import ChainFacts, Item, StepRequest
+
+
+class Teacher(Protocol):
+    name: str
+    model: str
+
+    def think(self, requests: Sequence[StepRequest]) -> list[str]:
+        """One thought per request, in order. Called once per step for a whole wave."""
+        ...
+
+
+def _genres(items: Sequence[Item]) -> list[str]:
+    counts: dict[str, int] = {}
+    for item in items:
+        for g in item.genres:
+            counts[g] = counts.get(g, 0) + 1
+    return [g for g, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def _join(words: Sequence[str]) -> str:
+    words = list(words)
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _when(rank: int) -> str:
+    return "most recently" if rank == 1 else ("recently" if rank <= 3 else "earlier on")
+
+
+_STEP1 = (
+    "The user {when} interacted with {i0}, which suggests a taste for {taste}.",
+    "{I0} is among the user's {when_adj} choices; it points to an interest in {taste}.",
+    "Looking at the history, {i0} ({when}) says the user enjoys {taste}.",
+)
+_STEP2 = (
+    "A similar user also chose {i0} and shares {overlap} items with the user{example}.",
+    "Another user who picked {i0} overlaps with this user on {overlap} items{example}, so "
+    "their tastes are close.",
+    "{I0} links the user to a similar user: they have {overlap} items in common{example}.",
+)
+_STEP3 = (
+    "That similar user went on to {i1}; it fits because {why}.",
+    "After those shared items, the similar user chose {i1}, and {why}.",
+    "The similar user's next choice was {i1}: {why}.",
+)
+_STEP4 = (
+    "Among the candidates, {i1} ([{label}]) is the one the chain leads to and matches the "
+    "user's taste best.",
+    "Weighing the candidates, [{label}] {i1} is supported by a similar user's path; the "
+    "others have no such evidence.",
+    "Of the {n} candidates, {i1} ([{label}]) follows from the chain, so it is the best pick.",
+)
+
+
+class TemplateTeacher:
+    """Deterministic, grounded verbalizer; phrasing chosen by a hash of (trace, step)."""
+
+    name = "template"
+    model = "template-v1"
+
+    def think(self, requests: Sequence[StepRequest]) -> list[str]:
+        return [self._thought(r) for r in requests]
+
+    def _thought(self, r: StepRequest) -> str:
+        f: ChainFacts = r.facts
+        pick = stable_hash(r.key, r.step) % 3
+        taste = _join(f.i0.genres[:2]) or "items like it"
+        if r.step == 1:
+            rank = f.i0_recency_rank
+            when_adj = "latest" if rank == 1 else ("recent" if rank <= 3 else "earlier")
+            text = _STEP1[pick].format(
+                i0=f.i0.cite, I0=f.i0.cite, when=_when(rank), when_adj=when_adj, taste=taste
+            )
+        elif r.step == 2:
+            example = f", such as {f.shared_example.cite}" if f.shared_example else ""
+            text = _STEP2[pick].format(
+                i0=f.i0.cite, I0=f.i0.cite, overlap=f.overlap, example=example
+            )
+        elif r.step == 3:
+            common = [g for g in f.i1.genres if g in set(_genres(f.history))]
+            why = (
+                f"it shares {_join(common[:2])} with the user's history"
+                if common
+                else "users with this taste went on to it"
+            )
+            text = _STEP3[pick].format(i1=f.i1.cite, why=why)
+        else:
+            label = next(lb for lb, item in f.candidates if item.item_id == f.i1.item_id)
+            text = _STEP4[pick].format(i1=f.i1.cite, label=label, n=len(f.candidates))
+        return text
