@@ -33,6 +33,12 @@ def arrow_cast_allowed(src: pa.DataType, dst: pa.DataType) -> bool:
         return True
     if (t.is_list(src) or t.is_large_list(src)) and t.is_list(dst):
         return arrow_cast_allowed(src.value_type, dst.value_type)
+    if t.is_struct(src) and t.is_struct(dst):
+        src_fields = {src.field(k).name: src.field(k).type for k in range(src.num_fields)}
+        return {dst.field(k).name for k in range(dst.num_fields)} == set(src_fields) and all(
+            arrow_cast_allowed(src_fields[dst.field(k).name], dst.field(k).type)
+            for k in range(dst.num_fields)
+        )
     if t.is_map(src) and t.is_map(dst):
         return arrow_cast_allowed(src.key_type, dst.key_type) and arrow_cast_allowed(
             src.item_type, dst.item_type

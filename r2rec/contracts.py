@@ -6,7 +6,7 @@ converted on demand to Arrow (delta-rs) or Spark types, so importing this module
 cheap and both engines agree on one schema.
 
 Supported types: string, int32, int64, double, boolean, timestamp (microseconds, UTC),
-array<T>, map<string,T>.
+array<T>, map<string,T>, struct<name:T,...>.
 """
 
 from __future__ import annotations
@@ -120,6 +120,8 @@ def to_arrow(type_str: str) -> pa.DataType:
         return pa.list_(pa.field("element", to_arrow(args[0]), True))
     if head == "map" and len(args) == 2:
         return pa.map_(to_arrow(args[0]), to_arrow(args[1]))
+    if head == "struct" and args:
+        return pa.struct([pa.field(n, to_arrow(t)) for n, t in (_field(a) for a in args)])
     raise ValueError(f"unsupported contract type '{type_str}'")
 
 
@@ -141,7 +143,16 @@ def to_spark(type_str: str) -> T.DataType:
         return T.ArrayType(to_spark(args[0]), True)
     if head == "map" and len(args) == 2:
         return T.MapType(to_spark(args[0]), to_spark(args[1]), True)
+    if head == "struct" and args:
+        return T.StructType([T.StructField(n, to_spark(t), True) for n, t in map(_field, args)])
     raise ValueError(f"unsupported contract type '{type_str}'")
+
+
+def _field(arg: str) -> tuple[str, str]:
+    name, _, type_str = arg.partition(":")
+    if not name or not type_str:
+        raise ValueError(f"struct field '{arg}' is not name:type")
+    return name.strip(), type_str.strip()
 
 
 def _cols(*specs: tuple) -> tuple[Column, ...]:
@@ -350,6 +361,68 @@ CHAINS = TableSpec(
     doc="Top-K positive interaction chains u0 -> i0 -> u1 -> i1 per training sample.",
 )
 
+# --- interaction-of-thought traces and training data (docs/METHOD.md §4-7) ---------------
+MESSAGES = "array<struct<role:string,content:string>>"  # chat messages, as trl reads them
+
+REASONING_TRACES = TableSpec(
+    name="reasoning_traces",
+    layer="gold",
+    columns=_cols(
+        ("ds", "string", False, "run date"),
+        ("teacher", "string", False, "template | vllm | openai"),
+        ("sample_id", "string", False, ""),
+        ("chain_id", "string", False, "the chain the trace verbalises"),
+        ("model", "string", False, "teacher model (template version or model name)"),
+        ("prompt_version", "string", False, "r2rec.prompt.PROMPT_VERSION"),
+        ("hops", "array<string>", False, "hop of each thought: u0->i0, i0->u1, u1->i1, final"),
+        ("thoughts", "array<string>", False, "one thought per hop"),
+        ("completion", "string", False, "<think>...</think><answer>[Ck]</answer>"),
+        ("answer_label", "string", True, "label the teacher named"),
+        ("target_label", "string", False, "label of the target"),
+        ("passed", "boolean", False, "kept by the quality filter"),
+        ("reject_reason", "string", True, "why the filter rejected it"),
+    ),
+    partition_by=("ds", "teacher"),
+    key=("ds", "teacher", "chain_id"),
+    doc="Every trace a teacher wrote, with the quality filter's verdict.",
+)
+
+SFT_EXAMPLES = TableSpec(
+    name="sft_examples",
+    layer="gold",
+    columns=_cols(
+        ("ds", "string", False, "run date"),
+        ("teacher", "string", False, ""),
+        ("sample_id", "string", False, ""),
+        ("chain_id", "string", False, ""),
+        ("prompt_version", "string", False, ""),
+        ("prompt", MESSAGES, False, "system + user messages: history and candidates, no chain"),
+        ("completion", MESSAGES, False, "one assistant message: the trace and the answer"),
+    ),
+    partition_by=("ds", "teacher"),
+    key=("ds", "teacher", "chain_id"),
+    doc="Prompt-completion pairs from traces that passed the filter (trl SFTTrainer format).",
+)
+
+RL_PROMPTS = TableSpec(
+    name="rl_prompts",
+    layer="gold",
+    columns=_cols(
+        ("ds", "string", False, "run date"),
+        ("sample_id", "string", False, ""),
+        ("split", "string", False, "train | valid | test"),
+        ("prompt_version", "string", False, ""),
+        ("prompt", MESSAGES, False, "system + user messages (trl GRPOTrainer format)"),
+        ("target_label", "string", False, "label of the target"),
+        ("candidate_labels", "array<string>", False, "C1..CN"),
+        ("candidate_item_ids", "array<string>", False, "item ids aligned with the labels"),
+        ("grounding_items", "array<string>", False, "item texts a completion may cite"),
+    ),
+    partition_by=("ds",),
+    key=("ds", "sample_id"),
+    doc="Prompts with what the rewards need: target, labels and citable items.",
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -364,6 +437,9 @@ TABLES: dict[str, TableSpec] = {
         SAMPLES,
         CANDIDATES,
         CHAINS,
+        REASONING_TRACES,
+        SFT_EXAMPLES,
+        RL_PROMPTS,
     )
 }
 

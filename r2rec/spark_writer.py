@@ -23,9 +23,7 @@ SAFE_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 # Marker that lets the driver recognise a contract violation raised inside an executor.
 EXECUTOR_SCHEMA_ERROR = "R2REC_SCHEMA_ERROR"
 
-FILE_META_SCHEMA = (
-    "path string, size long, partition_values string, stats string, num_records long"
-)
+FILE_META_SCHEMA = "path string, size long, partition_values string, stats string, num_records long"
 
 
 def _file_stats(table: pa.Table) -> str:

@@ -15,9 +15,9 @@ from pyspark.sql import functions as F
 
 from r2rec.config import ds_start, parse_ds
 from r2rec.contracts import GRAPH_EDGES, GRAPH_STATS, INTERACTIONS, JOB_METRICS
+from r2rec.jobs import base_parser, run_main
 from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
-from spark_jobs.jobs import base_parser, run_main
 
 JOB = "graph"
 

@@ -18,10 +18,10 @@ from pyspark.sql import types as T
 
 from r2rec.config import parse_ds
 from r2rec.contracts import CANDIDATES, JOB_METRICS, NO_SOURCE, QUARANTINE, SAMPLES
+from r2rec.jobs import base_parser, run_main
 from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
 from spark_jobs.graph import read_edges
-from spark_jobs.jobs import base_parser, run_main
 from spark_jobs.params import CandidateParams, SampleParams
 
 JOB = "samples"

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from r2rec.config import parse_ds
 from r2rec.contracts import INTERACTIONS, INTERACTIONS_RAW, ITEMS, ITEMS_RAW, QUARANTINE
 from r2rec.errors import DataQualityError, R2RecError
+from r2rec.jobs import run_main
 from r2rec.lakehouse import Lakehouse
 from spark_jobs.ingest.sources import SOURCES, ColumnMapping, SourceFormat, resolve_source
-from spark_jobs.jobs import run_main
 
 
 @dataclass(frozen=True)
