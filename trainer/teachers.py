@@ -158,3 +158,38 @@ class VLLMTeacher:
             return []
         outs = self._llm.chat([teacher_messages(r) for r in requests], self._params, use_tqdm=False)
         return [o.outputs[0].text.strip() for o in outs]
+
+
+class OpenAITeacher:
+    """A hosted teacher behind an OpenAI-compatible chat endpoint (vLLM serve, TGI, ...).
+
+    A wave's requests go out concurrently (bounded), so the endpoint batches them.
+    The key comes from $R2REC_TEACHER_API_KEY (or $OPENAI_API_KEY), never from code.
+    """
+
+    name = "openai"
+
+    def __init__(self, model: str, base_url: str, max_tokens: int = 96, concurrency: int = 16):
+        import os
+
+        from openai import OpenAI
+
+        key = os.environ.get("R2REC_TEACHER_API_KEY") or os.environ.get("OPENAI_API_KEY") or "none"
+        self.model, self.max_tokens, self.concurrency = model, max_tokens, concurrency
+        self._client = OpenAI(base_url=base_url, api_key=key, max_retries=3, timeout=120)
+
+    def _one(self, request: StepRequest) -> str:
+        reply = self._client.chat.completions.create(
+            model=self.model,
+            messages=teacher_messages(request),
+            max_tokens=self.max_tokens,
+            temperature=0.0,
+            seed=0,
+        )
+        return (reply.choices[0].message.content or "").strip()
+
+    def think(self, requests: Sequence[StepRequest]) -> list[str]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(self._one, requests))

@@ -27,7 +27,7 @@ from r2rec.contracts import (
     SAMPLES,
     SFT_EXAMPLES,
 )
-from r2rec.errors import DataQualityError
+from r2rec.errors import DataQualityError, R2RecError
 from r2rec.lakehouse import Lakehouse
 from r2rec.prompt import PROMPT_VERSION, RecPrompt, render_messages
 from trainer.iot import HOPS, ChainFacts, Item, Trace, generate_traces
@@ -191,16 +191,18 @@ def rl_rows(ds: str, data: DateData) -> list[dict]:
     return rows
 
 
-def make_teacher(name: str, model: str | None = None):
+def make_teacher(name: str, model: str | None = None, base_url: str | None = None):
     from trainer import teachers
 
     if name == "template":
         return teachers.TemplateTeacher()
     if name == "vllm":
         return teachers.VLLMTeacher(model)
-    from r2rec.errors import R2RecError
-
-    raise R2RecError(f"unknown teacher '{name}' (known: template, vllm)")
+    if name == "openai":
+        if not model or not base_url:
+            raise R2RecError("the openai teacher needs --model and --base-url")
+        return teachers.OpenAITeacher(model, base_url)
+    raise R2RecError(f"unknown teacher '{name}' (known: template, vllm, openai)")
 
 
 def run(lakehouse: Lakehouse, ds: str, teacher, max_chains: int = 0) -> dict:
@@ -248,15 +250,16 @@ def main(argv: list[str] | None = None) -> int:
     from r2rec.jobs import base_parser, run_main
 
     p = base_parser("python -m trainer.traces", __doc__.splitlines()[0])
-    p.add_argument("--teacher", default="template", choices=["template", "vllm"])
-    p.add_argument("--model", help="vllm teacher: model directory (default: bundled SmolLM2-135M)")
+    p.add_argument("--teacher", default="template", choices=["template", "vllm", "openai"])
+    p.add_argument("--model", help="LLM teachers: model (vllm default: bundled SmolLM2-135M)")
+    p.add_argument("--base-url", help="openai teacher: endpoint, e.g. http://host:8000/v1")
     p.add_argument("--max-chains", type=int, default=0, help="only the first N chains (0 = all)")
     args = p.parse_args(argv)
     return run_main(
         lambda: run(
             Lakehouse(args.lakehouse),
             args.ds,
-            make_teacher(args.teacher, args.model),
+            make_teacher(args.teacher, args.model, args.base_url),
             args.max_chains,
         )
     )
