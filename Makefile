@@ -39,6 +39,7 @@ demo: setup
 	$(VENV)/bin/r2rec graph --ds $(DEMO_DS)
 	$(VENV)/bin/r2rec samples --ds $(DEMO_DS)
 	$(VENV)/bin/r2rec chains --ds $(DEMO_DS)
+	$(VENV)/bin/r2rec traces --ds $(DEMO_DS) --teacher template
 	$(VENV)/bin/r2rec tables
 	$(VENV)/bin/r2rec sql "SELECT i.title, count(*) AS ratings, round(avg(r.rating), 2) AS avg_rating \
 	  FROM interactions r JOIN items i ON i.item_id = r.item_id AND i.source = r.source AND i.ds = '$(DEMO_DS)' \
@@ -48,7 +49,10 @@ demo: setup
 	  FROM chains c JOIN items h ON h.item_id = c.i0 AND h.ds = c.ds JOIN items t ON t.item_id = c.i1 AND t.ds = c.ds \
 	  WHERE c.ds = '$(DEMO_DS)' AND c.rank = 1 ORDER BY c.sample_id LIMIT 3"
 	$(VENV)/bin/r2rec sql "SELECT metric, value FROM job_metrics WHERE ds = '$(DEMO_DS)' \
-	  AND metric IN ('chain_coverage', 'chains', 'samples.train', 'samples.valid', 'samples.test')"
+	  AND metric IN ('chain_coverage', 'chains', 'samples.train', 'samples.valid', 'samples.test', \
+	  'template.traces', 'template.pass_rate', 'sft_examples', 'rl_prompts')"
+	$(VENV)/bin/r2rec sql "SELECT sample_id, completion FROM reasoning_traces \
+	  WHERE ds = '$(DEMO_DS)' AND passed ORDER BY chain_id LIMIT 1" --format json
 
 lint: setup
 	$(VENV)/bin/ruff check .

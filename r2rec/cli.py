@@ -239,6 +239,7 @@ _JOBS = {
     "graph": ("spark_jobs.graph", "Build the interaction graph and degree stats as of --ds."),
     "samples": ("spark_jobs.samples", "Make time-ordered samples and candidate lists as of --ds."),
     "chains": ("spark_jobs.chains", "Sample top-K interaction chains per training sample."),
+    "traces": ("trainer.traces", "Turn chains into reasoning traces, SFT examples, RL prompts."),
 }
 
 
