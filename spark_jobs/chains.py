@@ -325,27 +325,20 @@ def _arrow_schema(struct: T.StructType):
     return pa.schema([(f.name, kinds[type(f.dataType)]) for f in struct.fields])
 
 
-def chain_checks(chains: DataFrame, edges: DataFrame) -> dict[str, DataFrame]:
-    e = edges.select("user_id", "item_id", "ts")
-    # Every hop must be an edge of the graph and precede the target interaction.
-    hop_u1_i0 = chains.join(
-        e.withColumnRenamed("user_id", "u1")
-        .withColumnRenamed("item_id", "i0")
-        .withColumnRenamed("ts", "e_ts"),
-        ["u1", "i0"],
-        "left",
-    ).filter(
-        F.col("e_ts").isNull()
-        | (F.col("e_ts") != F.col("u1_i0_ts"))
-        | (F.col("u1_i0_ts") >= F.col("target_ts"))
+def _hop_not_an_earlier_edge(chains: DataFrame, edges: DataFrame, item: str, ts: str) -> DataFrame:
+    """Chains whose u1 -> ``item`` hop is not an edge with that time, before the target."""
+    hop = edges.select(
+        F.col("user_id").alias("u1"), F.col("item_id").alias(item), F.col("ts").alias("e_ts")
     )
-    hop_u1_i1 = chains.join(
-        e.withColumnRenamed("user_id", "u1")
-        .withColumnRenamed("item_id", "i1")
-        .withColumnRenamed("ts", "e_ts"),
-        ["u1", "i1"],
-        "left",
-    ).filter(F.col("e_ts").isNull() | (F.col("u1_i1_ts") >= F.col("target_ts")))
+    return chains.join(hop, ["u1", item], "left").filter(
+        F.col("e_ts").isNull() | (F.col("e_ts") != F.col(ts)) | (F.col(ts) >= F.col("target_ts"))
+    )
+
+
+def chain_checks(chains: DataFrame, edges: DataFrame) -> dict[str, DataFrame]:
+    # Every hop must be an edge of the graph and precede the target interaction.
+    hop_u1_i0 = _hop_not_an_earlier_edge(chains, edges, "i0", "u1_i0_ts")
+    hop_u1_i1 = _hop_not_an_earlier_edge(chains, edges, "i1", "u1_i1_ts")
     return {
         "chains_key_not_null": chains.filter(F.col("chain_id").isNull() | F.col("u1").isNull()),
         "chains_u1_differs_from_u0": chains.filter(F.col("u1") == F.col("user_id")),

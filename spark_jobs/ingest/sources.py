@@ -11,13 +11,13 @@ items ``item``, ``title``, ``year``, ``genres`` (``|``-joined).
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r2rec.assets import movielens_100k_dir
 from r2rec.errors import R2RecError
 
 Fields = dict[str, str | None]
@@ -302,20 +302,6 @@ _FAMILIES = {name for name, _ in _PARSERS if name != "csv"}
 SOURCES = (*sorted(_FAMILIES), "csv", "parquet")
 
 
-def bundled_movielens_100k() -> Path:
-    """Directory of ML-100k inside the installed ``recbole`` wheel (installed --no-deps)."""
-    spec = importlib.util.find_spec("recbole")
-    if spec is None or not spec.submodule_search_locations:
-        raise R2RecError(
-            "MovieLens-100k is not installed: `pip install --no-deps recbole==1.2.1` "
-            "(make demo / make test do this)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "dataset_example" / "ml-100k"
-    if not (path / "ml-100k.inter").is_file():
-        raise R2RecError(f"recbole is installed but {path}/ml-100k.inter is missing")
-    return path
-
-
 def _read_header(path: str, delimiter: str) -> tuple[str, ...]:
     import pyarrow.fs as pafs
 
@@ -357,7 +343,7 @@ def resolve_source(
         return str(base / file)
 
     if name == "movielens-100k":
-        base = Path(path) if path else bundled_movielens_100k()
+        base = Path(path) if path else movielens_100k_dir()
         return SourceFormat(
             name,
             (inside(base, "ml-100k.inter"),),
