@@ -47,7 +47,10 @@ def build_samples(edges: DataFrame, ds: str, params: SampleParams) -> DataFrame:
     keep = pos >= params.min_history
     if params.max_train:
         keep = keep & (pos >= n - 2 - params.max_train)
-    # The history frame is evaluated for every edge; filter after it, not before.
+        # Only the last M+2 positions and the L edges before them matter: drop the rest
+        # before the history window, so a user with 400k edges costs M+2+L rows there.
+        positioned = positioned.filter(pos >= n - 2 - params.max_train - params.history_len)
+    # The history frame reads the rows before each sample; filter samples after it.
     with_history = positioned.withColumn(
         "history",
         F.collect_list("item_id").over(by_time.rowsBetween(-params.history_len, -1)),

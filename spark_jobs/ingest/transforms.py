@@ -107,23 +107,6 @@ def read_columnar(spark: SparkSession, path: str, fmt: SourceFormat, kind: str) 
         value = (
             F.col(col).cast("string") if col and col in df.columns else F.lit(None).cast("string")
         )
-        if (
-            key == "ts"
-            and col in df.columns
-            and isinstance(
-                df.schema[col].dataType, T.TimestampType | T.TimestampNTZType | T.DateType
-            )
-        ):
-            # A typed time column needs no unit: render it in whichever unit the source
-            # declared, so the one parsing path in normalize_interactions applies.
-            micros = F.unix_micros(F.col(col).cast("timestamp"))
-            value = {
-                "s": (micros / 1_000_000).cast("decimal(20,6)").cast("string"),
-                "ms": (micros / 1_000).cast("decimal(20,3)").cast("string"),
-                "iso": F.date_format(
-                    F.col(col).cast("timestamp"), "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
-                ),
-            }[fmt.ts_unit]
         if key == "genres" and col and col in df.columns:
             dtype = df.schema[col].dataType
             value = (
@@ -177,7 +160,10 @@ def _parse_ts(raw, unit: str):
     seconds = num / 1000.0 if unit == "ms" else num
     ok = seconds.between(0.0, _MAX_EPOCH_S)
     # Rounded, not truncated: 1073870072929 ms / 1000 * 1e6 is 1073870072928999.9 in floats.
-    return F.when(ok, F.timestamp_micros(F.round(seconds * 1_000_000).cast("long")))
+    epoch = F.when(ok, F.timestamp_micros(F.round(seconds * 1_000_000).cast("long")))
+    # A written-out date-time is unambiguous whatever the declared unit; typed timestamp
+    # columns of Parquet sources arrive in bronze in exactly that form.
+    return F.when(num.isNull(), F.try_to_timestamp(raw)).otherwise(epoch)
 
 
 def normalize_interactions(bronze: DataFrame, fmt: SourceFormat, ds: str) -> DataFrame:

@@ -93,7 +93,7 @@ def test_sft_and_rl_tables_feed_trl_unchanged(lake, tmp_path):
             output_dir=str(tmp_path / "sft"),
             max_steps=1,
             per_device_train_batch_size=2,
-            max_length=512,
+            max_length=2048,  # prompts with 10 history items and 20 candidates run ~900 tokens
             report_to=[],
             bf16=False,
             use_cpu=True,
