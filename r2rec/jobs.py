@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from r2rec.errors import R2RecError
@@ -34,3 +35,39 @@ def run_main(run: Callable[[], Any]) -> int:
     if report is not None:
         print(json.dumps(report, sort_keys=True, default=str))
     return 0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """A data-quality check's outcome: how many rows failed it, and one of them."""
+
+    name: str
+    failing: int
+    example: str | None = None
+
+
+def record_metrics(
+    lakehouse,
+    job: str,
+    ds: str,
+    metrics: Mapping[str, float],
+    checks: Sequence[CheckResult] = (),
+) -> None:
+    """Replace partition (ds, job) of ``job_metrics``: check results as ``dq.<name>``."""
+    from r2rec.contracts import JOB_METRICS
+
+    rows = [
+        {
+            "ds": ds,
+            "job": job,
+            "metric": f"dq.{c.name}",
+            "value": float(c.failing),
+            "detail": c.example,
+        }
+        for c in checks
+    ]
+    rows += [
+        {"ds": ds, "job": job, "metric": k, "value": float(v), "detail": None}
+        for k, v in metrics.items()
+    ]
+    lakehouse.overwrite(JOB_METRICS, rows, partition={"ds": ds, "job": job})

@@ -203,10 +203,8 @@ class Lakehouse:
             )
 
     # --- writing --------------------------------------------------------------------------
-    def append(
-        self, table: str | TableSpec, data: Any, *, spark: SparkSession | None = None
-    ) -> int:
-        return self.write(table, data, mode="append", spark=spark)
+    def append(self, table: str | TableSpec, data: Any) -> int:
+        return self.write(table, data, mode="append")
 
     def overwrite(
         self,
@@ -215,20 +213,13 @@ class Lakehouse:
         *,
         partition: Mapping[str, Any] | None = None,
         predicate: str | None = None,
-        spark: SparkSession | None = None,
     ) -> int:
         """Replace exactly one partition (or predicate); rows outside it are rejected.
 
         With neither ``partition`` nor ``predicate`` nothing is replaced: overwriting a
         whole table is too destructive to be a default and is not offered here.
         """
-        if partition is None and predicate is None:
-            raise R2RecError(
-                "overwrite needs a partition or a predicate (whole-table overwrite is refused)"
-            )
-        return self.write(
-            table, data, mode="overwrite", partition=partition, predicate=predicate, spark=spark
-        )
+        return self.write(table, data, mode="overwrite", partition=partition, predicate=predicate)
 
     def write(
         self,
@@ -238,7 +229,6 @@ class Lakehouse:
         mode: str,
         partition: Mapping[str, Any] | None = None,
         predicate: str | None = None,
-        spark: SparkSession | None = None,
     ) -> int:
         """Write Arrow/pandas/Spark data; returns the new table version."""
         spec = self._spec(table)
@@ -249,7 +239,9 @@ class Lakehouse:
             if predicate is not None:
                 raise R2RecError("give a partition or a predicate, not both")
         if mode == "overwrite" and partition is None and predicate is None:
-            raise R2RecError("overwrite needs a partition or a predicate")
+            raise R2RecError(
+                "overwrite needs a partition or a predicate (whole-table overwrite is refused)"
+            )
         if _is_spark_df(data):
             return self._write_spark(
                 spec, data, mode=mode, partition=partition, predicate=predicate

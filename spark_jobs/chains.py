@@ -24,8 +24,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from r2rec.config import parse_ds
-from r2rec.contracts import CHAINS, JOB_METRICS, SAMPLES
-from r2rec.jobs import base_parser, run_main
+from r2rec.contracts import CHAINS, SAMPLES
+from r2rec.jobs import base_parser, record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
 from spark_jobs.graph import read_edges
@@ -256,7 +256,9 @@ def build_chains(
 
     def expand(batches):
         import pyarrow as pa
+        from pyspark.sql.pandas.types import to_arrow_schema
 
+        schema = to_arrow_schema(_CHAIN_OUT)
         g = GraphIndex(**shared.value)
         item_pos = {item: k for k, item in enumerate(g.items.tolist())}
         scratch = np.zeros(len(g.items), dtype=np.int64)
@@ -288,7 +290,7 @@ def build_chains(
                     )
                     for name, value in zip(names, row, strict=True):
                         out[name].append(value)
-            yield pa.RecordBatch.from_pydict(out, schema=_arrow_schema(_CHAIN_OUT))
+            yield pa.RecordBatch.from_pydict(out, schema=schema)
 
     found = work.mapInArrow(expand, _CHAIN_OUT)
     return found.join(
@@ -311,18 +313,6 @@ def build_chains(
         "recency",
         "score",
     )
-
-
-def _arrow_schema(struct: T.StructType):
-    import pyarrow as pa
-
-    kinds = {
-        T.StringType: pa.string(),
-        T.IntegerType: pa.int32(),
-        T.LongType: pa.int64(),
-        T.DoubleType: pa.float64(),
-    }
-    return pa.schema([(f.name, kinds[type(f.dataType)]) for f in struct.fields])
 
 
 def _hop_not_an_earlier_edge(chains: DataFrame, edges: DataFrame, item: str, ts: str) -> DataFrame:
@@ -378,9 +368,7 @@ def run(spark, lakehouse: Lakehouse, ds: str, params: ChainParams | None = None)
         "train_samples": n_train,
         "covered_samples": covered,
     }
-    lakehouse.overwrite(
-        JOB_METRICS, quality.metric_rows(JOB, ds, results, extra), partition={"ds": ds, "job": JOB}
-    )
+    record_metrics(lakehouse, JOB, ds, extra, results)
     return {"ds": ds, "chains_version": version, **extra}
 
 

@@ -14,8 +14,8 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from r2rec.config import ds_start, parse_ds
-from r2rec.contracts import GRAPH_EDGES, GRAPH_STATS, INTERACTIONS, JOB_METRICS
-from r2rec.jobs import base_parser, run_main
+from r2rec.contracts import GRAPH_EDGES, GRAPH_STATS, INTERACTIONS
+from r2rec.jobs import base_parser, record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
 
@@ -118,9 +118,7 @@ def run(spark, lakehouse: Lakehouse, ds: str) -> dict:
         for k, v in row.items()
         if k not in ("ds", "entity")
     }
-    lakehouse.overwrite(
-        JOB_METRICS, quality.metric_rows(JOB, ds, results, extra), partition={"ds": ds, "job": JOB}
-    )
+    record_metrics(lakehouse, JOB, ds, extra, results)
     return {"ds": ds, "graph_edges_version": version, **extra}
 
 

@@ -6,18 +6,10 @@ names every failing check and its count. Results are also recorded in ``job_metr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pyspark.sql import DataFrame
 
 from r2rec.errors import DataQualityError
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    failing: int
-    example: str | None = None
+from r2rec.jobs import CheckResult
 
 
 def run_checks(checks: dict[str, DataFrame]) -> list[CheckResult]:
@@ -36,23 +28,3 @@ def enforce(job: str, ds: str, results: list[CheckResult]) -> None:
             f"'{r.name}' failed for {r.failing} row(s), e.g. {r.example}" for r in failed
         )
         raise DataQualityError(f"{job} {ds}: data-quality check {detail}")
-
-
-def metric_rows(
-    job: str, ds: str, results: list[CheckResult], extra: dict[str, float]
-) -> list[dict]:
-    rows = [
-        {
-            "ds": ds,
-            "job": job,
-            "metric": f"dq.{r.name}",
-            "value": float(r.failing),
-            "detail": r.example,
-        }
-        for r in results
-    ]
-    rows += [
-        {"ds": ds, "job": job, "metric": k, "value": float(v), "detail": None}
-        for k, v in extra.items()
-    ]
-    return rows

@@ -17,8 +17,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from r2rec.config import parse_ds
-from r2rec.contracts import CANDIDATES, JOB_METRICS, NO_SOURCE, QUARANTINE, SAMPLES
-from r2rec.jobs import base_parser, run_main
+from r2rec.contracts import CANDIDATES, NO_SOURCE, QUARANTINE, SAMPLES
+from r2rec.jobs import base_parser, record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
 from spark_jobs.graph import read_edges
@@ -103,7 +103,9 @@ def build_candidates(
 
     def draw(batches):
         import pyarrow as pa
+        from pyspark.sql.pandas.types import to_arrow_schema
 
+        schema = to_arrow_schema(_DRAW_SCHEMA)
         vocab_list, degs = shared.value
         samplers = {
             seed: CandidateSampler(
@@ -127,20 +129,7 @@ def build_candidates(
                         out["user_id"].append(user)
                         out["target_item_id"].append(s["target_item_id"])
                         out["items"].append(items)
-            yield pa.RecordBatch.from_pydict(
-                out,
-                schema=pa.schema(
-                    [
-                        (
-                            f.name,
-                            pa.list_(pa.string())
-                            if f.name == "items"
-                            else (pa.int64() if f.name == "seed" else pa.string()),
-                        )
-                        for f in _DRAW_SCHEMA.fields
-                    ]
-                ),
-            )
+            yield pa.RecordBatch.from_pydict(out, schema=schema)
 
     return work.mapInArrow(draw, _DRAW_SCHEMA)
 
@@ -259,9 +248,7 @@ def run(
         for df in cached:
             df.unpersist()
     extra = {**counts, "candidates.quarantined": quarantined}
-    lakehouse.overwrite(
-        JOB_METRICS, quality.metric_rows(JOB, ds, results, extra), partition={"ds": ds, "job": JOB}
-    )
+    record_metrics(lakehouse, JOB, ds, extra, results)
     return {"ds": ds, "versions": versions, **extra}
 
 

@@ -21,13 +21,13 @@ from r2rec.contracts import (
     CHAINS,
     GRAPH_EDGES,
     ITEMS,
-    JOB_METRICS,
     REASONING_TRACES,
     RL_PROMPTS,
     SAMPLES,
     SFT_EXAMPLES,
 )
 from r2rec.errors import DataQualityError, R2RecError
+from r2rec.jobs import record_metrics
 from r2rec.lakehouse import Lakehouse
 from r2rec.prompt import PROMPT_VERSION, RecPrompt, render_messages
 from trainer.iot import HOPS, ChainFacts, Item, Trace, generate_traces
@@ -235,14 +235,7 @@ def run(lakehouse: Lakehouse, ds: str, teacher, max_chains: int = 0) -> dict:
         **{f"{teacher.name}.rejected.{r}": n for r, n in reasons.items()},
     }
     job = f"{JOB}.{teacher.name}"  # teachers of one date keep separate metrics
-    lakehouse.overwrite(
-        JOB_METRICS,
-        [
-            {"ds": ds, "job": job, "metric": k, "value": float(v), "detail": None}
-            for k, v in metrics.items()
-        ],
-        partition={"ds": ds, "job": job},
-    )
+    record_metrics(lakehouse, job, ds, metrics)
     return {"ds": ds, "teacher": teacher.name, "model": teacher.model, **metrics}
 
 

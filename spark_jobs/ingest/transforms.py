@@ -7,6 +7,7 @@ silver row always leaves with a reason: nothing is dropped silently.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -62,7 +63,9 @@ def parse_lines(lines: DataFrame, fmt: SourceFormat, kind: str) -> DataFrame:
 
     def parse(batches):
         import pyarrow as pa
+        from pyspark.sql.pandas.types import to_arrow_schema
 
+        schema = to_arrow_schema(_PARSED_SCHEMA)
         parser = fmt.interaction_parser() if kind == "interactions" else fmt.item_parser()
         for batch in batches:
             out = {name: [] for name in _PARSED_SCHEMA.fieldNames()}
@@ -75,18 +78,7 @@ def parse_lines(lines: DataFrame, fmt: SourceFormat, kind: str) -> DataFrame:
                 out["raw_record"].append(row["raw_record"])
                 out["fields"].append(list(fields.items()) if fields is not None else None)
                 out["parse_error"].append(error)
-            yield pa.RecordBatch.from_pydict(
-                out,
-                schema=pa.schema(
-                    [
-                        ("source_file", pa.string()),
-                        ("line_number", pa.int64()),
-                        ("raw_record", pa.string()),
-                        ("fields", pa.map_(pa.string(), pa.string())),
-                        ("parse_error", pa.string()),
-                    ]
-                ),
-            )
+            yield pa.RecordBatch.from_pydict(out, schema=schema)
 
     return lines.mapInArrow(parse, _PARSED_SCHEMA)
 
@@ -112,9 +104,7 @@ def read_columnar(spark: SparkSession, path: str, fmt: SourceFormat, kind: str) 
             value = (
                 F.array_join(F.col(col).cast("array<string>"), "|")
                 if isinstance(dtype, T.ArrayType)
-                else F.regexp_replace(
-                    F.col(col).cast("string"), _regex_escape(m.genre_separator), "|"
-                )
+                else F.regexp_replace(F.col(col).cast("string"), re.escape(m.genre_separator), "|")
             )
         pairs += [F.lit(key), value]
     missing = [c for c in wanted.values() if c and c not in df.columns]
@@ -127,12 +117,6 @@ def read_columnar(spark: SparkSession, path: str, fmt: SourceFormat, kind: str) 
         .cast("string")
         .alias("parse_error"),
     )
-
-
-def _regex_escape(s: str) -> str:
-    import re
-
-    return re.escape(s)
 
 
 def to_bronze(parsed: DataFrame, ds: str, source: str) -> DataFrame:
