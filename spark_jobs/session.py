@@ -41,6 +41,9 @@ def get_spark(config: SparkConfig | None = None):
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
         )
+        if cfg.driver_java_options:
+            # Read only when this process launches the JVM, i.e. local runs.
+            builder = builder.config("spark.driver.extraJavaOptions", cfg.driver_java_options)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("R2REC_SPARK_LOG_LEVEL", "ERROR"))
     return spark
