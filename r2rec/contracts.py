@@ -423,6 +423,85 @@ RL_PROMPTS = TableSpec(
     doc="Prompts with what the rewards need: target, labels and citable items.",
 )
 
+# --- batch inference and evaluation (docs/METHOD.md §8-9) ---------------------------------
+SERVE_CANDIDATES = TableSpec(
+    name="serve_candidates",
+    layer="gold",
+    columns=_cols(
+        ("ds", "string", False, "run date"),
+        ("user_id", "string", False, "an active user as of D"),
+        ("history", "array<string>", False, "the user's last L items before D, oldest first"),
+        ("items", "array<string>", False, "retrieved unseen items in display order"),
+        ("labels", "array<string>", False, "C1..Cn, aligned with items"),
+        ("sources", "array<string>", False, "chain | popular, aligned with items"),
+        ("retrieval_scores", "array<double>", False, "chain paths, or popularity share"),
+    ),
+    partition_by=("ds",),
+    key=("ds", "user_id"),
+    doc="Serve-mode candidates: items chains reach from recent history, topped up by popularity.",
+)
+
+_REC_COLUMNS = (
+    ("ds", "string", False, "run date"),
+    ("mode", "string", False, "eval | serve"),
+    ("user_id", "string", False, ""),
+    ("sample_id", "string", True, "eval mode: the scored sample"),
+    ("rank", "int32", False, "1 = best"),
+    ("item_id", "string", False, "one of the user's candidates"),
+    ("label", "string", False, "its candidate label in the prompt"),
+    ("score", "double", False, "log-probability of the label given prompt + reasoning"),
+    ("reasoning", "string", True, "the model's thoughts (same for every rank of a user)"),
+    ("answer_valid", "boolean", False, "the completion parsed and named a candidate"),
+    ("errors", "array<string>", False, "format errors of the completion"),
+    ("history_truncated", "boolean", False, "oldest history items dropped to fit the model"),
+    ("model_version", "string", False, "registry version or model path + adapter"),
+    ("prompt_version", "string", False, ""),
+    ("run_id", "string", False, "the scoring run that generated it"),
+)
+
+SCORE_CHUNKS = TableSpec(
+    name="score_chunks",
+    layer="ops",
+    columns=_cols(
+        *_REC_COLUMNS,
+        ("shard", "int32", False, "user shard"),
+        ("chunk", "int32", False, "chunk within the shard"),
+        ("input_hash", "string", False, "hash of the chunk's prompts: reused only if unchanged"),
+    ),
+    partition_by=("ds", "mode"),
+    key=("ds", "mode", "model_version", "shard", "chunk", "user_id", "rank"),
+    doc="Scoring work committed chunk by chunk, so a killed run resumes where it stopped.",
+)
+
+RECOMMENDATIONS = TableSpec(
+    name="recommendations",
+    layer="gold",
+    columns=_cols(*_REC_COLUMNS),
+    partition_by=("ds", "mode"),
+    key=("ds", "mode", "user_id", "rank"),
+    doc="Per user, the top-k items with the reasoning that led to them.",
+)
+
+EVAL_METRICS = TableSpec(
+    name="eval_metrics",
+    layer="gold",
+    columns=_cols(
+        ("ds", "string", False, "run date"),
+        ("model", "string", False, "popularity | itemknn | als | sasrec | llm:<version>"),
+        ("split", "string", False, "valid | test"),
+        ("protocol", "string", False, "sampled (N candidates) | full (all items)"),
+        ("seed", "int64", True, "candidate seed; null = mean over seeds"),
+        ("metric", "string", False, "hr@1, valid_ratio, hr@5, ndcg@5, ndcg@10, ..."),
+        ("value", "double", False, ""),
+        ("samples", "int64", False, "samples evaluated"),
+        ("run_id", "string", False, "the evaluation run"),
+        ("detail", "string", True, "model config, budget, prompt version"),
+    ),
+    partition_by=("ds", "model"),
+    key=("ds", "model", "split", "protocol", "seed", "metric"),
+    doc="Evaluation results per model; a rerun of (ds, model) replaces exactly those rows.",
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -440,6 +519,10 @@ TABLES: dict[str, TableSpec] = {
         REASONING_TRACES,
         SFT_EXAMPLES,
         RL_PROMPTS,
+        SERVE_CANDIDATES,
+        SCORE_CHUNKS,
+        RECOMMENDATIONS,
+        EVAL_METRICS,
     )
 }
 

@@ -15,12 +15,12 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
+from r2rec.catalog import items_as_of
 from r2rec.config import parse_ds
 from r2rec.contracts import (
     CANDIDATES,
     CHAINS,
     GRAPH_EDGES,
-    ITEMS,
     REASONING_TRACES,
     RL_PROMPTS,
     SAMPLES,
@@ -48,15 +48,9 @@ class DateData:
 
 def load(lakehouse: Lakehouse, ds: str) -> DateData:
     on_ds = [("ds", "=", ds)]
-    items: dict[str, tuple[str, Item]] = {}
-    for row in lakehouse.read_arrow(ITEMS, partitions=[("ds", "<=", ds)]).to_pylist():
-        known = items.get(row["item_id"])
-        if known is None or known[0] <= row["ds"]:  # the latest version as of D
-            text = row["text"] or row["title"] or row["item_id"]
-            items[row["item_id"]] = (
-                row["ds"],
-                Item(row["item_id"], text, tuple(row["genres"] or ())),
-            )
+    items = {
+        k: Item(v.item_id, v.text, v.genres) for k, v in items_as_of(lakehouse, ds).items()
+    }
     samples = {
         r["sample_id"]: r for r in lakehouse.read_arrow(SAMPLES, partitions=on_ds).to_pylist()
     }
@@ -78,7 +72,7 @@ def load(lakehouse: Lakehouse, ds: str) -> DateData:
             strict=True,
         )
     )
-    return DateData({k: v for k, (_, v) in items.items()}, samples, candidates, chains, edge_ts)
+    return DateData(items, samples, candidates, chains, edge_ts)
 
 
 def item(data: DateData, item_id: str) -> Item:

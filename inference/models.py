@@ -1,0 +1,70 @@
+"""Which model a scoring or evaluation run uses, and the version string it is recorded under.
+
+A version names the weights, not the path: ``<name>@<12 hex of a content hash>``, plus
+``+<adapter>@<hash>`` for a LoRA adapter, so rows written by two different models never
+share a version even when the files lived at the same path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from r2rec.errors import R2RecError
+
+_HEAD = 4 << 20  # bytes of each weight file that enter the fingerprint
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: str
+    version: str
+    adapter: str | None = None
+    adapter_rank: int | None = None
+
+
+def _fingerprint(directory: Path, patterns: tuple[str, ...]) -> str:
+    """Hash of the config and weight files' names, sizes and first 4 MiB.
+
+    Hashing every byte of an 8B model would cost half a minute per run; any retrain
+    changes the sizes or the first tensors' bytes.
+    """
+    h = hashlib.sha256()
+    files = sorted({f for p in patterns for f in directory.glob(p) if f.is_file()})
+    if not files:
+        raise R2RecError(f"{directory} holds no model files ({', '.join(patterns)})")
+    for f in files:
+        h.update(f.name.encode())
+        h.update(str(f.stat().st_size).encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(_HEAD))
+    return h.hexdigest()[:12]
+
+
+def resolve_model(spec: str | None, adapter: str | None = None) -> ResolvedModel:
+    """``None`` or the default's name = the bundled SmolLM2; otherwise a model directory."""
+    from r2rec.assets import DEFAULT_MODEL, default_model_dir
+
+    if spec in (None, "", DEFAULT_MODEL):
+        path = default_model_dir()
+        manifest = json.loads((path / "r2rec_conversion.json").read_text())
+        version = f"{DEFAULT_MODEL}@{manifest['gguf_sha256'][:12]}"
+    else:
+        path = Path(spec).expanduser()
+        if not (path / "config.json").is_file():
+            raise R2RecError(
+                f"model '{spec}' is neither '{DEFAULT_MODEL}' nor a model directory "
+                "with a config.json"
+            )
+        version = f"{path.name}@{_fingerprint(path, ('config.json', '*.safetensors', '*.bin'))}"
+    if not adapter:
+        return ResolvedModel(str(path), version)
+    apath = Path(adapter).expanduser()
+    config = apath / "adapter_config.json"
+    if not config.is_file():
+        raise R2RecError(f"adapter '{adapter}' has no adapter_config.json")
+    rank = int(json.loads(config.read_text()).get("r", 16))
+    fingerprint = _fingerprint(apath, ("adapter_config.json", "adapter_model.*"))
+    return ResolvedModel(str(path), f"{version}+{apath.name}@{fingerprint}", str(apath), rank)

@@ -1,0 +1,334 @@
+"""The scoring job's logic: rows, checks, shards and chunks, resume, publish, redaction.
+
+The engine is replaced here by a small deterministic scorer (the logic around it is
+what is tested); tests/inference/test_score_vllm.py runs the real vLLM engine.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pytest
+
+from inference import score
+from inference.engine import (
+    Candidate,
+    LabelTrie,
+    Scored,
+    fit_history,
+    order_labels,
+    reasoning_prefix,
+    reasoning_text,
+)
+from r2rec.contracts import CANDIDATES, ITEMS, JOB_METRICS, RECOMMENDATIONS, SAMPLES, SCORE_CHUNKS
+from r2rec.errors import DataQualityError, R2RecError
+
+DS = "2026-03-01"
+USERS = [f"u{k}" for k in range(10)]
+N = 5
+
+
+def write_eval_inputs(lakehouse, ds: str = DS, users=USERS, title_prefix: str = "Movie") -> None:
+    from datetime import UTC, datetime
+
+    lakehouse.overwrite(
+        ITEMS,
+        [
+            {
+                "item_id": f"i{k}",
+                "title": f"{title_prefix} {k}",
+                "year": None,
+                "genres": [],
+                "text": f"{title_prefix} {k}",
+                "ds": "2026-01-01",
+                "source": "s",
+            }
+            for k in range(40)
+        ],
+        partition={"ds": "2026-01-01", "source": "s"},
+    )
+    samples, cands = [], []
+    for u, user in enumerate(users):
+        sid = f"{user}:9"
+        target = f"i{u}"
+        samples.append(
+            {
+                "ds": ds,
+                "split": "test",
+                "sample_id": sid,
+                "user_id": user,
+                "position": 9,
+                "history": [f"i{20 + u}", f"i{21 + u}"],
+                "target_item_id": target,
+                "target_ts": datetime(2026, 2, 1, tzinfo=UTC),
+            }
+        )
+        for seed in (0, 1):
+            items = [target, *[f"i{10 + (u + j + seed) % 10}" for j in range(N - 1)]]
+            cands.append(
+                {
+                    "ds": ds,
+                    "split": "test",
+                    "sample_id": sid,
+                    "seed": seed,
+                    "user_id": user,
+                    "target_item_id": target,
+                    "items": items,
+                    "labels": [f"C{j + 1}" for j in range(N)],
+                    "target_label": "C1",
+                    "sampler": "uniform",
+                }
+            )
+    lakehouse.overwrite(SAMPLES, samples, partition={"ds": ds})
+    lakehouse.overwrite(CANDIDATES, cands, partition={"ds": ds})
+
+
+class FakeScorer:
+    """Ranks candidates in reverse display order; optionally invalid, leaky or crashing."""
+
+    def __init__(self, invalid=(), leak=(), crash_after: int | None = None):
+        self.invalid, self.leak, self.crash_after = set(invalid), set(leak), crash_after
+        self.batches: list[list[str]] = []
+
+    def score(self, requests):
+        if self.crash_after is not None and len(self.batches) >= self.crash_after:
+            raise RuntimeError("killed")
+        self.batches.append([r.key for r in requests])
+        out = []
+        for r in requests:
+            ranked = [(c, -float(k)) for k, c in enumerate(reversed(r.candidates))]
+            text = f"Step 1: {r.key} likes sequels." if r.key in self.leak else "Step 1: ok."
+            valid = r.key not in self.invalid
+            out.append(Scored(r.key, ranked, text, text, valid, [] if valid else ["bad"]))
+        return out
+
+
+def run(lakehouse, scorer, **kw):
+    kw.setdefault("model_version", "fake@1")
+    kw.setdefault("top_k", 3)
+    kw.setdefault("shards", 2)
+    kw.setdefault("chunk_size", 2)
+    return score.run(lakehouse, DS, scorer_factory=lambda: scorer, **kw)
+
+
+def recs(lakehouse, ds=DS, mode="eval"):
+    table = lakehouse.read_arrow(RECOMMENDATIONS, partitions=[("ds", "=", ds), ("mode", "=", mode)])
+    return sorted(table.to_pylist(), key=lambda r: (r["user_id"], r["rank"]))
+
+
+# ---- pure parts of the engine -----------------------------------------------------------
+
+
+def test_fit_history_drops_oldest_items_until_the_prompt_fits():
+    def tokens(history):
+        return 10 + 5 * len(history)
+
+    assert fit_history(["a", "b", "c"], tokens, 24) == (["b", "c"], True)
+    assert fit_history(["a", "b", "c"], tokens, 25) == (["a", "b", "c"], False)
+    assert fit_history(["a", "b"], tokens, 100) == (["a", "b"], False)
+    assert fit_history(["a"], tokens, 9) is None  # even no history is too long
+
+
+def test_label_trie_gives_exact_label_logprobs():
+    # C1] = C 1 ], C12] = C 1 2 ], C2] = C 2 ]  (token ids: C=7, 1=1, 2=2, ]=9)
+    trie = LabelTrie({"C1": [7, 1, 9], "C12": [7, 1, 2, 9], "C2": [7, 2, 9]})
+    assert trie.nodes() == [((), [7]), ((7,), [1, 2]), ((7, 1), [2, 9]), ((7, 1, 2), [9]),
+                            ((7, 2), [9])]  # fmt: skip
+    lp = {
+        (): {7: -0.1},
+        (7,): {1: -1.0, 2: -2.0},
+        (7, 1): {9: -0.5, 2: -3.0},
+        (7, 1, 2): {9: -0.25},
+        (7, 2): {9: -0.75},
+    }
+    scores = trie.label_logprobs(lp)
+    assert scores == pytest.approx({"C1": -1.6, "C12": -4.35, "C2": -2.85})
+    # a child the engine did not return scores -inf rather than a made-up value
+    del lp[(7, 1)][2]
+    assert trie.label_logprobs(lp)["C12"] == -math.inf
+
+
+def test_order_labels_puts_the_answer_first_then_logprob_then_display_order():
+    scores = {"C1": -1.0, "C2": -0.5, "C3": -1.0, "C4": -3.0}
+    labels = ["C1", "C2", "C3", "C4"]
+    assert order_labels("C4", scores, labels) == ["C4", "C2", "C1", "C3"]
+    assert order_labels(None, scores, labels) == ["C2", "C1", "C3", "C4"]
+    assert order_labels("C9", scores, labels) == ["C2", "C1", "C3", "C4"]  # not a label
+
+
+def test_reasoning_prefix_and_text():
+    done = "<think>\nStep 1: likes sci-fi.\n</think>\n<answer>[C2]</answer>"
+    assert reasoning_prefix(done) == "<think>\nStep 1: likes sci-fi.\n"
+    assert reasoning_text(done, ["likes sci-fi."]) == "Step 1: likes sci-fi."
+    rambling = "The user interacted with <answer> things"
+    assert reasoning_prefix(rambling) == "The user interacted with\n"
+    assert reasoning_text("no tags at all", []) == "no tags at all"
+
+
+def test_redact_user_id_only_where_the_prompt_did_not_contain_it():
+    assert score.redact_user_id("Step 1: u3 loves it", "u3", ["Movie 3"]) == (
+        "Step 1: [user] loves it",
+        True,
+    )
+    # "1" is in the prompt (Step 1, years): a model repeating it leaks nothing
+    assert score.redact_user_id("Step 1: fine", "1", ["Step 1: ..."]) == ("Step 1: fine", False)
+    assert score.redact_user_id("user u31 here", "u3", []) == ("user u31 here", False)
+
+
+# ---- the job ------------------------------------------------------------------------------
+
+
+def test_eval_run_publishes_top_k_candidates_per_user(lakehouse):
+    write_eval_inputs(lakehouse)
+    fake = FakeScorer(invalid={"u2"}, leak={"u5"})
+    report = run(lakehouse, fake)
+    rows = recs(lakehouse)
+    assert report["published_users"] == 10 and report["generated_chunks"] == report["chunks"]
+    assert sorted({r["user_id"] for r in rows}) == USERS
+    by_user = {u: [r for r in rows if r["user_id"] == u] for u in USERS}
+    for u, k in zip(USERS, range(10), strict=True):
+        items = [r["item_id"] for r in by_user[u]]
+        # reverse display order of seed 0's candidates: the last three
+        expected = [f"i{10 + (k + j) % 10}" for j in (3, 2, 1)]
+        assert items == expected
+        assert [r["rank"] for r in by_user[u]] == [1, 2, 3]
+        assert {r["sample_id"] for r in by_user[u]} == {f"{u}:9"}
+    assert {r["answer_valid"] for r in by_user["u2"]} == {False}
+    assert by_user["u5"][0]["reasoning"] == "Step 1: [user] likes sequels."
+    assert "user_id_redacted" in by_user["u5"][0]["errors"]
+    assert report["invalid_share"] == 0.1
+    assert {r["model_version"] for r in rows} == {"fake@1"}
+    metrics = {
+        r["metric"]: r["value"]
+        for r in lakehouse.read_arrow(
+            JOB_METRICS, partitions=[("job", "=", "score.eval")]
+        ).to_pylist()
+    }
+    assert metrics["users"] == 10 and metrics["invalid_share"] == 0.1
+    assert metrics["dq.k_distinct_items"] == 0
+
+
+def test_a_crashed_run_resumes_without_regenerating_committed_chunks(lakehouse):
+    write_eval_inputs(lakehouse)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(lakehouse, FakeScorer(crash_after=2))
+    staged = lakehouse.read_arrow(SCORE_CHUNKS).to_pylist()
+    first_run = {(r["shard"], r["chunk"]) for r in staged}
+    assert len(first_run) == 2
+    assert not lakehouse.exists(RECOMMENDATIONS)  # nothing published by the crashed run
+
+    again = FakeScorer()
+    report = run(lakehouse, again)
+    assert report["skipped_chunks"] == 2
+    assert report["generated_chunks"] == report["chunks"] - 2
+    scored_again = [u for batch in again.batches for u in batch]
+    assert len(scored_again) == len(set(scored_again)) == 10 - 2 * 2
+    rows = recs(lakehouse)
+    assert len(rows) == 30 and len({(r["user_id"], r["rank"]) for r in rows}) == 30
+    # every chunk comes from exactly one run: none was generated twice
+    staged = lakehouse.read_arrow(SCORE_CHUNKS).to_pylist()
+    runs = {}
+    for r in staged:
+        runs.setdefault((r["shard"], r["chunk"]), set()).add(r["run_id"])
+    assert all(len(v) == 1 for v in runs.values())
+    assert len({next(iter(v)) for v in runs.values()}) == 2
+
+
+def test_changed_inputs_are_scored_again_not_reused(lakehouse):
+    write_eval_inputs(lakehouse)
+    run(lakehouse, FakeScorer())
+    write_eval_inputs(lakehouse, title_prefix="Film")  # same users, new item texts
+    again = FakeScorer()
+    report = run(lakehouse, again)
+    assert report["skipped_chunks"] == 0 and report["generated_chunks"] == report["chunks"]
+    # a plain rerun reuses everything and starts no engine
+    never = FakeScorer(crash_after=0)
+    assert run(lakehouse, never)["generated_chunks"] == 0
+
+
+def test_shard_tasks_then_publish(lakehouse):
+    write_eval_inputs(lakehouse)
+    run(lakehouse, FakeScorer(), only_shard=0, publish=False)
+    with pytest.raises(R2RecError, match=r"not scored yet \(shards \[1\]\)"):
+        run(lakehouse, FakeScorer(), score=False)
+    run(lakehouse, FakeScorer(), only_shard=1, publish=False)
+    report = run(lakehouse, FakeScorer(crash_after=0), score=False)
+    assert report["published_users"] == 10
+
+
+def test_invalid_share_above_the_limit_publishes_nothing(lakehouse):
+    write_eval_inputs(lakehouse)
+    run(lakehouse, FakeScorer())
+    before = recs(lakehouse)
+    with pytest.raises(DataQualityError, match=r"30.0% of answers are invalid"):
+        run(
+            lakehouse,
+            FakeScorer(invalid={"u0", "u1", "u2"}),
+            model_version="fake@2",
+            max_invalid_share=0.2,
+        )
+    assert recs(lakehouse) == before
+
+
+def test_rerun_of_a_date_replaces_exactly_that_date_and_mode(lakehouse):
+    write_eval_inputs(lakehouse)
+    write_eval_inputs(lakehouse, ds="2026-03-02")
+    run(lakehouse, FakeScorer())
+    score.run(lakehouse, "2026-03-02", scorer_factory=FakeScorer, model_version="fake@1", top_k=3)
+    other_day = recs(lakehouse, "2026-03-02")
+    run(lakehouse, FakeScorer(), model_version="fake@2", top_k=2)
+    assert {r["model_version"] for r in recs(lakehouse)} == {"fake@2"}
+    assert len(recs(lakehouse)) == 20
+    assert recs(lakehouse, "2026-03-02") == other_day
+
+
+def test_publish_check_catches_items_that_are_not_candidates():
+    item = score.WorkItem(
+        "u1",
+        None,
+        score.ScoreRequest("u1", (), (Candidate("C1", "a", "A"), Candidate("C2", "b", "B"))),
+    )
+    chunk = score.Chunk(0, 0, (item,), "h")
+    base = {"user_id": "u1", "reasoning": ""}
+    good = [{**base, "rank": 1, "item_id": "a"}, {**base, "rank": 2, "item_id": "b"}]
+    assert set(score.check_rows(good, [chunk], top_k=10).values()) == {0}
+    bad = [{**base, "rank": 1, "item_id": "a"}, {**base, "rank": 2, "item_id": "zzz"}]
+    fails = score.check_rows(bad, [chunk], top_k=10)
+    assert fails["item_is_a_candidate"] == 1
+    dup = [{**base, "rank": 1, "item_id": "a"}, {**base, "rank": 2, "item_id": "a"}]
+    assert score.check_rows(dup, [chunk], top_k=10)["k_distinct_items"] == 1
+
+
+def test_bad_mode_and_missing_inputs_are_clear_errors(lakehouse):
+    with pytest.raises(R2RecError, match="run the samples job first"):
+        run(lakehouse, FakeScorer())
+    write_eval_inputs(lakehouse)
+    with pytest.raises(R2RecError, match="unknown mode"):
+        run(lakehouse, FakeScorer(), mode="nightly")
+    with pytest.raises(R2RecError, match="run the retrieval job first"):
+        run(lakehouse, FakeScorer(), mode="serve")
+
+
+def test_subsample_is_deterministic_and_plan_covers_every_user_once():
+    items = [
+        score.WorkItem(u, None, score.ScoreRequest(u, (), (Candidate("C1", "a", "A"),)))
+        for u in USERS
+    ]
+    assert score.subsample(items, 4) == score.subsample(list(reversed(items)), 4)
+    chunks = score.plan(items, shards=3, chunk_size=2)
+    users = [w.user_id for c in chunks for w in c.items]
+    assert sorted(users) == USERS
+    assert all(len(c.items) <= 2 for c in chunks)
+    assert score.plan(items, 3, 2) == chunks  # stable
+
+
+def test_arrow_rows_match_the_contract():
+    chunk = score.Chunk(
+        1, 2, (score.WorkItem("u1", "u1:3", score.ScoreRequest("u1", (), ())),), "h"
+    )
+    result = Scored("u1", [(Candidate("C1", "a", "A"), -0.5)], "r", "r", True)
+    rows = score.chunk_rows(chunk, [result], DS, "eval", 10, {"model_version": "m",
+                            "prompt_version": "p", "run_id": "x"})  # fmt: skip
+    table = pa.Table.from_pylist(rows, SCORE_CHUNKS.arrow_schema())
+    assert table.num_rows == 1 and table.column("shard").to_pylist() == [1]
