@@ -41,7 +41,11 @@ def _file_stats(table: pa.Table) -> str:
             continue
         stats["nullCount"][name] = col.null_count
         # min/max only where their JSON form is unambiguous, so data skipping stays exact.
-        if (t.is_integer(col.type) or t.is_floating(col.type)) and col.null_count < len(col):
+        # Strings need them too: delta-rs 1.6.6 prunes *every* file whose stats lack a
+        # column filtered on, so a filter on a string column silently read 0 rows.
+        numeric = t.is_integer(col.type) or t.is_floating(col.type)
+        text = t.is_string(col.type) or t.is_large_string(col.type)
+        if (numeric or text) and col.null_count < len(col):
             mm = pc.min_max(col).as_py()
             if all(v is None or v == v for v in mm.values()):  # skip NaN
                 stats["minValues"][name], stats["maxValues"][name] = mm["min"], mm["max"]
