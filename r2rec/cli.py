@@ -240,6 +240,9 @@ _JOBS = {
     "samples": ("spark_jobs.samples", "Make time-ordered samples and candidate lists as of --ds."),
     "chains": ("spark_jobs.chains", "Sample top-K interaction chains per training sample."),
     "traces": ("trainer.traces", "Turn chains into reasoning traces, SFT examples, RL prompts."),
+    "retrieval": ("spark_jobs.retrieval", "Retrieve serve candidates for every active user."),
+    "score": ("inference.score", "Score users with the LLM: top-k items with their reasoning."),
+    "evaluate": ("inference.evaluate", "Evaluate baselines and the LLM on valid/test samples."),
 }
 
 

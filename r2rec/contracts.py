@@ -497,7 +497,9 @@ EVAL_METRICS = TableSpec(
         ("run_id", "string", False, "the evaluation run"),
         ("detail", "string", True, "model config, budget, prompt version"),
     ),
-    partition_by=("ds", "model"),
+    # Not partitioned by model: versions such as llm:<name>@<hash>+<adapter>@<hash> do not
+    # make safe directory names; a rerun replaces (ds, model) by predicate instead.
+    partition_by=("ds",),
     key=("ds", "model", "split", "protocol", "seed", "metric"),
     doc="Evaluation results per model; a rerun of (ds, model) replaces exactly those rows.",
 )

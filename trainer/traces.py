@@ -48,9 +48,7 @@ class DateData:
 
 def load(lakehouse: Lakehouse, ds: str) -> DateData:
     on_ds = [("ds", "=", ds)]
-    items = {
-        k: Item(v.item_id, v.text, v.genres) for k, v in items_as_of(lakehouse, ds).items()
-    }
+    items = {k: Item(v.item_id, v.text, v.genres) for k, v in items_as_of(lakehouse, ds).items()}
     samples = {
         r["sample_id"]: r for r in lakehouse.read_arrow(SAMPLES, partitions=on_ds).to_pylist()
     }

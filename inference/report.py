@@ -1,0 +1,138 @@
+"""The evaluation report of one date: a Markdown table and a bar chart.
+
+Built from the ``eval_metrics`` rows of the date (every model evaluated so far, not only
+the current run), means over seeds, written to ``<lakehouse root>/reports/``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from inference.metrics import FULL_METRICS, SAMPLED_METRICS
+
+SPLITS = ("valid", "test")
+CLASSICAL = ("popularity", "itemknn", "als", "sasrec")
+CHART_METRICS = ("hr@1", "ndcg@5")
+
+
+def model_order(models: Sequence[str]) -> list[str]:
+    """Classical baselines first in a fixed order, then the rest (LLMs) by name."""
+    known = [m for m in CLASSICAL if m in models]
+    return known + sorted(m for m in set(models) if m not in CLASSICAL)
+
+
+def _table(rows: list[dict], protocol: str) -> dict[str, dict[tuple[str, str], float]]:
+    out: dict[str, dict[tuple[str, str], float]] = {}
+    for r in rows:
+        if r["protocol"] == protocol and r["seed"] is None:
+            out.setdefault(r["model"], {})[(r["split"], r["metric"])] = r["value"]
+    return out
+
+
+def _samples(rows: list[dict], model: str, protocol: str, split: str) -> int | None:
+    for r in rows:
+        key = (r["model"], r["protocol"], r["split"], r["seed"])
+        if key == (model, protocol, split, None):
+            return r["samples"]
+    return None
+
+
+def _seconds(rows: list[dict], model: str) -> str:
+    for r in rows:
+        if r["model"] == model and r.get("detail"):
+            detail = json.loads(r["detail"])
+            secs = [detail.get(k) for k in ("fit_seconds", "rank_seconds", "full_seconds")]
+            return f"{sum(s for s in secs if s):.1f}"
+    return ""
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def markdown(ds: str, rows: list[dict]) -> str:
+    sampled, full = _table(rows, "sampled"), _table(rows, "full")
+    lines = [
+        f"# Evaluation, ds = {ds}",
+        "",
+        "Sampled protocol: the target among its N candidates, mean over candidate seeds. "
+        "HR@1 counts an invalid answer as a miss (docs/METHOD.md §9).",
+        "",
+    ]
+    cols = [(split, m) for split in SPLITS for m in SAMPLED_METRICS]
+    lines.append(
+        "| model | "
+        + " | ".join(f"{s} {m}" for s, m in cols)
+        + " | samples (valid/test) | seconds |"
+    )
+    lines.append("|---" * (len(cols) + 3) + "|")
+    for model in model_order(list(sampled)):
+        counts = "/".join(str(_samples(rows, model, "sampled", s) or 0) for s in SPLITS)
+        cells = " | ".join(_fmt(sampled[model].get(c)) for c in cols)
+        lines.append(f"| {model} | {cells} | {counts} | {_seconds(rows, model)} |")
+    if full:
+        cols = [(split, m) for split in SPLITS for m in FULL_METRICS]
+        lines += [
+            "",
+            "Full ranking: the target among all items the user had not interacted with "
+            "before it (classical baselines only).",
+            "",
+            "| model | " + " | ".join(f"{s} {m}" for s, m in cols) + " | users (valid/test) |",
+            "|---" * (len(cols) + 2) + "|",
+        ]
+        for model in model_order(list(full)):
+            counts = "/".join(str(_samples(rows, model, "full", s) or 0) for s in SPLITS)
+            cells = " | ".join(_fmt(full[model].get(c)) for c in cols)
+            lines.append(f"| {model} | {cells} | {counts} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart_png(ds: str, rows: list[dict]) -> bytes:
+    """Grouped bars of test HR@1 and NDCG@5 per model (sampled protocol, seed mean)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    sampled = _table(rows, "sampled")
+    models = model_order(list(sampled))
+    fig = Figure(figsize=(max(4.0, 1.3 * len(models) + 1.5), 3.6), dpi=100)
+    FigureCanvasAgg(fig)  # a figure of its own, no pyplot global state
+    ax = fig.add_subplot()
+    width = 0.8 / len(CHART_METRICS)
+    for k, metric in enumerate(CHART_METRICS):
+        values = [sampled[m].get(("test", metric), 0.0) for m in models]
+        xs = [i + (k - (len(CHART_METRICS) - 1) / 2) * width for i in range(len(models))]
+        bars = ax.bar(xs, values, width, label=metric.upper())
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks(range(len(models)), models, rotation=15, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Test split, sampled protocol, ds = {ds}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _write(root: str, name: str, data: bytes) -> str:
+    if "://" in root and not root.startswith("file://"):
+        import pyarrow.fs as pafs
+
+        fs, base = pafs.FileSystem.from_uri(f"{root}/reports")
+        with fs.open_output_stream(f"{base}/{name}") as out:
+            out.write(data)
+        return f"{root}/reports/{name}"
+    path = Path(root.removeprefix("file://")) / "reports" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def write_report(root: str, ds: str, rows: list[dict]) -> dict[str, str]:
+    """Write ``eval_<ds>.md`` and ``eval_<ds>.png``; returns their paths."""
+    return {
+        "report": _write(root, f"eval_{ds}.md", markdown(ds, rows).encode()),
+        "chart": _write(root, f"eval_{ds}.png", chart_png(ds, rows)),
+    }

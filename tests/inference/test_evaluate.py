@@ -1,0 +1,277 @@
+"""The evaluation job end to end on a small graph built by the real Spark jobs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import types
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from inference import evaluate
+from inference.baselines import training_edges
+from inference.ranking import Ranking
+from r2rec.contracts import CANDIDATES, EVAL_METRICS, GRAPH_EDGES, JOB_METRICS, SAMPLES
+from r2rec.lakehouse import Lakehouse
+from r2rec.prompt import PROMPT_VERSION
+from spark_jobs import graph as graph_job
+from spark_jobs import samples as samples_job
+from spark_jobs.params import CandidateParams, SampleParams
+from tests.spark_jobs.test_pipeline_vs_reference import (
+    DS,
+    synthetic_interactions,
+    write_interactions,
+)
+
+SEEDS = (0, 7)
+
+
+class Oracle:
+    """An LLM stand-in that always answers the target."""
+
+    name = "llm:oracle"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def rank(self, samples):
+        self.seen += [(s.sample_id, s.seed) for s in samples]
+        return [
+            Ranking(
+                s.sample_id,
+                s.seed,
+                [s.target_item_id, *[c for c in s.candidates if c != s.target_item_id]],
+            )
+            for s in samples
+        ]
+
+
+class Invalid:
+    """An LLM stand-in whose answers never parse; it keeps the display order."""
+
+    name = "llm:invalid"
+
+    def rank(self, samples):
+        return [Ranking(s.sample_id, s.seed, list(s.candidates), False) for s in samples]
+
+
+@pytest.fixture(scope="module")
+def built(spark, tmp_path_factory):
+    """graph_edges, samples and candidates of DS, made once by the real jobs."""
+    lh = Lakehouse(str(tmp_path_factory.mktemp("eval") / "lakehouse"))
+    write_interactions(lh, synthetic_interactions(seed=5, users=14, items=24, events=260))
+    graph_job.run(spark, lh, DS)
+    samples_job.run(spark, lh, DS, SampleParams(history_len=3), CandidateParams(n=6, seeds=SEEDS))
+    return lh.root
+
+
+@pytest.fixture
+def lh(built, tmp_path):
+    root = tmp_path / "lakehouse"
+    shutil.copytree(built, root)
+    return Lakehouse(str(root))
+
+
+def metrics(lh, model=None) -> list[dict]:
+    rows = lh.read_arrow(EVAL_METRICS, partitions=[("ds", "=", DS)]).to_pylist()
+    return [r for r in rows if model is None or r["model"] == model]
+
+
+def value(rows, model, split, metric, seed=None, protocol="sampled") -> float:
+    (hit,) = [
+        r
+        for r in rows
+        if (r["model"], r["split"], r["metric"], r["seed"], r["protocol"])
+        == (model, split, metric, seed, protocol)
+    ]
+    return hit["value"]
+
+
+def candidates(lh) -> list[dict]:
+    rows = lh.read_arrow(CANDIDATES, partitions=[("ds", "=", DS)]).to_pylist()
+    return [r for r in rows if r["split"] in ("valid", "test")]
+
+
+def test_metrics_rows_report_and_job_metrics(lh):
+    oracle = Oracle()
+    report = evaluate.run(
+        None,
+        lh,
+        DS,
+        ["popularity", "itemknn", "sasrec"],
+        rankers=[oracle, Invalid()],
+        baseline_options={"sasrec": {"epochs": 1, "threads": 1}},
+    )
+    rows = metrics(lh)
+    assert all(set(r) == set(EVAL_METRICS.column_names) for r in rows)
+    assert {r["model"] for r in rows} == {
+        "popularity",
+        "itemknn",
+        "sasrec",
+        "llm:oracle",
+        "llm:invalid",
+    }
+    assert len({r["run_id"] for r in rows}) == 1 and len(rows[0]["run_id"]) == 32
+
+    cands = candidates(lh)
+    per_seed = Counter((c["split"], c["seed"]) for c in cands)
+    assert set(per_seed) == {(sp, s) for sp in ("valid", "test") for s in SEEDS}
+    for split in ("valid", "test"):
+        for seed in (*SEEDS, None):
+            assert value(rows, "llm:oracle", split, "hr@1", seed) == 1.0
+            assert value(rows, "llm:oracle", split, "ndcg@5", seed) == 1.0
+            assert value(rows, "llm:invalid", split, "hr@1", seed) == 0.0
+            assert value(rows, "llm:invalid", split, "valid_ratio", seed) == 0.0
+            assert value(rows, "popularity", split, "valid_ratio", seed) == 1.0
+        for seed in SEEDS:
+            # the invalid ranker keeps the display order: hr@5 is the share of lists
+            # whose target label is C1..C5
+            lists = [c for c in cands if (c["split"], c["seed"]) == (split, seed)]
+            in_top5 = sum(c["labels"].index(c["target_label"]) < 5 for c in lists)
+            assert value(rows, "llm:invalid", split, "hr@5", seed) == in_top5 / len(lists)
+            counts = {
+                r["samples"]
+                for r in rows
+                if (r["split"], r["seed"], r["protocol"]) == (split, seed, "sampled")
+            }
+            assert counts == {per_seed[(split, seed)]}
+
+    # popularity's test HR@1 for seed 0, recomputed by hand from the tables
+    edges = lh.read_arrow(GRAPH_EDGES, partitions=[("ds", "=", DS)]).to_pandas()
+    count = Counter(training_edges(edges)["item_id"])
+    lists = [c for c in cands if (c["split"], c["seed"]) == ("test", 0)]
+    best = [min(c["items"], key=lambda i: (-count[i], i)) for c in lists]
+    hits = sum(b == c["target_item_id"] for b, c in zip(best, lists, strict=True))
+    assert value(rows, "popularity", "test", "hr@1", 0) == hits / len(lists)
+    seed_mean = sum(value(rows, "popularity", "test", "hr@1", s) for s in SEEDS) / 2
+    assert value(rows, "popularity", "test", "hr@1") == pytest.approx(seed_mean, abs=1e-15)
+
+    # full protocol: classical baselines only, seed null, one row per user of the split
+    users = Counter(
+        s["split"] for s in lh.read_arrow(SAMPLES, partitions=[("ds", "=", DS)]).to_pylist()
+    )
+    full = [r for r in rows if r["protocol"] == "full"]
+    assert {(r["model"], r["split"], r["metric"]) for r in full} == {
+        (m, sp, k)
+        for m in ("popularity", "itemknn", "sasrec")
+        for sp in ("valid", "test")
+        for k in ("hr@10", "ndcg@10")
+    }
+    assert all(r["seed"] is None and r["samples"] == users[r["split"]] for r in full)
+    assert all(0.0 <= r["value"] <= 1.0 for r in rows)
+
+    detail = json.loads(metrics(lh, "sasrec")[0]["detail"])
+    assert detail["config"]["epochs"] == 1 and len(detail["train_loss"]) == 1
+    assert detail["protocol"] == {
+        "seeds": list(SEEDS),
+        "candidates": 6,
+        "splits": ["valid", "test"],
+    }
+    assert json.loads(metrics(lh, "llm:oracle")[0]["detail"])["prompt_version"] == PROMPT_VERSION
+
+    md = Path(report["report"]).read_text()
+    table_rows = [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ")]
+    assert table_rows[1:6] == [
+        "| popularity",
+        "| itemknn",
+        "| sasrec",
+        "| llm:invalid",
+        "| llm:oracle",
+    ]
+    assert "| popularity | " in md.split("Full ranking")[1]
+    assert "llm:oracle" not in md.split("Full ranking")[1]
+    assert report["report"] == f"{lh.root}/reports/eval_{DS}.md"
+    with open(report["chart"], "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    jm = lh.read_arrow(
+        JOB_METRICS, partitions=[("ds", "=", DS), ("job", "=", "evaluate.llm:oracle")]
+    ).to_pylist()
+    by_name = {r["metric"]: r["value"] for r in jm}
+    assert by_name["test.sampled.hr@1"] == 1.0 and "seconds.rank" in by_name
+    assert report["models"]["llm:oracle"]["test.sampled.hr@1"] == 1.0
+
+
+def test_rerun_replaces_exactly_that_model(lh):
+    evaluate.run(None, lh, DS, ["popularity"], rankers=[Oracle()])
+    before = metrics(lh)
+    evaluate.run(None, lh, DS, [], rankers=[Oracle()])
+    after = metrics(lh)
+    assert len(after) == len(before)
+    key = ("model", "split", "protocol", "seed", "metric", "value", "run_id")
+    pop = {tuple(r[k] for k in key) for r in before if r["model"] == "popularity"}
+    assert len(pop) == 34  # 2 splits x ((2 seeds + mean) x 5 sampled + 2 full)
+    assert pop == {tuple(r[k] for k in key) for r in after if r["model"] == "popularity"}
+    old_run = {r["run_id"] for r in before if r["model"] == "llm:oracle"}
+    new_run = {r["run_id"] for r in after if r["model"] == "llm:oracle"}
+    assert len(new_run) == 1 and new_run != old_run
+    md = Path(f"{lh.root}/reports/eval_{DS}.md").read_text()
+    assert "| popularity |" in md and "| llm:oracle |" in md
+
+
+def test_max_samples_is_the_same_hashed_subset_for_every_seed(lh):
+    oracle = Oracle()
+    evaluate.run(None, lh, DS, [], rankers=[oracle], max_samples=3)
+    by_seed = {s: {sid for sid, seed in oracle.seen if seed == s} for s in SEEDS}
+    assert by_seed[0] == by_seed[7] and len(by_seed[0]) == 6  # 3 valid + 3 test
+    rows = metrics(lh, "llm:oracle")
+    assert {r["samples"] for r in rows} == {3}
+    # deterministic: a rerun sees exactly the same samples
+    again = Oracle()
+    evaluate.run(None, lh, DS, [], rankers=[again], max_samples=3)
+    assert again.seen == oracle.seen
+
+
+def test_llm_model_is_built_lazily_from_inference_llm(lh, monkeypatch):
+    made = []
+
+    class FakeLLMRanker(Oracle):
+        def __init__(self, lakehouse, ds, model=None, adapter=None):
+            super().__init__()
+            self.name = f"llm:{model}"
+            made.append((lakehouse, ds, model, adapter))
+
+    fake = types.ModuleType("inference.llm")
+    fake.LLMRanker = FakeLLMRanker
+    monkeypatch.setitem(sys.modules, "inference.llm", fake)
+    evaluate.run(None, lh, DS, ["llm"], llm_model="tiny", adapter="/a", seeds=[7])
+    assert made == [(lh, DS, "tiny", "/a")]
+    rows = metrics(lh, "llm:tiny")
+    assert {r["seed"] for r in rows} == {7, None}
+    assert value(rows, "llm:tiny", "test", "hr@1", 7) == 1.0
+    detail = json.loads(rows[0]["detail"])
+    assert (detail["llm_model"], detail["adapter"]) == ("tiny", "/a")
+
+
+def test_main_reports_and_errors(lh, capsys):
+    assert evaluate.main(["--ds", DS, "--lakehouse", lh.root, "--models", "popularity"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["models"]) == {"popularity"}
+    assert 0.0 <= out["models"]["popularity"]["test.full.hr@10"] <= 1.0
+    assert evaluate.main(["--ds", DS, "--lakehouse", lh.root, "--models", "bpr"]) == 1
+    assert "unknown model(s) ['bpr']" in capsys.readouterr().err
+    base = ["--lakehouse", lh.root, "--models", "popularity"]
+    assert evaluate.main(["--ds", DS, *base, "--seeds", "0,3"]) == 1
+    assert "no candidates for seed(s) [3]" in capsys.readouterr().err
+    assert evaluate.main(["--ds", "2026-01-01", *base]) == 1
+    assert "no valid/test samples" in capsys.readouterr().err
+
+
+def test_r2rec_evaluate_passes_through_to_the_job(capsys):
+    from typer.testing import CliRunner
+
+    from r2rec.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", "--help"])
+    assert result.exit_code == 0
+    assert "--max-samples" in capsys.readouterr().out + result.output
+
+
+def test_model_versions_become_safe_job_names():
+    from inference.evaluate import job_suffix
+
+    assert job_suffix("llm:smollm2@b179c9+lora/x@1f") == "llm:smollm2_b179c9_lora_x_1f"
+    assert job_suffix("sasrec") == "sasrec"
