@@ -98,17 +98,40 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     tmp.rename(target)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this x86 CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def vllm_engine_args(**overrides) -> dict:
     """Engine defaults that work on our CPU machines and on GPU nodes alike.
 
-    On CPU, vLLM reserves ``gpu_memory_utilization`` of the NUMA node's RAM for the KV
-    cache (despite the name) and refuses to start when less is free; its 0.92 default
-    leaves nothing for Spark or the trainer next to it, so CPU runs reserve a smaller
-    share ($R2REC_VLLM_MEMORY_FRACTION, default 0.3).
+    On CPU:
+
+    * vLLM reserves ``gpu_memory_utilization`` of the NUMA node's RAM for the KV cache
+      (despite the name) and refuses to start when less is free; its 0.92 default leaves
+      nothing for Spark or the trainer next to it, so CPU runs reserve a smaller share
+      ($R2REC_VLLM_MEMORY_FRACTION, default 0.3).
+    * Without hardware bfloat16 (our Xeons have AVX-512 but no AVX512-BF16/AMX), vLLM's
+      bfloat16 default is emulated: a measured 29 GFLOP/s matmul against 82 in float32,
+      and half the generation speed (bench/RESULTS.md). Such CPUs run float32.
+    * vLLM binds its worker to all cores but one, kept for the scheduler; on a 2-core
+      machine that leaves the model one OpenMP thread. The worker is bound to every
+      allowed core instead ($VLLM_CPU_OMP_THREADS_BIND, if set, wins).
     """
     import torch
 
     args: dict = {"max_model_len": 2048, "enable_prefix_caching": True, "seed": 0}
     if not torch.cuda.is_available():
         args["gpu_memory_utilization"] = float(os.environ.get("R2REC_VLLM_MEMORY_FRACTION", "0.3"))
+        if not cpu_has_native_bf16():
+            args["dtype"] = "float32"
+        if hasattr(os, "sched_getaffinity") and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            cores = sorted(os.sched_getaffinity(0))
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
     return {**args, **overrides}
