@@ -56,8 +56,12 @@ def conform_arrow(spec: TableSpec, data: Any) -> pa.Table:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = _to_arrow(data)
     target = spec.arrow_schema()
+    if isinstance(data, list | tuple) and not data:
+        # No rows is a real outcome (a teacher whose every trace failed): it must clear
+        # the partition, not fail because an empty list has no columns.
+        return target.empty_table()
+    table = _to_arrow(data)
     have = set(table.column_names)
     for name in spec.column_names:
         if name not in have:

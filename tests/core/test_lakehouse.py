@@ -332,6 +332,16 @@ def test_empty_spark_overwrite_clears_the_partition(spark, lakehouse):
     assert lakehouse.read_arrow(INTERACTIONS).num_rows == 0
 
 
+def test_an_empty_row_list_clears_the_partition(lakehouse):
+    part = {"ds": "2026-01-01", "source": "s"}
+    lakehouse.overwrite(INTERACTIONS, events("2026-01-01", ["u1", "u2"]), partition=part)
+    lakehouse.overwrite(
+        INTERACTIONS, events("2026-01-02", ["u3"]), partition={**part, "ds": "2026-01-02"}
+    )
+    lakehouse.overwrite(INTERACTIONS, [], partition=part)  # e.g. every trace rejected
+    assert [r[1] for r in rows(lakehouse)] == ["u3"]
+
+
 def test_unsafe_partition_values_are_refused(lakehouse):
     with pytest.raises(R2RecError, match="unsafe partition value"):
         lakehouse.overwrite(QUARANTINE, [], partition={"ds": "2026-01-01", "job": "../etc"})

@@ -194,3 +194,24 @@ def test_rerun_replaces_exactly_the_date(lake):
     traces.run(lake, DS, TemplateTeacher())
     assert lake.read_arrow(REASONING_TRACES).to_pylist() == first
     assert lake.read_arrow(SFT_EXAMPLES).num_rows == 1
+
+
+class NonsenseTeacher:
+    """Says the same unusable thing at every step, like an untuned small model."""
+
+    name, model = "vllm", "nonsense"
+
+    def think(self, requests):
+        return ["I like turtles."] * len(requests)
+
+
+def test_a_teacher_whose_every_trace_fails_writes_none_and_reports_why(lake):
+    traces.run(lake, DS, TemplateTeacher())  # an earlier teacher's rows must survive
+    report = traces.run(lake, DS, NonsenseTeacher())
+    assert report["vllm.traces"] > 0 and report["vllm.passed"] == 0
+    assert report["sft_examples"] == 0 and report["vllm.pass_rate"] == 0.0
+    rows = lake.read_arrow(REASONING_TRACES, partitions=[("teacher", "=", "vllm")]).to_pylist()
+    assert len(rows) == report["vllm.traces"] and not any(r["passed"] for r in rows)
+    assert all(r["reject_reason"] for r in rows)
+    assert lake.read_arrow(SFT_EXAMPLES, partitions=[("teacher", "=", "vllm")]).num_rows == 0
+    assert lake.read_arrow(SFT_EXAMPLES, partitions=[("teacher", "=", "template")]).num_rows > 0
