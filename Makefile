@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.r2rec-installed
 DEMO_DS ?= 2026-11-25
+# Users the demo scores with the LLM (CPU); 0 = all 943. Nightly runs score everyone.
+DEMO_USERS ?= 12
 export R2REC_LAKEHOUSE ?= $(CURDIR)/lakehouse
 
 # Our machines keep the CPU build of torch 2.13.0 in /opt/wheels; without it pip would
@@ -40,6 +42,11 @@ demo: setup
 	$(VENV)/bin/r2rec samples --ds $(DEMO_DS)
 	$(VENV)/bin/r2rec chains --ds $(DEMO_DS)
 	$(VENV)/bin/r2rec traces --ds $(DEMO_DS) --teacher template
+	$(VENV)/bin/r2rec retrieval --ds $(DEMO_DS)
+	$(VENV)/bin/r2rec score --ds $(DEMO_DS) --mode serve --max-users $(DEMO_USERS) --max-new-tokens 96
+	$(VENV)/bin/r2rec score --ds $(DEMO_DS) --mode eval --max-users $(DEMO_USERS) --max-new-tokens 96
+	$(VENV)/bin/r2rec evaluate --ds $(DEMO_DS) --models popularity,itemknn,als,sasrec,llm \
+	  --max-samples $(DEMO_USERS) --sasrec-epochs 10
 	$(VENV)/bin/r2rec tables
 	$(VENV)/bin/r2rec sql "SELECT i.title, count(*) AS ratings, round(avg(r.rating), 2) AS avg_rating \
 	  FROM interactions r JOIN items i ON i.item_id = r.item_id AND i.source = r.source AND i.ds = '$(DEMO_DS)' \
@@ -53,6 +60,19 @@ demo: setup
 	  'template.traces', 'template.pass_rate', 'sft_examples', 'rl_prompts')"
 	$(VENV)/bin/r2rec sql "SELECT sample_id, completion FROM reasoning_traces \
 	  WHERE ds = '$(DEMO_DS)' AND passed ORDER BY chain_id LIMIT 1" --format json
+	$(VENV)/bin/r2rec sql "SELECT r.user_id, r.rank, i.title, round(r.score, 3) AS logprob, r.answer_valid \
+	  FROM recommendations r JOIN items i ON i.item_id = r.item_id AND i.ds = r.ds \
+	  WHERE r.ds = '$(DEMO_DS)' AND r.mode = 'serve' AND r.rank <= 3 \
+	  AND r.user_id IN (SELECT DISTINCT user_id FROM recommendations WHERE ds = '$(DEMO_DS)' AND mode = 'serve' ORDER BY user_id LIMIT 3) \
+	  ORDER BY r.user_id, r.rank"
+	$(VENV)/bin/r2rec sql "SELECT user_id, reasoning FROM recommendations \
+	  WHERE ds = '$(DEMO_DS)' AND mode = 'serve' AND rank = 1 ORDER BY user_id LIMIT 3" --format json
+	$(VENV)/bin/r2rec sql "SELECT model, split, max(CASE WHEN metric = 'hr@1' THEN round(value, 3) END) AS hr1, \
+	  max(CASE WHEN metric = 'valid_ratio' THEN round(value, 3) END) AS valid_ratio, \
+	  max(CASE WHEN metric = 'ndcg@5' THEN round(value, 3) END) AS ndcg5, max(samples) AS samples \
+	  FROM eval_metrics WHERE ds = '$(DEMO_DS)' AND protocol = 'sampled' AND seed IS NULL \
+	  GROUP BY model, split ORDER BY split, hr1 DESC"
+	@echo "Evaluation report: $(R2REC_LAKEHOUSE)/reports/eval_$(DEMO_DS).md (+ .png)"
 
 lint: setup
 	$(VENV)/bin/ruff check .
