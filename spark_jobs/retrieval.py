@@ -191,16 +191,14 @@ def run(spark, lakehouse: Lakehouse, ds: str, params: RetrievalParams | None = N
         quarantined = empty.count()
         lakehouse.overwrite(
             QUARANTINE,
-            empty.select(
-                F.lit(ds).alias("ds"),
-                F.lit(JOB).alias("job"),
-                F.lit(NO_SOURCE).alias("source"),
-                F.lit("user").alias("entity"),
-                F.lit(None).cast("string").alias("source_file"),
-                F.lit(None).cast("long").alias("line_number"),
-                F.to_json(F.struct("user_id")).alias("raw_record"),
-                F.lit("no_unseen_candidates").alias("reason"),
-                F.lit("the user has seen every reachable and popular item").alias("detail"),
+            quality.quarantine_frame(
+                empty,
+                ds,
+                JOB,
+                "user",
+                F.struct("user_id"),
+                "no_unseen_candidates",
+                "the user has seen every reachable and popular item",
             ),
             partition={"ds": ds, "job": JOB, "source": NO_SOURCE},
         )

@@ -154,16 +154,14 @@ def candidate_rows(drawn: DataFrame, ds: str, params: CandidateParams) -> DataFr
 
 
 def quarantine_rows(drawn: DataFrame, ds: str, params: CandidateParams) -> DataFrame:
-    return drawn.filter(F.col("items").isNull()).select(
-        F.lit(ds).alias("ds"),
-        F.lit(JOB).alias("job"),
-        F.lit(NO_SOURCE).alias("source"),
-        F.lit("sample").alias("entity"),
-        F.lit(None).cast("string").alias("source_file"),
-        F.lit(None).cast("long").alias("line_number"),
-        F.to_json(F.struct("sample_id", "seed", "user_id", "target_item_id")).alias("raw_record"),
-        F.lit("not_enough_negatives").alias("reason"),
-        F.lit(f"the user has fewer than {params.n - 1} unseen items").alias("detail"),
+    return quality.quarantine_frame(
+        drawn.filter(F.col("items").isNull()),
+        ds,
+        JOB,
+        "sample",
+        F.struct("sample_id", "seed", "user_id", "target_item_id"),
+        "not_enough_negatives",
+        f"the user has fewer than {params.n - 1} unseen items",
     )
 
 
