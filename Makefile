@@ -55,8 +55,8 @@ demo: setup
 	  round(c.score, 3) AS score, t.title AS a_similar_user_went_on_to \
 	  FROM chains c JOIN items h ON h.item_id = c.i0 AND h.ds = c.ds JOIN items t ON t.item_id = c.i1 AND t.ds = c.ds \
 	  WHERE c.ds = '$(DEMO_DS)' AND c.rank = 1 ORDER BY c.sample_id LIMIT 3"
-	$(VENV)/bin/r2rec sql "SELECT metric, value FROM job_metrics WHERE ds = '$(DEMO_DS)' \
-	  AND metric IN ('chain_coverage', 'chains', 'samples.train', 'samples.valid', 'samples.test', \
+	$(VENV)/bin/r2rec sql "SELECT job, metric, value FROM job_metrics WHERE ds = '$(DEMO_DS)' \
+	  AND job IN ('samples', 'chains', 'traces.template') AND metric IN ('chain_coverage', 'chains', 'samples.train', 'samples.valid', 'samples.test', \
 	  'template.traces', 'template.pass_rate', 'sft_examples', 'rl_prompts')"
 	$(VENV)/bin/r2rec sql "SELECT sample_id, completion FROM reasoning_traces \
 	  WHERE ds = '$(DEMO_DS)' AND passed ORDER BY chain_id LIMIT 1" --format json
