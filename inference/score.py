@@ -222,7 +222,8 @@ def check_rows(rows: Sequence[dict], chunks: Sequence[Chunk], top_k: int) -> dic
     for r in rows:
         by_user[r["user_id"]].append(r)
     fails = {
-        "every_user_once": len(set(allowed) ^ set(by_user)),
+        # A user with no candidates has nothing to rank (an invalid result, no rows).
+        "every_user_once": len({u for u, c in allowed.items() if c} ^ set(by_user)),
         "item_is_a_candidate": 0,
         "k_distinct_items": 0,
         "ranks_1_to_k": 0,

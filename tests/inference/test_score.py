@@ -298,6 +298,11 @@ def test_publish_check_catches_items_that_are_not_candidates():
     assert fails["item_is_a_candidate"] == 1
     dup = [{**base, "rank": 1, "item_id": "a"}, {**base, "rank": 2, "item_id": "a"}]
     assert score.check_rows(dup, [chunk], top_k=10)["k_distinct_items"] == 1
+    # a user without candidates writes no rows and does not block the batch
+    empty = score.WorkItem("u2", None, score.ScoreRequest("u2", (), ()))
+    both = score.Chunk(0, 0, (item, empty), "h")
+    assert set(score.check_rows(good, [both], top_k=10).values()) == {0}
+    assert score.check_rows([], [both], top_k=10)["every_user_once"] == 1  # u1 is missing
 
 
 def test_bad_mode_and_missing_inputs_are_clear_errors(lakehouse):
