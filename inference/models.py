@@ -58,7 +58,15 @@ def resolve_model(spec: str | None, adapter: str | None = None) -> ResolvedModel
                 f"model '{spec}' is neither '{DEFAULT_MODEL}' nor a model directory "
                 "with a config.json"
             )
-        version = f"{path.name}@{_fingerprint(path, ('config.json', '*.safetensors', '*.bin'))}"
+        conversion = path / "r2rec_conversion.json"
+        if conversion.is_file():
+            # The converted default named by its directory (as the registry stores it)
+            # keeps the default's version, so base and adapter versions line up.
+            manifest = json.loads(conversion.read_text())
+            version = f"{manifest['model']}@{manifest['gguf_sha256'][:12]}"
+        else:
+            weights = ("config.json", "*.safetensors", "*.bin")
+            version = f"{path.name}@{_fingerprint(path, weights)}"
     if not adapter:
         return ResolvedModel(str(path), version)
     apath = Path(adapter).expanduser()

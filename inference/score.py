@@ -294,10 +294,12 @@ def run(
     model_version: str | None = None,
 ) -> dict:
     from inference.models import resolve_model
+    from r2rec.registry import resolve_spec
 
     ds = parse_ds(ds)
     if top_k < 1:
         raise R2RecError("--top-k must be at least 1")
+    model, adapter = resolve_spec(lakehouse, model, adapter)
     version = model_version or resolve_model(model, adapter).version
     work = subsample(load_work(lakehouse, ds, mode, split, seed), max_users)
     chunks = plan(work, shards, chunk_size)
@@ -411,7 +413,11 @@ def _publish(
 def main(argv: list[str] | None = None) -> int:
     p = base_parser("python -m inference.score", __doc__.splitlines()[0])
     p.add_argument("--mode", choices=MODES, default="eval")
-    p.add_argument("--model", help="registry name or model directory (default: bundled SmolLM2)")
+    p.add_argument(
+        "--model",
+        help="champion, registry:<run id or version>, or a model directory "
+        "(default: bundled SmolLM2)",
+    )
     p.add_argument("--adapter", help="LoRA adapter directory, served with LoRARequest")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--shards", type=int, default=4)

@@ -504,6 +504,52 @@ EVAL_METRICS = TableSpec(
     doc="Evaluation results per model; a rerun of (ds, model) replaces exactly those rows.",
 )
 
+# --- training (docs/METHOD.md §6-7) --------------------------------------------------------
+MODEL_REGISTRY = TableSpec(
+    name="model_registry",
+    layer="ops",
+    columns=_cols(
+        ("model_version", "string", False, "<base>@<hash>[+<adapter>@<hash>]: what rows record"),
+        ("run_id", "string", False, "the training run, e.g. sft-2026-11-25-1a2b3c4d"),
+        ("ds", "string", False, "data date the run trained on"),
+        ("stage", "string", False, "sft | grpo"),
+        ("base_model", "string", False, "base model spec"),
+        ("base_version", "string", False, "base model version (name@checksum)"),
+        ("model_path", "string", False, "base weights directory (or full fine-tune output)"),
+        ("adapter_path", "string", True, "LoRA adapter directory; null for full fine-tuning"),
+        ("parent_version", "string", True, "the model this run started from (GRPO: the SFT)"),
+        ("run_dir", "string", False, "checkpoints, manifest, curves"),
+        ("manifest", "string", False, "the run manifest (JSON)"),
+        ("status", "string", False, "registered | champion | retired | rejected"),
+        ("valid_hr1", "double", True, "validation HR@1 (mean over seeds) from eval_metrics"),
+        ("metrics", "map<string,double>", True, "<split>/<protocol>/<metric> from eval_metrics"),
+        ("eval_samples", "int64", True, "samples per split behind those metrics"),
+        ("registered_at", "timestamp", False, "when the run finished"),
+    ),
+    key=("model_version",),
+    doc="Every trained model version; exactly one 'champion' is what scoring uses by default.",
+)
+
+MODEL_PROMOTIONS = TableSpec(
+    name="model_promotions",
+    layer="ops",
+    columns=_cols(
+        ("ds", "string", False, "evaluation date the decision used"),
+        ("candidate_version", "string", False, ""),
+        ("champion_version", "string", True, "the champion (or base model) compared against"),
+        ("candidate_valid_hr1", "double", False, ""),
+        ("champion_valid_hr1", "double", True, ""),
+        ("candidate_samples", "int64", False, "valid samples behind the candidate's HR@1"),
+        ("champion_samples", "int64", True, ""),
+        ("min_gain", "double", False, "candidate must reach champion + min_gain"),
+        ("decision", "string", False, "promoted | rejected"),
+        ("reason", "string", False, ""),
+        ("decided_at", "timestamp", False, ""),
+    ),
+    key=("ds", "candidate_version", "decided_at"),
+    doc="Append-only log of promotion decisions and the numbers behind them.",
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -525,6 +571,8 @@ TABLES: dict[str, TableSpec] = {
         SCORE_CHUNKS,
         RECOMMENDATIONS,
         EVAL_METRICS,
+        MODEL_REGISTRY,
+        MODEL_PROMOTIONS,
     )
 }
 

@@ -1,0 +1,47 @@
+"""Model versions name the weights: content hashes, and the default keeps one name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from inference.models import resolve_model
+from r2rec.errors import R2RecError
+
+
+def model_dir(path, weights: bytes = b"w" * 100):
+    path.mkdir()
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(weights)
+    return path
+
+
+def test_directory_versions_follow_the_weights(tmp_path):
+    a = resolve_model(str(model_dir(tmp_path / "m1")))
+    b = resolve_model(str(model_dir(tmp_path / "m2", b"x" * 100)))
+    assert a.version.startswith("m1@") and len(a.version) == len("m1@") + 12
+    assert a.version.split("@")[1] != b.version.split("@")[1]
+    with pytest.raises(R2RecError, match="neither"):
+        resolve_model(str(tmp_path / "nothing"))
+
+
+def test_the_converted_default_keeps_its_version_when_named_by_directory(tmp_path):
+    path = model_dir(tmp_path / "smollm2-135m-instruct")
+    (path / "r2rec_conversion.json").write_text(
+        json.dumps({"model": "smollm2-135m-instruct", "gguf_sha256": "ab" * 32})
+    )
+    assert resolve_model(str(path)).version == "smollm2-135m-instruct@abababababab"
+
+
+def test_an_adapter_extends_the_version(tmp_path):
+    base = model_dir(tmp_path / "base")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"a" * 10)
+    resolved = resolve_model(str(base), str(adapter))
+    assert resolved.version.startswith(resolve_model(str(base)).version + "+adapter@")
+    assert (resolved.adapter, resolved.adapter_rank) == (str(adapter), 8)
+    with pytest.raises(R2RecError, match=r"no adapter_config\.json"):
+        resolve_model(str(base), str(tmp_path))
