@@ -243,6 +243,9 @@ _JOBS = {
     "retrieval": ("spark_jobs.retrieval", "Retrieve serve candidates for every active user."),
     "score": ("inference.score", "Score users with the LLM: top-k items with their reasoning."),
     "evaluate": ("inference.evaluate", "Evaluate baselines and the LLM on valid/test samples."),
+    "sft": ("trainer.sft", "Supervised fine-tuning on reasoning traces (trl SFTTrainer, LoRA)."),
+    "grpo": ("trainer.grpo", "GRPO from the SFT adapter with accuracy/format/grounding rewards."),
+    "promote": ("trainer.promote", "Promote a trained version if its validation HR@1 holds up."),
 }
 
 

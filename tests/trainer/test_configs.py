@@ -1,0 +1,72 @@
+"""Shipped training configs: they parse through trl's parser and accelerate's loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from r2rec.errors import R2RecError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "trainer" / "configs"
+
+
+def parse(stage: str, *extra: str):
+    from trl import GRPOConfig, SFTConfig
+
+    from trainer.common import parse as parse_args
+
+    cls = SFTConfig if stage == "sft" else GRPOConfig
+    return parse_args(cls, ["--config", str(CONFIGS / f"{stage}.yaml"), *extra])
+
+
+def test_sft_yaml_parses_into_run_args_and_sft_config():
+    run, sft = parse("sft", "--ds", "2026-11-25", "--max_steps", "3")
+    assert (run.ds, run.model, run.teacher, run.use_lora, run.lora_r) == (
+        "2026-11-25",
+        "smollm2-135m-instruct",
+        "template",
+        True,
+        16,
+    )
+    assert sft.completion_only_loss is True and sft.max_length == 2048
+    assert sft.max_steps == 3  # the command line overrides the file
+    assert sft.seed == 0 and sft.bf16 is False
+
+
+def test_grpo_yaml_parses_into_run_args_and_grpo_config():
+    run, grpo = parse("grpo", "--ds", "2026-11-25")
+    assert run.init_adapter == "latest-sft" and run.max_examples == 64
+    assert (grpo.num_generations, grpo.per_device_train_batch_size) == (4, 4)
+    assert grpo.beta == 0.0 and grpo.max_completion_length == 192
+
+
+def test_ds_is_required_and_checked():
+    with pytest.raises(R2RecError, match="--ds is required"):
+        parse("sft")
+    with pytest.raises(R2RecError):
+        parse("sft", "--ds", "2026-13-45")
+
+
+def test_run_id_is_stable_and_follows_the_config():
+    from trainer.common import run_id
+
+    a = run_id("sft", *parse("sft", "--ds", "2026-11-25"))
+    assert a == run_id("sft", *parse("sft", "--ds", "2026-11-25"))
+    assert a.startswith("sft-2026-11-25-")
+    assert a != run_id("sft", *parse("sft", "--ds", "2026-11-25", "--learning_rate", "1e-4"))
+    assert a != run_id("sft", *parse("sft", "--ds", "2026-11-26"))
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "zero"),
+    [("multi_gpu", "MULTI_GPU", None), ("deepspeed_zero2", "DEEPSPEED", 2),
+     ("deepspeed_zero3", "DEEPSPEED", 3)],
+)  # fmt: skip
+def test_accelerate_configs_load(name, kind, zero):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(CONFIGS / "accelerate" / f"{name}.yaml"))
+    assert config.distributed_type.name == kind
+    assert config.num_machines == 1 and config.mixed_precision == "bf16"
+    assert (config.deepspeed_config or {}).get("zero_stage") == zero

@@ -1,0 +1,325 @@
+"""What SFT and GRPO runs share: arguments, run directories, models, manifests, registry.
+
+A run's directory is ``<runs dir>/<stage>/<run id>`` with ``run id =
+<stage>-<ds>-<hash of the whole config>``: the same command for the same date finds the
+same directory, so a killed run started again resumes from its last checkpoint, and a
+finished one is not trained twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r2rec import registry
+from r2rec.config import parse_ds
+from r2rec.errors import R2RecError
+from r2rec.lakehouse import Lakehouse
+
+DONE = "complete.json"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Fields of transformers' TrainingArguments that name places, not what is trained.
+_VOLATILE = {"output_dir", "logging_dir", "run_name", "hub_model_id", "hub_token", "push_to_hub"}
+
+
+@dataclass
+class RunArgs:
+    """R2Rec's side of a training config (the trl side is SFTConfig / GRPOConfig)."""
+
+    ds: str | None = field(default=None, metadata={"help": "data date YYYY-MM-DD (required)"})
+    lakehouse: str | None = field(default=None, metadata={"help": "default $R2REC_LAKEHOUSE"})
+    model: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "base model: the bundled default's name or a model directory"},
+    )
+    max_examples: int = field(default=0, metadata={"help": "seeded subsample; 0 = all"})
+    use_lora: bool = field(default=True, metadata={"help": "false = full fine-tuning"})
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    runs_dir: str | None = field(default=None, metadata={"help": "default <lakehouse>/runs"})
+    register: bool = field(default=True, metadata={"help": "record the model in model_registry"})
+    # SFT
+    teacher: str = field(default="template", metadata={"help": "SFT: sft_examples teacher"})
+    # GRPO
+    init_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "GRPO: starting adapter: a directory, registry:<run id>, 'latest-sft' "
+            "(the newest SFT run registered for ds; the default), or 'none'"
+        },
+    )
+    max_prompt_tokens: int = field(
+        default=1536, metadata={"help": "GRPO: prompts longer than this are skipped (counted)"}
+    )
+
+
+def parse(config_cls, argv: list[str] | None):
+    """(RunArgs, trl config) from ``--config file.yaml`` plus command-line overrides."""
+    from trl import TrlParser
+
+    parser = TrlParser((RunArgs, config_cls))
+    run_args, train_args = parser.parse_args_and_config(args=argv)
+    if not run_args.ds:
+        raise R2RecError("--ds is required (the data date whose tables to train on)")
+    parse_ds(run_args.ds)
+    return run_args, train_args
+
+
+def stage_main(config_name: str, train, argv: list[str] | None) -> int:
+    """``main`` of a training stage: parse the config into trl's ``config_name``, train."""
+    from r2rec.jobs import run_main
+
+    def body():
+        import trl
+
+        return train(*parse(getattr(trl, config_name), argv))
+
+    return run_main(body)
+
+
+def config_dict(run_args: RunArgs, train_args) -> dict[str, Any]:
+    trl_side = {k: v for k, v in train_args.to_dict().items() if k not in _VOLATILE}
+    return {"r2rec": dataclasses.asdict(run_args), "trl": trl_side}
+
+
+def run_id(stage: str, run_args: RunArgs, train_args) -> str:
+    blob = json.dumps(config_dict(run_args, train_args), sort_keys=True, default=str)
+    return f"{stage}-{run_args.ds}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+
+@dataclass
+class Run:
+    stage: str
+    run_id: str
+    dir: Path
+    lake: Lakehouse
+    args: RunArgs
+    started: dt.datetime
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / "checkpoints"
+
+    def last_checkpoint(self) -> str | None:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(str(self.checkpoints)) if self.checkpoints.is_dir() else None
+
+    def completed(self) -> dict | None:
+        done = self.dir / DONE
+        return json.loads(done.read_text()) if done.is_file() else None
+
+
+def start(stage: str, run_args: RunArgs, train_args) -> Run:
+    lake = Lakehouse(run_args.lakehouse)
+    rid = run_id(stage, run_args, train_args)
+    runs = Path(run_args.runs_dir) if run_args.runs_dir else Path(lake.root) / "runs"
+    run = Run(stage, rid, runs / stage / rid, lake, run_args, dt.datetime.now(dt.UTC))
+    run.dir.mkdir(parents=True, exist_ok=True)
+    train_args.output_dir = str(run.checkpoints)
+    train_args.run_name = rid
+    return run
+
+
+def progress_callback(run: Run):
+    """A callback appending every log line (with pid) to ``progress.jsonl`` in the run dir.
+
+    Lets an operator follow a run with ``tail -f`` and shows, after a crash, which
+    process trained which steps.
+    """
+    from transformers import TrainerCallback
+
+    path = run.dir / "progress.jsonl"
+
+    class _Progress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            entry = {"pid": os.getpid(), "step": state.global_step, **(logs or {})}
+            with open(path, "a") as fh:
+                fh.write(json.dumps(entry, default=str) + "\n")
+
+    return _Progress()
+
+
+def load_tokenizer(path: str):
+    """The base tokenizer with a pad token distinct from EOS.
+
+    SmolLM2 pads with its EOS token; trainers then mask the padding and the model never
+    learns to emit EOS, so generation runs to the token limit.
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        for candidate in ("<|endoftext|>", tok.unk_token, tok.bos_token):
+            if candidate and candidate != tok.eos_token and candidate in tok.get_vocab():
+                tok.pad_token = candidate
+                break
+        else:
+            tok.add_special_tokens({"pad_token": "<|pad|>"})
+    if tok.pad_token_id == tok.eos_token_id:
+        raise R2RecError(f"could not give {path}'s tokenizer a pad token distinct from EOS")
+    return tok
+
+
+def load_model(path: str, train_args):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if train_args.bf16 else torch.float32
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+
+
+def lora_config(args: RunArgs):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=list(args.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def git_state() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+
+
+def library_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "deltalake"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def hardware() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {"cpu_count": os.cpu_count(), "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def throughput(log_history: list[dict], runtime_s: float | None) -> dict[str, float | None]:
+    tokens = max((e["num_tokens"] for e in log_history if "num_tokens" in e), default=None)
+    return {
+        "num_tokens": tokens,
+        "tokens_per_s": tokens / runtime_s if tokens and runtime_s else None,
+    }
+
+
+def finish(
+    run: Run,
+    trainer,
+    tokenizer,
+    *,
+    base,
+    inputs: dict[str, Any],
+    train_args,
+    parent_version: str | None,
+    resumed_from: str | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Save the weights, curves and manifest; register the version; mark the run done."""
+    from inference.models import resolve_model
+    from trainer.plots import plot_curves
+
+    result = trainer.state
+    if run.args.use_lora:
+        adapter_dir = run.dir / "adapter"
+        trainer.model.save_pretrained(str(adapter_dir))
+        model_path, adapter_path = base.path, str(adapter_dir)
+    else:
+        model_dir = run.dir / "model"
+        trainer.save_model(str(model_dir))
+        tokenizer.save_pretrained(str(model_dir))
+        model_path, adapter_path = str(model_dir), None
+    version = resolve_model(model_path, adapter_path).version
+    curves = plot_curves(result.log_history, run.dir / "curves.png", title=run.run_id)
+    runtime = sum(e.get("train_runtime", 0.0) for e in result.log_history) or None
+    finished = dt.datetime.now(dt.UTC)
+    manifest = {
+        "run_id": run.run_id,
+        "stage": run.stage,
+        "ds": run.args.ds,
+        "model_version": version,
+        "base_model": {"spec": run.args.model, "path": base.path, "version": base.version},
+        "parent_version": parent_version,
+        "inputs": inputs,
+        "config": config_dict(run.args, train_args),
+        "seed": train_args.seed,
+        "git": git_state(),
+        "libraries": library_versions(),
+        "hardware": hardware(),
+        "argv": sys.argv,
+        "started_at": run.started.isoformat(),
+        "finished_at": finished.isoformat(),
+        "resumed_from": resumed_from,
+        "global_step": result.global_step,
+        "train_runtime_s": runtime,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        **throughput(result.log_history, runtime),
+        "curves": str(curves) if curves else None,
+        **(extra or {}),
+    }
+    (run.dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    (run.dir / "log_history.json").write_text(json.dumps(result.log_history, indent=2))
+    if run.args.register:
+        registry.register(
+            run.lake,
+            {
+                "model_version": version,
+                "run_id": run.run_id,
+                "ds": run.args.ds,
+                "stage": run.stage,
+                "base_model": run.args.model,
+                "base_version": base.version,
+                "model_path": model_path,
+                "adapter_path": adapter_path,
+                "parent_version": parent_version,
+                "run_dir": str(run.dir),
+                "manifest": json.dumps(manifest, default=str),
+                "registered_at": finished,
+            },
+        )
+    (run.dir / DONE).write_text(json.dumps({"model_version": version, "run_id": run.run_id}))
+    return manifest
