@@ -178,8 +178,25 @@ def full_rows(model: ScoreRanker, data: EvalData, k: int = FULL_K) -> list[dict]
 
 def make_llm_ranker(lakehouse: Lakehouse, ds: str, model: str | None, adapter: str | None):
     from inference.llm import LLMRanker  # vLLM and torch load only when the LLM is asked for
+    from r2rec.registry import resolve_spec
 
+    model, adapter = resolve_spec(lakehouse, model, adapter)
     return LLMRanker(lakehouse, ds, model=model, adapter=adapter)
+
+
+def training_runs(lakehouse: Lakehouse, rows: Sequence[dict]) -> list[dict]:
+    """Registry rows of the trained models these metrics cover (for the report's links)."""
+    from r2rec.contracts import MODEL_REGISTRY
+
+    if not lakehouse.exists(MODEL_REGISTRY):
+        return []
+    evaluated = {r["model"].removeprefix("llm:") for r in rows if r["model"].startswith("llm:")}
+    runs = [
+        r
+        for r in lakehouse.read_arrow(MODEL_REGISTRY).to_pylist()
+        if r["model_version"] in evaluated
+    ]
+    return sorted(runs, key=lambda r: r["registered_at"])
 
 
 def job_suffix(model: str) -> str:
@@ -297,7 +314,7 @@ def run(
         )
 
     every_model = lakehouse.read_arrow(EVAL_METRICS, partitions=[("ds", "=", ds)]).to_pylist()
-    paths = write_report(lakehouse.root, ds, every_model)
+    paths = write_report(lakehouse.root, ds, every_model, training_runs(lakehouse, every_model))
     return {"ds": ds, "run_id": run_id, "models": results, **paths}
 
 
@@ -315,7 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(DEFAULT_MODELS),
         help=f"comma-separated, from {','.join(MODELS)}",
     )
-    p.add_argument("--llm-model", help="llm: model spec (default: the LLM ranker's own)")
+    p.add_argument(
+        "--llm-model",
+        help="llm: champion, registry:<run id or version>, or a model directory "
+        "(default: bundled SmolLM2)",
+    )
     p.add_argument("--adapter", help="llm: LoRA adapter path")
     p.add_argument("--max-samples", type=int, default=0, help="llm: samples per split (0 = all)")
     p.add_argument("--seeds", help="candidate seeds, comma-separated (default: all present)")

@@ -53,7 +53,28 @@ def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def markdown(ds: str, rows: list[dict]) -> str:
+def training_section(runs: Sequence[dict]) -> list[str]:
+    """Links to each evaluated trained model's run: manifest and loss/reward curves."""
+    if not runs:
+        return []
+    lines = [
+        "",
+        "Trained models evaluated above (training curves and run manifests):",
+        "",
+        "| model | stage | run | status | curves | manifest |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        run_dir = Path(r["run_dir"])
+        lines.append(
+            f"| llm:{r['model_version']} | {r['stage']} | {r['run_id']} | {r['status']} "
+            f"| [curves.png]({(run_dir / 'curves.png').as_uri()}) "
+            f"| [manifest.json]({(run_dir / 'manifest.json').as_uri()}) |"
+        )
+    return lines
+
+
+def markdown(ds: str, rows: list[dict], runs: Sequence[dict] = ()) -> str:
     sampled, full = _table(rows, "sampled"), _table(rows, "full")
     lines = [
         f"# Evaluation, ds = {ds}",
@@ -87,6 +108,7 @@ def markdown(ds: str, rows: list[dict]) -> str:
             counts = "/".join(str(_samples(rows, model, "full", s) or 0) for s in SPLITS)
             cells = " | ".join(_fmt(full[model].get(c)) for c in cols)
             lines.append(f"| {model} | {cells} | {counts} |")
+    lines += training_section(runs)
     return "\n".join(lines) + "\n"
 
 
@@ -130,9 +152,9 @@ def _write(root: str, name: str, data: bytes) -> str:
     return str(path)
 
 
-def write_report(root: str, ds: str, rows: list[dict]) -> dict[str, str]:
+def write_report(root: str, ds: str, rows: list[dict], runs: Sequence[dict] = ()) -> dict[str, str]:
     """Write ``eval_<ds>.md`` and ``eval_<ds>.png``; returns their paths."""
     return {
-        "report": _write(root, f"eval_{ds}.md", markdown(ds, rows).encode()),
+        "report": _write(root, f"eval_{ds}.md", markdown(ds, rows, runs).encode()),
         "chart": _write(root, f"eval_{ds}.png", chart_png(ds, rows)),
     }

@@ -275,3 +275,27 @@ def test_model_versions_become_safe_job_names():
 
     assert job_suffix("llm:smollm2@b179c9+lora/x@1f") == "llm:smollm2_b179c9_lora_x_1f"
     assert job_suffix("sasrec") == "sasrec"
+
+
+def test_report_links_the_training_runs_of_evaluated_models(tmp_path):
+    import datetime as dt
+
+    from inference.report import markdown
+
+    rows = [
+        {"ds": "2026-11-25", "model": m, "split": "valid", "protocol": "sampled", "seed": None,
+         "metric": "hr@1", "value": v, "samples": 10, "run_id": "e", "detail": None}
+        for m, v in (("popularity", 0.25), ("llm:base@1+adapter@2", 0.125))
+    ]  # fmt: skip
+    run = {
+        "model_version": "base@1+adapter@2",
+        "stage": "sft",
+        "run_id": "sft-2026-11-25-abcd",
+        "status": "champion",
+        "run_dir": str(tmp_path / "runs" / "sft-2026-11-25-abcd"),
+        "registered_at": dt.datetime(2026, 11, 25, tzinfo=dt.UTC),
+    }
+    text = markdown("2026-11-25", rows, [run])
+    assert "| llm:base@1+adapter@2 | sft | sft-2026-11-25-abcd | champion |" in text
+    assert f"[curves.png](file://{tmp_path}/runs/sft-2026-11-25-abcd/curves.png)" in text
+    assert "Trained models" not in markdown("2026-11-25", rows)
