@@ -634,6 +634,11 @@ def main(argv: list[str] | None = None) -> None:
         help="comma list; the first sweeps --batch-sizes, the others run at its best batch "
         "(default: float32,bfloat16 on CPU, bfloat16 on CUDA)",
     )
+    p.add_argument(
+        "--movielens-dir",
+        help="MovieLens-100k atomic files (default: the recbole wheel's copy); for nodes "
+        "without the project's packages",
+    )
     p.add_argument("--hf-order", default="length", choices=["given", "prefix", "length"])
     p.add_argument("--matmul-dtypes", default="float32,bfloat16")
     p.add_argument("--timeout", type=float, default=3600, help="per configuration, seconds")
@@ -655,17 +660,26 @@ def main(argv: list[str] | None = None) -> None:
 
     from transformers import AutoTokenizer
 
-    from r2rec.assets import default_model_dir, movielens_100k_dir
-
     load_start = os.getloadavg()
-    model = args.model or str(default_model_dir())
+    if args.model:
+        model = args.model
+    else:
+        from r2rec.assets import default_model_dir
+
+        model = str(default_model_dir())
     cuda = _cuda()
     engines = [e for e in args.engines.split(",") if e]
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="r2rec-bench-generation-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"model {model}; device {'cuda' if cuda else 'cpu'}; logs in {workdir}", flush=True)
 
-    prompts = build_prompts(movielens_100k_dir(), args.prompts)
+    if args.movielens_dir:
+        ml_dir = Path(args.movielens_dir)
+    else:
+        from r2rec.assets import movielens_100k_dir
+
+        ml_dir = movielens_100k_dir()
+    prompts = build_prompts(ml_dir, args.prompts)
     ids = encode_prompts(AutoTokenizer.from_pretrained(model), prompts)
     ids_path = workdir / "prompt_ids.json"
     users = [q.user_id for q in prompts]

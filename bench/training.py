@@ -1,0 +1,255 @@
+"""Benchmark: training throughput of the shipped SFT and GRPO configurations.
+
+    python -m bench.training --ds D [--lakehouse L] [--model DIR] [--sft-steps 6]
+        [--grpo-steps 4] [--bf16] [--record bench/RESULTS.md]
+    python -m bench.training --ds D --export rows.json      # rows for a node without Delta
+    python -m bench.training --examples rows.json --model DIR --bf16   # e.g. on a GPU node
+
+The trainers are built exactly as ``trainer.sft`` / ``trainer.grpo`` build them (same
+YAML configs, tokenizer, LoRA, rewards); only the Delta reading is swapped for a JSON
+file when ``--examples`` is given, so the same measurement runs on a GPU node that has
+no Delta Lake library. The first step of each stage is a warm-up and is not timed.
+Reported: seconds per step, trained tokens/s (SFT: prompt + completion tokens seen;
+GRPO: prompt + generated tokens), peak RSS and peak GPU memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADING = "## Training throughput: SFT and GRPO steps (issue 6)"
+
+
+def export(lakehouse: str | None, ds: str, n: int, path: str) -> dict:
+    from r2rec.lakehouse import Lakehouse
+    from trainer.grpo import COLUMNS
+    from trainer.sft import load_examples
+
+    lake = Lakehouse(lakehouse)
+    sft, _ = load_examples(lake, ds, "template", n, 0)
+    from r2rec.contracts import RL_PROMPTS
+
+    rl = [
+        r
+        for r in lake.read_arrow(RL_PROMPTS, partitions=[("ds", "=", ds)]).to_pylist()
+        if r["split"] == "train"
+    ]
+    rl = sorted(rl, key=lambda r: r["sample_id"])[:n]
+    out = {"ds": ds, "sft": sft, "rl": [{k: r[k] for k in COLUMNS} for r in rl]}
+    Path(path).write_text(json.dumps(out))
+    return {"sft": len(sft), "rl": len(out["rl"]), "path": path}
+
+
+def _config(stage: str, cls, overrides: dict):
+    """The shipped YAML's trl keys (RunArgs keys dropped), with overrides."""
+    import dataclasses
+
+    raw = yaml.safe_load((ROOT / "trainer" / "configs" / f"{stage}.yaml").read_text())
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in {**raw, **overrides}.items() if k in names})
+
+
+class StepTimer:
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class _CB(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                timer.begin = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                timer.steps.append(time.perf_counter() - timer.begin)
+
+        self.steps: list[float] = []
+        self.begin = 0.0
+        self.callback = _CB()
+
+
+def _run(stage: str, model_path: str, rows: list[dict], steps: int, bf16: bool, extra: dict):
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+
+    from trainer.common import RunArgs, load_model, load_tokenizer, lora_config
+    from trainer.rewards import REWARD_FUNCS
+
+    out = tempfile.mkdtemp(prefix=f"r2rec-bench-{stage}-")
+    common = {
+        "output_dir": out,
+        "max_steps": steps,
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "bf16": bf16,
+        "report_to": "none",
+        **extra,
+    }
+    cls = SFTConfig if stage == "sft" else GRPOConfig
+    args = _config(stage, cls, common)
+    tok = load_tokenizer(model_path)
+    model = load_model(model_path, args)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    timer = StepTimer()
+    kwargs = {"reward_funcs": list(REWARD_FUNCS)} if stage == "grpo" else {}
+    trainer = (SFTTrainer if stage == "sft" else GRPOTrainer)(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        peft_config=lora_config(RunArgs()),
+        callbacks=[timer.callback],
+        **kwargs,
+    )
+    t = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - t
+    logs = trainer.state.log_history
+    tokens = [e["num_tokens"] for e in logs if "num_tokens" in e]
+    timed = timer.steps[1:] or timer.steps
+    # num_tokens is cumulative: the warm-up step's tokens are subtracted with its time.
+    timed_tokens = tokens[-1] - tokens[0] if len(tokens) > 1 else (tokens[-1] if tokens else 0)
+    rewards = [e["reward"] for e in logs if "reward" in e]
+    lengths = [e["completions/mean_length"] for e in logs if "completions/mean_length" in e]
+    return {
+        "stage": stage,
+        "steps": len(timer.steps),
+        "batch": args.per_device_train_batch_size,
+        "generations": getattr(args, "num_generations", None),
+        "s_per_step": sum(timed) / len(timed),
+        "first_step_s": timer.steps[0],
+        "tokens_per_s": timed_tokens / sum(timed) if len(timer.steps) > 1 else None,
+        "wall_s": wall,
+        "dtype": "bfloat16" if bf16 else "float32",
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20
+        if torch.cuda.is_available()
+        else None,
+        "mean_reward": sum(rewards) / len(rewards) if rewards else None,
+        "mean_completion_len": sum(lengths) / len(lengths) if lengths else None,
+    }
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    desc = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        desc += f", GPU {torch.cuda.get_device_name(0)}"
+    return desc
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        "| stage | model | dtype | batch x gen | steps timed | s/step | first step s "
+        "| tokens/s | peak RSS MB | peak GPU MB | mean reward | mean completion len |\n"
+        + "|---" * 12
+        + "|\n"
+    )
+
+    def f(v, spec):
+        return "—" if v is None else format(v, spec)
+
+    lines = [
+        f"| {r['stage']} | {r['model']} | {r['dtype']} | {r['batch']} x {r['generations'] or 1} "
+        f"| {max(r['steps'] - 1, 1)} | {r['s_per_step']:.2f} | {r['first_step_s']:.2f} "
+        f"| {f(r['tokens_per_s'], '.0f')} | {r['peak_rss_mb']:.0f} | {f(r['peak_gpu_mb'], '.0f')} "
+        f"| {f(r['mean_reward'], '.3f')} | {f(r['mean_completion_len'], '.0f')} |"
+        for r in rows
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ds")
+    p.add_argument("--lakehouse")
+    p.add_argument("--examples", help="JSON written by --export (instead of the lakehouse)")
+    p.add_argument("--export", help="write --rows rows of ds to this JSON file and stop")
+    p.add_argument("--rows", type=int, default=32)
+    p.add_argument("--model", help="model directory (default: bundled SmolLM2-135M-Instruct)")
+    p.add_argument("--model-name", help="name shown in the table (default: directory name)")
+    p.add_argument("--sft-steps", type=int, default=6)
+    p.add_argument("--grpo-steps", type=int, default=4)
+    p.add_argument("--stages", default="sft,grpo")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--use-vllm", action="store_true", help="GRPO generation through vLLM")
+    p.add_argument("--record", help="append the table to this Markdown file")
+    args = p.parse_args(argv)
+    if args.export:
+        if not args.ds:
+            raise SystemExit("--export needs --ds")
+        print(json.dumps(export(args.lakehouse, args.ds, args.rows, args.export)))
+        return
+    if args.examples:
+        data = json.loads(Path(args.examples).read_text())
+    elif args.ds:
+        tmp = Path(tempfile.mkdtemp()) / "rows.json"
+        export(args.lakehouse, args.ds, args.rows, str(tmp))
+        data = json.loads(tmp.read_text())
+    else:
+        raise SystemExit("give --ds (and --lakehouse) or --examples")
+    if args.model:
+        model_path = args.model
+    else:
+        from r2rec.assets import default_model_dir
+
+        model_path = str(default_model_dir())
+    name = args.model_name or Path(model_path).name
+    rows = []
+    for stage in args.stages.split(","):
+        steps = args.sft_steps if stage == "sft" else args.grpo_steps
+        extra = {"use_vllm": True, "vllm_mode": "colocate"} if args.use_vllm else {}
+        r = _run(
+            stage, model_path, data[stage if stage == "sft" else "rl"], steps, args.bf16, extra
+        )
+        r.update(model=name, peak_rss_mb=_peak_rss_mb())
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+    result = table(rows)
+    print(result)
+    if args.record:
+        text = Path(args.record).read_text() if Path(args.record).exists() else ""
+        with open(args.record, "a") as fh:
+            if HEADING not in text:
+                fh.write(f"\n{HEADING}\n\n")
+                fh.write(
+                    "The shipped `trainer/configs/sft.yaml` and `grpo.yaml` (LoRA r=16 on all "
+                    "linear layers), one process, first step of each stage untimed. Recorded "
+                    "by `python -m bench.training --record bench/RESULTS.md`.\n"
+                )
+            fh.write(f"\n### Training, {date.today()}\n\nMachine: {machine()}; ")
+            fh.write(
+                f"load average (1 min) {os.getloadavg()[0]:.2f} at the end; "
+                f"{len(data['sft'])} SFT rows, {len(data['rl'])} GRPO prompts of ds "
+                f"{data['ds']}.\n\n"
+            )
+            fh.write(result)
+
+
+if __name__ == "__main__":
+    main()
