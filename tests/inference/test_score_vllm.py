@@ -114,3 +114,28 @@ def test_sigkill_half_way_then_rerun_scores_each_chunk_once(lakehouse, tiny_mode
         runs.setdefault((r["shard"], r["chunk"]), set()).add(r["run_id"])
     assert all(len(v) == 1 for v in runs.values())  # no chunk generated twice
     assert len(set().union(*runs.values())) == 2  # the killed run's chunks were kept
+
+
+def test_a_lora_adapter_is_served_unmerged_and_changes_the_scores(tiny_model_dir, tmp_path, scorer):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    # init_lora_weights=False: random A and B, so the adapter really changes the model.
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
+                        init_lora_weights=False, task_type="CAUSAL_LM")  # fmt: skip
+    get_peft_model(base, config).save_pretrained(tmp_path / "adapter")
+
+    adapted = LLMScorer(
+        tiny_model_dir, str(tmp_path / "adapter"), max_new_tokens=12, max_model_len=1024
+    )
+    assert adapted.version.startswith(scorer.version + "+adapter@")
+    cands = tuple(Candidate(f"C{k}", f"i{k}", f"Movie {k}") for k in range(1, 7))
+    request = [ScoreRequest("a", ("Alien (1979)", "Brazil (1985)"), cands)]
+    (plain,), (lora,) = scorer.score(request), adapted.score(request)
+    assert sorted(c.label for c, _ in lora.ranked) == [c.label for c in cands]
+    assert dict((c.label, v) for c, v in lora.ranked) != pytest.approx(
+        dict((c.label, v) for c, v in plain.ranked)
+    )
