@@ -1,0 +1,1 @@
+"""Airflow DAGs; an importable package so the DAG files share dags.r2rec_common."""

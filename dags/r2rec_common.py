@@ -1,0 +1,138 @@
+"""What the R2Rec DAGs share: dates, resources, and thin wrappers of the job entrypoints.
+
+Not a DAG file (listed in ``.airflowignore``). Parse time stays cheap: nothing here
+imports Spark, torch or vLLM or touches the lakehouse; every task runs an existing
+entrypoint (``spark-submit spark_jobs/<job>.py`` or ``r2rec <job>``) with the run's
+date and the configured lakehouse.
+
+Dates: a task's ds is the run's data interval start, computed once by the ``run_date``
+task and read by every other task from XCom. Nothing calls ``now()``: a manual run
+without a logical date fails in ``run_date`` with a message saying how to give one,
+and an asset-triggered run takes the ds the data DAG attached to its asset events.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import Asset, task
+
+ROOT = Path(__file__).resolve().parents[1]
+LAKEHOUSE = os.environ.get("R2REC_LAKEHOUSE", str(ROOT / "lakehouse"))
+BIN = Path(sys.executable).parent  # the environment Airflow runs in holds r2rec and Spark
+R2REC = str(BIN / "r2rec")
+PYTHON = sys.executable
+START = datetime(2026, 11, 1)
+GPU_POOL = os.environ.get("R2REC_GPU_POOL", "gpu")
+SPARK_CONN = os.environ.get("R2REC_SPARK_CONN", "spark_default")
+DS = "{{ ti.xcom_pull(task_ids='run_date') }}"
+DEFAULT_ARGS = {
+    "owner": "r2rec",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=30),
+    "execution_timeout": timedelta(hours=2),
+}
+JOB_ENV = {
+    "R2REC_LAKEHOUSE": LAKEHOUSE,
+    "PYSPARK_PYTHON": PYTHON,
+    "PYSPARK_DRIVER_PYTHON": PYTHON,
+    "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+}
+
+
+def asset(table: str) -> Asset:
+    """The Airflow Asset of one lakehouse table."""
+    return Asset(name=f"r2rec.{table}", uri=f"file://{LAKEHOUSE}/{table}")
+
+
+@task(task_id="run_date", retries=0)
+def run_date(**context) -> str:
+    """The run's ds: its data interval start, or the ds its triggering asset events carry."""
+    from airflow.exceptions import AirflowFailException
+
+    start = context.get("data_interval_start")
+    if start is not None:
+        return start.strftime("%Y-%m-%d")
+    events = context.get("triggering_asset_events") or {}
+    dates = sorted({e.extra.get("ds") for evs in events.values() for e in evs if e.extra.get("ds")})
+    if dates:
+        return dates[-1]
+    raise AirflowFailException(
+        f"{context['dag'].dag_id} needs a logical date: it never guesses 'today'. Trigger it "
+        "with one, e.g. `airflow dags trigger --logical-date 2026-11-25T00:00:00+00:00 "
+        f"{context['dag'].dag_id}`, or backfill a range with `airflow backfill create`."
+    )
+
+
+def spark_job(task_id: str, application: str, *args: str, outlets=(), **kwargs):
+    """``spark-submit`` of a job file on the ``spark_default`` connection."""
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    return SparkSubmitOperator(
+        task_id=task_id,
+        application=str(ROOT / application),
+        application_args=["--ds", DS, "--lakehouse", LAKEHOUSE, *args],
+        conn_id=SPARK_CONN,
+        name=f"r2rec-{task_id}",
+        env_vars=JOB_ENV,
+        outlets=list(outlets),
+        **kwargs,
+    )
+
+
+def cli_command(job: str, *args: str, ds: str = DS) -> str:
+    return " ".join([R2REC, job, "--ds", ds, "--lakehouse", LAKEHOUSE, *args])
+
+
+def bash_kwargs(gpu: int = 0) -> dict:
+    """Run from the repository root (configs are relative paths) with the jobs' env;
+    ``gpu`` > 0 puts the task in the GPU pool with that many slots."""
+    kwargs = {"env": JOB_ENV, "append_env": True, "cwd": str(ROOT)}
+    if gpu:
+        kwargs.update(pool=GPU_POOL, pool_slots=gpu)
+    return kwargs
+
+
+def cli_job(task_id: str, job: str, *args: str, outlets=(), gpu: int = 0, **kwargs):
+    """``r2rec <job> --ds D --lakehouse L ...`` as a task."""
+    from airflow.providers.standard.operators.bash import BashOperator
+
+    return BashOperator(
+        task_id=task_id,
+        bash_command=cli_command(job, *args),
+        outlets=list(outlets),
+        **bash_kwargs(gpu),
+        **kwargs,
+    )
+
+
+def dq_check(job: str):
+    """A task that fails when ``job`` recorded a failing data-quality check for ds."""
+
+    @task(task_id=f"dq_{job.replace('.', '_')}", retries=0)
+    def check(ds: str) -> dict:
+        from airflow.exceptions import AirflowFailException
+
+        from r2rec.contracts import JOB_METRICS
+        from r2rec.lakehouse import Lakehouse
+
+        rows = (
+            Lakehouse(LAKEHOUSE)
+            .read_arrow(JOB_METRICS, partitions=[("ds", "=", ds), ("job", "=", job)])
+            .to_pylist()
+        )
+        if not rows:
+            raise AirflowFailException(f"{job} recorded no metrics for ds={ds}")
+        failing = {
+            r["metric"]: r["value"] for r in rows if r["metric"].startswith("dq.") and r["value"]
+        }
+        if failing:
+            raise AirflowFailException(f"{job} failed data-quality checks for ds={ds}: {failing}")
+        return {r["metric"]: r["value"] for r in rows}
+
+    return check

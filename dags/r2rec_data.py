@@ -1,0 +1,67 @@
+"""r2rec_data: ingest -> graph -> samples and candidates -> chains -> traces, daily.
+
+Each Spark job runs through ``spark-submit`` on the ``spark_default`` connection
+(``local[2]`` unless the connection names a cluster master) and is followed by a task
+that fails on any data-quality check the job recorded for the date. The last task
+emits the tables' Asset events with the date attached, which triggers ``r2rec_train``.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Param, task
+
+from dags.r2rec_common import (
+    DEFAULT_ARGS,
+    START,
+    asset,
+    cli_job,
+    dq_check,
+    run_date,
+    spark_job,
+)
+
+TABLES = ("interactions", "items", "graph_edges", "samples", "candidates", "chains",
+          "reasoning_traces", "sft_examples", "rl_prompts")  # fmt: skip
+
+with DAG(
+    dag_id="r2rec_data",
+    description="Interactions to chains and reasoning traces for one date",
+    schedule="@daily",
+    start_date=START,
+    catchup=False,
+    max_active_runs=3,
+    default_args=DEFAULT_ARGS,
+    tags=["r2rec", "data", "spark"],
+    doc_md=__doc__,
+    params={
+        "source": Param("movielens-100k", type="string", description="ingest --source"),
+        "teacher": Param("template", enum=["template", "vllm", "openai"]),
+    },
+) as dag:
+    ds = run_date()
+    ingest = spark_job(
+        "ingest",
+        "spark_jobs/ingest/__main__.py",
+        "--source",
+        "{{ params.source }}",
+        outlets=[asset("interactions"), asset("items")],
+    )
+    graph = spark_job("graph", "spark_jobs/graph.py", outlets=[asset("graph_edges")])
+    samples = spark_job(
+        "samples", "spark_jobs/samples.py", outlets=[asset("samples"), asset("candidates")]
+    )
+    chains = spark_job("chains", "spark_jobs/chains.py", outlets=[asset("chains")])
+    traces = cli_job("traces", "traces", "--teacher", "{{ params.teacher }}")
+
+    @task(outlets=[asset(t) for t in TABLES])
+    def publish_assets(ds: str, *, outlet_events=None) -> str:
+        # The date rides on the events, so the runs they trigger know which data is new.
+        for table in TABLES:
+            outlet_events[asset(table)].extra = {"ds": ds}
+        return ds
+
+    ds >> ingest >> graph
+    graph >> dq_check("graph")(ds) >> samples
+    samples >> dq_check("samples")(ds) >> chains
+    chains >> dq_check("chains")(ds) >> traces
+    traces >> dq_check("traces.template")(ds) >> publish_assets(ds)

@@ -1,0 +1,93 @@
+"""The three DAGs: they load without import errors, cheaply, and are wired as specified."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow")
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "R2REC_LAKEHOUSE": str(home / "lakehouse"),
+    }
+    env.pop("R2REC_TRAIN_SCHEDULE", None)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "dags" / "inspect_dags.py"), str(ROOT / "dags")],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_dagbag_loads_the_three_dags_quickly_and_imports_nothing_heavy(bag):
+    assert bag["import_errors"] == {}
+    assert sorted(bag["dags"]) == ["r2rec_data", "r2rec_score", "r2rec_train"]
+    assert bag["seconds"] < 10  # parse-time budget (a scheduler parses every 30 s)
+    assert bag["heavy"] == []
+
+
+def test_every_dag_has_explicit_scheduling_and_docs(bag):
+    for dag in bag["dags"].values():
+        assert dag["catchup"] is False and dag["start_date"].startswith("2026-11-01")
+        assert dag["max_active_runs"] >= 1 and dag["doc_md"] and "r2rec" in dag["tags"]
+    assert bag["dags"]["r2rec_data"]["schedule"] == "@daily"
+    assert bag["dags"]["r2rec_score"]["schedule"] == "@daily"
+    assert "sft_examples" in bag["dags"]["r2rec_train"]["schedule"]  # asset-triggered
+    assert bag["dags"]["r2rec_train"]["max_active_runs"] == 1
+
+
+def test_every_task_retries_with_a_delay_and_a_timeout(bag):
+    for dag in bag["dags"].values():
+        for task_id, t in dag["tasks"].items():
+            if task_id == "run_date" or task_id.startswith("dq_"):
+                assert t["retries"] == 0  # a missing date or failed check is not transient
+                continue
+            assert t["retries"] >= 2 and t["retry_delay_s"] > 0, task_id
+            assert t["timeout_s"] and t["timeout_s"] <= 4 * 3600, task_id
+
+
+def test_data_dag_wiring(bag):
+    tasks = bag["dags"]["r2rec_data"]["tasks"]
+    chain = ["run_date", "ingest", "graph", "dq_graph", "samples", "dq_samples", "chains",
+             "dq_chains", "traces", "dq_traces_template", "publish_assets"]  # fmt: skip
+    for up, down in zip(chain, chain[1:], strict=False):
+        assert up in tasks[down]["upstream"], (up, down)
+    spark = {k for k, t in tasks.items() if t["type"] == "SparkSubmitOperator"}
+    assert spark == {"ingest", "graph", "samples", "chains"}
+    assert all(tasks[k]["conn_id"] == "spark_default" for k in spark)
+    assert "r2rec.sft_examples" in tasks["publish_assets"]["outlets"]
+    assert "r2rec.graph_edges" in tasks["graph"]["outlets"]
+
+
+def test_train_dag_wiring_and_gpu_pool(bag):
+    tasks = bag["dags"]["r2rec_train"]["tasks"]
+    chain = ["run_date", "sft", "evaluate_sft", "promote_sft", "grpo", "evaluate_grpo",
+             "promote_grpo"]  # fmt: skip
+    for up, down in zip(chain, chain[1:], strict=False):
+        assert tasks[down]["upstream"] == [up]
+    for k in ("sft", "grpo", "evaluate_sft", "evaluate_grpo"):
+        assert (tasks[k]["pool"], tasks[k]["pool_slots"]) == ("gpu", 1)
+    assert tasks["promote_sft"]["pool"] == "default_pool"
+
+
+def test_score_dag_maps_shards_then_publishes_then_evaluates(bag):
+    tasks = bag["dags"]["r2rec_score"]["tasks"]
+    assert tasks["score_shard"]["mapped"] and tasks["score_shard"]["pool"] == "gpu"
+    assert {"retrieval", "shard_commands"} <= set(tasks["score_shard"]["upstream"])
+    assert tasks["publish"]["upstream"] == ["score_shard"]
+    assert tasks["evaluate"]["upstream"] == ["publish"]
+    assert tasks["data_ready"]["upstream"] == ["run_date"]
+    assert "r2rec.recommendations" in tasks["publish"]["outlets"]
