@@ -239,8 +239,9 @@ def main(argv: list[str] | None = None) -> None:
                 fh.write(f"\n{HEADING}\n\n")
                 fh.write(
                     "The shipped `trainer/configs/sft.yaml` and `grpo.yaml` (LoRA r=16 on all "
-                    "linear layers), one process, first step of each stage untimed. Recorded "
-                    "by `python -m bench.training --record bench/RESULTS.md`.\n"
+                    "linear layers), one process, first step of each stage untimed; peak RSS is "
+                    "the process's so far (the GRPO row includes the SFT run before it). "
+                    "Recorded by `python -m bench.training --record bench/RESULTS.md`.\n"
                 )
             fh.write(f"\n### Training, {date.today()}\n\nMachine: {machine()}; ")
             fh.write(
