@@ -50,8 +50,7 @@ def asset(table: str) -> Asset:
     return Asset(name=f"r2rec.{table}", uri=f"file://{LAKEHOUSE}/{table}")
 
 
-@task(task_id="run_date", retries=0)
-def run_date(**context) -> str:
+def ds_of(context) -> str:
     """The run's ds: its data interval start, or the ds its triggering asset events carry."""
     from airflow.exceptions import AirflowFailException
 
@@ -67,6 +66,31 @@ def run_date(**context) -> str:
         "with one, e.g. `airflow dags trigger --logical-date 2026-11-25T00:00:00+00:00 "
         f"{context['dag'].dag_id}`, or backfill a range with `airflow backfill create`."
     )
+
+
+@task(task_id="run_date", retries=0)
+def run_date(**context) -> str:
+    return ds_of(context)
+
+
+def serving_model(requested: str, lakehouse: str = LAKEHOUSE) -> str:
+    """The model nightly scoring uses: before the first promotion 'champion' means the base."""
+    from r2rec import registry
+    from r2rec.assets import DEFAULT_MODEL
+    from r2rec.lakehouse import Lakehouse
+
+    if requested == registry.CHAMPION and registry.champion(Lakehouse(lakehouse)) is None:
+        return DEFAULT_MODEL
+    return requested
+
+
+def shard_commands(n: int | str, model: str, ds: str) -> list[str]:
+    """One ``r2rec score --shard k`` command per shard (the mapped tasks' commands)."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"shards must be at least 1, got {n}")
+    args = ["--mode", "serve", "--model", model, "--shards", str(n)]
+    return [cli_command("score", *args, "--shard", str(k), ds=ds) for k in range(n)]
 
 
 def spark_job(task_id: str, application: str, *args: str, outlets=(), **kwargs):
@@ -116,23 +140,29 @@ def dq_check(job: str):
 
     @task(task_id=f"dq_{job.replace('.', '_')}", retries=0)
     def check(ds: str) -> dict:
-        from airflow.exceptions import AirflowFailException
-
-        from r2rec.contracts import JOB_METRICS
-        from r2rec.lakehouse import Lakehouse
-
-        rows = (
-            Lakehouse(LAKEHOUSE)
-            .read_arrow(JOB_METRICS, partitions=[("ds", "=", ds), ("job", "=", job)])
-            .to_pylist()
-        )
-        if not rows:
-            raise AirflowFailException(f"{job} recorded no metrics for ds={ds}")
-        failing = {
-            r["metric"]: r["value"] for r in rows if r["metric"].startswith("dq.") and r["value"]
-        }
-        if failing:
-            raise AirflowFailException(f"{job} failed data-quality checks for ds={ds}: {failing}")
-        return {r["metric"]: r["value"] for r in rows}
+        return check_quality(job, ds)
 
     return check
+
+
+def check_quality(job: str, ds: str, lakehouse: str = LAKEHOUSE) -> dict:
+    """The job's metrics for ds; fails when it recorded none or a failing ``dq.*`` check."""
+    from airflow.exceptions import AirflowFailException
+
+    from r2rec.contracts import JOB_METRICS
+    from r2rec.lakehouse import Lakehouse
+
+    lake = Lakehouse(lakehouse)
+    rows = []
+    if lake.exists(JOB_METRICS):
+        rows = lake.read_arrow(
+            JOB_METRICS, partitions=[("ds", "=", ds), ("job", "=", job)]
+        ).to_pylist()
+    if not rows:
+        raise AirflowFailException(f"{job} recorded no metrics for ds={ds}")
+    failing = {
+        r["metric"]: r["value"] for r in rows if r["metric"].startswith("dq.") and r["value"]
+    }
+    if failing:
+        raise AirflowFailException(f"{job} failed data-quality checks for ds={ds}: {failing}")
+    return {r["metric"]: r["value"] for r in rows}

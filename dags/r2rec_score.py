@@ -20,9 +20,10 @@ from dags.r2rec_common import (
     START,
     asset,
     bash_kwargs,
-    cli_command,
     cli_job,
     run_date,
+    serving_model,
+    shard_commands,
     spark_job,
 )
 
@@ -56,25 +57,18 @@ with DAG(
 
     @task
     def model_spec(requested: str) -> str:
-        # Before the first promotion there is no champion: nightly runs use the base model.
-        from r2rec import registry
-        from r2rec.lakehouse import Lakehouse
+        return serving_model(requested)
 
-        if requested == "champion" and registry.champion(Lakehouse(LAKEHOUSE)) is None:
-            return "smollm2-135m-instruct"
-        return requested
-
-    @task
-    def shard_commands(n: int, model: str, ds: str) -> list[str]:
-        args = ["--mode", "serve", "--model", model, "--shards", str(int(n))]
-        return [cli_command("score", *args, "--shard", str(k), ds=ds) for k in range(int(n))]
+    @task(task_id="shard_commands")
+    def commands(n: str, model: str, ds: str) -> list[str]:
+        return shard_commands(n, model, ds)
 
     model = model_spec("{{ params.model }}")
     retrieval = spark_job(
         "retrieval", "spark_jobs/retrieval.py", outlets=[asset("serve_candidates")]
     )
     score_shards = BashOperator.partial(task_id="score_shard", **bash_kwargs(gpu=1)).expand(
-        bash_command=shard_commands("{{ params.shards }}", model, ds)
+        bash_command=commands("{{ params.shards }}", model, ds)
     )
     publish = cli_job(
         "publish", "score", "--mode", "serve", "--publish-only",

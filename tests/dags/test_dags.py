@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_data_dag_wiring(bag):
     tasks = bag["dags"]["r2rec_data"]["tasks"]
     chain = ["run_date", "ingest", "graph", "dq_graph", "samples", "dq_samples", "chains",
              "dq_chains", "traces", "dq_traces_template", "publish_assets"]  # fmt: skip
-    for up, down in zip(chain, chain[1:], strict=False):
+    for up, down in pairwise(chain):
         assert up in tasks[down]["upstream"], (up, down)
     spark = {k for k, t in tasks.items() if t["type"] == "SparkSubmitOperator"}
     assert spark == {"ingest", "graph", "samples", "chains"}
@@ -76,7 +77,7 @@ def test_train_dag_wiring_and_gpu_pool(bag):
     tasks = bag["dags"]["r2rec_train"]["tasks"]
     chain = ["run_date", "sft", "evaluate_sft", "promote_sft", "grpo", "evaluate_grpo",
              "promote_grpo"]  # fmt: skip
-    for up, down in zip(chain, chain[1:], strict=False):
+    for up, down in pairwise(chain):
         assert tasks[down]["upstream"] == [up]
     for k in ("sft", "grpo", "evaluate_sft", "evaluate_grpo"):
         assert (tasks[k]["pool"], tasks[k]["pool_slots"]) == ("gpu", 1)
