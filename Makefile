@@ -10,6 +10,9 @@ STAMP := $(VENV)/.r2rec-installed
 DEMO_DS ?= 2026-11-25
 # Users the demo scores with the LLM (CPU); 0 = all 943. Nightly runs score everyone.
 DEMO_USERS ?= 12
+# Training steps the demo runs on CPU (trainer/configs/*.yaml hold the full defaults).
+DEMO_SFT_STEPS ?= 8
+DEMO_GRPO_STEPS ?= 2
 export R2REC_LAKEHOUSE ?= $(CURDIR)/lakehouse
 
 # Our machines keep the CPU build of torch 2.13.0 in /opt/wheels; without it pip would
@@ -47,6 +50,12 @@ demo: setup
 	$(VENV)/bin/r2rec score --ds $(DEMO_DS) --mode eval --max-users $(DEMO_USERS) --max-new-tokens 96
 	$(VENV)/bin/r2rec evaluate --ds $(DEMO_DS) --models popularity,itemknn,als,sasrec,llm \
 	  --max-samples $(DEMO_USERS) --sasrec-epochs 10
+	$(VENV)/bin/r2rec sft --config trainer/configs/sft.yaml --ds $(DEMO_DS) --max_steps $(DEMO_SFT_STEPS)
+	$(VENV)/bin/r2rec evaluate --ds $(DEMO_DS) --models llm --llm-model registry:latest-sft --max-samples $(DEMO_USERS)
+	$(VENV)/bin/r2rec promote --ds $(DEMO_DS) --candidate latest-sft
+	$(VENV)/bin/r2rec grpo --config trainer/configs/grpo.yaml --ds $(DEMO_DS) --max_steps $(DEMO_GRPO_STEPS)
+	$(VENV)/bin/r2rec evaluate --ds $(DEMO_DS) --models llm --llm-model registry:latest-grpo --max-samples $(DEMO_USERS)
+	$(VENV)/bin/r2rec promote --ds $(DEMO_DS) --candidate latest-grpo
 	$(VENV)/bin/r2rec tables
 	$(VENV)/bin/r2rec sql "SELECT i.title, count(*) AS ratings, round(avg(r.rating), 2) AS avg_rating \
 	  FROM interactions r JOIN items i ON i.item_id = r.item_id AND i.source = r.source AND i.ds = '$(DEMO_DS)' \
@@ -72,6 +81,11 @@ demo: setup
 	  max(CASE WHEN metric = 'ndcg@5' THEN round(value, 3) END) AS ndcg5, max(samples) AS samples \
 	  FROM eval_metrics WHERE ds = '$(DEMO_DS)' AND protocol = 'sampled' AND seed IS NULL \
 	  GROUP BY model, split ORDER BY split, hr1 DESC"
+	$(VENV)/bin/r2rec sql "SELECT stage, run_id, status, round(valid_hr1, 3) AS valid_hr1, eval_samples, \
+	  json_extract_string(manifest, '$$.global_step') AS steps, \
+	  round(CAST(json_extract_string(manifest, '$$.train_runtime_s') AS DOUBLE)) AS train_s \
+	  FROM model_registry ORDER BY registered_at"
+	$(VENV)/bin/r2rec sql "SELECT candidate_version, decision, reason FROM model_promotions ORDER BY decided_at"
 	@echo "Evaluation report: $(R2REC_LAKEHOUSE)/reports/eval_$(DEMO_DS).md (+ .png)"
 
 lint: setup
