@@ -74,14 +74,19 @@ def run_date(**context) -> str:
 
 
 def serving_model(requested: str, lakehouse: str = LAKEHOUSE) -> str:
-    """The model nightly scoring uses: before the first promotion 'champion' means the base."""
+    """The model a scoring run uses, pinned once for all its shards and the publish.
+
+    'champion' becomes ``registry:<its model version>`` so a promotion during the run
+    cannot split it across two models; before the first promotion it is the base model.
+    """
     from r2rec import registry
     from r2rec.assets import DEFAULT_MODEL
     from r2rec.lakehouse import Lakehouse
 
-    if requested == registry.CHAMPION and registry.champion(Lakehouse(lakehouse)) is None:
-        return DEFAULT_MODEL
-    return requested
+    if requested != registry.CHAMPION:
+        return requested
+    champion = registry.champion(Lakehouse(lakehouse))
+    return DEFAULT_MODEL if champion is None else registry.PREFIX + champion["model_version"]
 
 
 def shard_commands(n: int | str, model: str, ds: str) -> list[str]:

@@ -70,6 +70,15 @@ def test_shard_commands_score_each_shard_of_the_date_once():
         common.shard_commands(0, "champion", "2026-11-25")
 
 
-def test_serving_model_is_the_base_until_something_is_promoted(lakehouse):
+def test_serving_model_is_the_base_until_a_promotion_then_the_pinned_champion(lakehouse):
+    from r2rec import registry
+
     assert common.serving_model("champion", lakehouse.root) == "smollm2-135m-instruct"
     assert common.serving_model("registry:sft-x", lakehouse.root) == "registry:sft-x"
+    registry.register(
+        lakehouse,
+        {"model_version": "base@1+adapter@2", "run_id": "sft-2026-11-25-ab", "ds": "2026-11-25",
+         "stage": "sft", "base_model": "base", "base_version": "base@1", "model_path": "/m",
+         "adapter_path": "/a", "run_dir": "/r", "manifest": "{}", "status": "champion"},
+    )  # fmt: skip
+    assert common.serving_model("champion", lakehouse.root) == "registry:base@1+adapter@2"
