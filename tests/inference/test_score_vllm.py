@@ -66,9 +66,11 @@ def test_sigkill_half_way_then_rerun_scores_each_chunk_once(lakehouse, tiny_mode
     write_eval_inputs(lakehouse)
     cmd = [
         sys.executable, "-m", "inference.score", "--ds", DS, "--lakehouse", lakehouse.root,
-        "--model", tiny_model_dir, "--max-new-tokens", "12", "--chunk-size", "1",
+        "--model", tiny_model_dir, "--max-new-tokens", "256", "--chunk-size", "1",
         "--shards", "2", "--top-k", "3",
     ]  # fmt: skip
+    # 256 new tokens make each one-user chunk take about a second: slow enough for the
+    # poll below to kill the run between chunks, even with cheap prefix-cached ranking.
     proc = subprocess.Popen(
         cmd,
         env={**os.environ, **ENV},
