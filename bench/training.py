@@ -18,13 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
 import yaml
+
+from bench.generation import machine
+from trainer.common import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Training throughput: SFT and GRPO steps (issue 6)"
@@ -140,29 +142,6 @@ def _run(stage: str, model_path: str, rows: list[dict], steps: int, bf16: bool, 
     }
 
 
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
-    if torch.cuda.is_available():
-        desc += f", GPU {torch.cuda.get_device_name(0)}"
-    return desc
-
-
 def table(rows: list[dict]) -> str:
     head = (
         "| stage | model | dtype | batch x gen | steps timed | s/step | first step s "
@@ -227,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         r = _run(
             stage, model_path, data[stage if stage == "sft" else "rl"], steps, args.bf16, extra
         )
-        r.update(model=name, peak_rss_mb=_peak_rss_mb())
+        r.update(model=name, peak_rss_mb=peak_rss_mb())
         rows.append(r)
         print(json.dumps(r), flush=True)
     result = table(rows)

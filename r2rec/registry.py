@@ -13,7 +13,6 @@ Scoring and evaluation accept a registry reference wherever they take a model:
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -190,7 +189,3 @@ def promote(
         updated["status"] = "rejected"
     register(lake, updated)
     return record
-
-
-def manifest_of(row: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(row["manifest"])
