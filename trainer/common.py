@@ -296,6 +296,9 @@ def finish(
         "resumed_from": resumed_from,
         "global_step": result.global_step,
         "train_runtime_s": runtime,
+        "seconds_per_step": runtime / result.global_step
+        if runtime and result.global_step
+        else None,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         **throughput(result.log_history, runtime),
         "curves": str(curves) if curves else None,

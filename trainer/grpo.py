@@ -157,7 +157,6 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         train_args=train_args,
         parent_version=parent_version,
         resumed_from=resumed_from,
-        extra={"seconds_per_step": _seconds_per_step(history)},
     )
     last = [e for e in history if "reward" in e]
     return {
@@ -172,12 +171,6 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         "last_reward": last[-1]["reward"] if last else None,
         "seconds_per_step": manifest["seconds_per_step"],
     }
-
-
-def _seconds_per_step(history: list[dict]) -> float | None:
-    steps = max((e.get("step", 0) for e in history), default=0)
-    runtime = sum(e.get("train_runtime", 0.0) for e in history)
-    return runtime / steps if steps and runtime else None
 
 
 def main(argv: list[str] | None = None) -> int:
