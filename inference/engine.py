@@ -31,7 +31,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from r2rec.prompt import PROMPT_VERSION, RecPrompt, parse_completion, render_messages
+from r2rec.prompt import (
+    MAX_COMPLETION_TOKENS,
+    PROMPT_VERSION,
+    RecPrompt,
+    parse_completion,
+    render_messages,
+)
 
 ANSWER_OPEN = "</think>\n<answer>["
 PROMPT_TOO_LONG = "prompt_too_long"
@@ -152,7 +158,7 @@ class LLMScorer:
         self,
         model: str | None = None,
         adapter: str | None = None,
-        max_new_tokens: int = 160,
+        max_new_tokens: int = MAX_COMPLETION_TOKENS,
         **engine_overrides,
     ):
         from vllm import LLM

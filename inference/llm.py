@@ -8,6 +8,7 @@ from inference.engine import Candidate, LLMScorer, ScoreRequest
 from inference.ranking import EvalSample, Ranking
 from r2rec.catalog import item_text, items_as_of
 from r2rec.lakehouse import Lakehouse
+from r2rec.prompt import MAX_COMPLETION_TOKENS
 
 
 class LLMRanker:
@@ -19,12 +20,14 @@ class LLMRanker:
         ds: str,
         model: str | None = None,
         adapter: str | None = None,
-        max_new_tokens: int = 160,
+        max_new_tokens: int = MAX_COMPLETION_TOKENS,
         batch_size: int = 256,
     ):
         self.items = items_as_of(lakehouse, ds)
         self.scorer = LLMScorer(model, adapter, max_new_tokens=max_new_tokens)
         self.name = f"llm:{self.scorer.version}"
+        # Recorded with the metrics: a budget below the trace length scores ValidRatio 0.
+        self.detail = {"max_new_tokens": max_new_tokens}
         self.batch_size = batch_size
 
     def _request(self, key: str, sample: EvalSample) -> ScoreRequest:

@@ -40,7 +40,7 @@ from r2rec.contracts import CANDIDATES, RECOMMENDATIONS, SAMPLES, SCORE_CHUNKS, 
 from r2rec.errors import DataQualityError, R2RecError
 from r2rec.jobs import base_parser, record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
-from r2rec.prompt import PROMPT_VERSION, SYSTEM_PROMPT
+from r2rec.prompt import MAX_COMPLETION_TOKENS, PROMPT_VERSION, SYSTEM_PROMPT
 from r2rec.seeding import stable_hash
 
 JOB = "score"
@@ -289,7 +289,7 @@ def run(
     max_invalid_share: float = 1.0,
     split: str = "test",
     seed: int = 0,
-    max_new_tokens: int = 160,
+    max_new_tokens: int = MAX_COMPLETION_TOKENS,
     scorer_factory: Callable[[], object] | None = None,
     model_version: str | None = None,
 ) -> dict:
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-invalid-share", type=float, default=1.0)
     p.add_argument("--split", choices=["valid", "test"], default="test", help="eval mode")
     p.add_argument("--seed", type=int, default=0, help="eval mode: candidate seed")
-    p.add_argument("--max-new-tokens", type=int, default=160)
+    p.add_argument("--max-new-tokens", type=int, default=MAX_COMPLETION_TOKENS)
     args = p.parse_args(argv)
     if args.shard is not None and args.publish_only:
         p.error("--shard and --publish-only exclude each other")

@@ -29,6 +29,10 @@ from dataclasses import dataclass, field
 
 PROMPT_VERSION = "r2rec-prompt-v1"
 MAX_ITEM_CHARS = 120
+# Generation budget for one completion. A trace is up to four steps that quote item
+# texts (each up to MAX_ITEM_CHARS) plus the answer tag: ~170-260 SmolLM2 tokens on
+# ML-100k. A smaller budget cuts the answer tag off a well-formed trace.
+MAX_COMPLETION_TOKENS = 320
 
 SYSTEM_PROMPT = (
     "You are a recommender. You see the items a user interacted with, oldest first, and "

@@ -38,7 +38,7 @@ def test_grpo_yaml_parses_into_run_args_and_grpo_config():
     run, grpo = parse("grpo", "--ds", "2026-11-25")
     assert run.init_adapter == "latest-sft" and run.max_examples == 64
     assert (grpo.num_generations, grpo.per_device_train_batch_size) == (4, 4)
-    assert grpo.beta == 0.0 and grpo.max_completion_length == 192
+    assert grpo.beta == 0.0 and grpo.max_completion_length == 288
 
 
 def test_ds_is_required_and_checked():
