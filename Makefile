@@ -13,7 +13,21 @@ DEMO_USERS ?= 12
 # Training steps the demo runs on CPU (trainer/configs/*.yaml hold the full defaults).
 DEMO_SFT_STEPS ?= 8
 DEMO_GRPO_STEPS ?= 2
+DEMO_EVAL_SAMPLES ?= 8
+# The DAG runs' params (conf): small CPU budgets for the demo.
+DEMO_TRAIN_CONF = {"sft_args": "--max_steps $(DEMO_SFT_STEPS)", "grpo_args": "--max_steps $(DEMO_GRPO_STEPS)", "eval_samples": $(DEMO_EVAL_SAMPLES)}
+DEMO_SCORE_CONF = {"shards": 2, "score_args": "--max-users $(DEMO_USERS) --max-new-tokens 96", "eval_samples": $(DEMO_EVAL_SAMPLES), "eval_args": "--sasrec-epochs 10"}
 export R2REC_LAKEHOUSE ?= $(CURDIR)/lakehouse
+
+# A project-local Airflow (SQLite) that runs the DAGs in dags/ with this venv's tools.
+AIRFLOW_HOME ?= $(CURDIR)/airflow_home
+AIRFLOW_PORT ?= 8080
+AIRFLOW_GPU_SLOTS ?= 1
+AIRFLOW := env AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+  AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+  AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) \
+  AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark", "host": "local[2]"}' \
+  PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(CURDIR)/$(VENV)/bin/airflow
 
 # Our machines keep the CPU build of torch 2.13.0 in /opt/wheels; without it pip would
 # pull a multi-GB CUDA build from PyPI.
@@ -21,7 +35,7 @@ ifneq ($(wildcard /opt/wheels),)
 export PIP_FIND_LINKS := /opt/wheels
 endif
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo airflow airflow-db test lint format clean
 
 setup: $(STAMP)
 
@@ -39,42 +53,23 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import importlib.util as u, sys; bad=[m for m in ('torchvision','torchaudio','torchcodec') if u.find_spec(m)]; sys.exit(f'still installed: {bad}' if bad else 0)"
 	touch $(STAMP)
 
-demo: setup
-	$(VENV)/bin/r2rec ingest --source movielens-100k --ds $(DEMO_DS)
-	$(VENV)/bin/r2rec graph --ds $(DEMO_DS)
-	$(VENV)/bin/r2rec samples --ds $(DEMO_DS)
-	$(VENV)/bin/r2rec chains --ds $(DEMO_DS)
-	$(VENV)/bin/r2rec traces --ds $(DEMO_DS) --teacher template
-	$(VENV)/bin/r2rec retrieval --ds $(DEMO_DS)
-	$(VENV)/bin/r2rec score --ds $(DEMO_DS) --mode serve --max-users $(DEMO_USERS) --max-new-tokens 96
-	$(VENV)/bin/r2rec score --ds $(DEMO_DS) --mode eval --max-users $(DEMO_USERS) --max-new-tokens 96
-	$(VENV)/bin/r2rec evaluate --ds $(DEMO_DS) --models popularity,itemknn,als,sasrec,llm \
-	  --max-samples $(DEMO_USERS) --sasrec-epochs 10
-	$(VENV)/bin/r2rec sft --config trainer/configs/sft.yaml --ds $(DEMO_DS) --max_steps $(DEMO_SFT_STEPS)
-	$(VENV)/bin/r2rec evaluate --ds $(DEMO_DS) --models llm --llm-model registry:latest-sft --max-samples $(DEMO_USERS)
-	$(VENV)/bin/r2rec promote --ds $(DEMO_DS) --candidate latest-sft
-	$(VENV)/bin/r2rec grpo --config trainer/configs/grpo.yaml --ds $(DEMO_DS) --max_steps $(DEMO_GRPO_STEPS)
-	$(VENV)/bin/r2rec evaluate --ds $(DEMO_DS) --models llm --llm-model registry:latest-grpo --max-samples $(DEMO_USERS)
-	$(VENV)/bin/r2rec promote --ds $(DEMO_DS) --candidate latest-grpo
+# The demo runs the three DAGs through Airflow (`airflow dags test`, no scheduler needed)
+# in a project-local Airflow home on SQLite; `make airflow` serves the same home's UI.
+demo: setup airflow-db
+	$(AIRFLOW) dags test r2rec_data $(DEMO_DS)
+	$(AIRFLOW) dags test r2rec_train $(DEMO_DS) -c '$(DEMO_TRAIN_CONF)'
+	$(AIRFLOW) dags test r2rec_score $(DEMO_DS) -c '$(DEMO_SCORE_CONF)'
+	$(AIRFLOW) dags list-runs r2rec_data
 	$(VENV)/bin/r2rec tables
-	$(VENV)/bin/r2rec sql "SELECT i.title, count(*) AS ratings, round(avg(r.rating), 2) AS avg_rating \
-	  FROM interactions r JOIN items i ON i.item_id = r.item_id AND i.source = r.source AND i.ds = '$(DEMO_DS)' \
-	  WHERE r.ds <= '$(DEMO_DS)' GROUP BY i.title ORDER BY ratings DESC LIMIT 10"
-	$(VENV)/bin/r2rec sql "SELECT c.sample_id, h.title AS because_you_liked, c.overlap AS shared_items, \
-	  round(c.score, 3) AS score, t.title AS a_similar_user_went_on_to \
-	  FROM chains c JOIN items h ON h.item_id = c.i0 AND h.ds = c.ds JOIN items t ON t.item_id = c.i1 AND t.ds = c.ds \
-	  WHERE c.ds = '$(DEMO_DS)' AND c.rank = 1 ORDER BY c.sample_id LIMIT 3"
 	$(VENV)/bin/r2rec sql "SELECT job, metric, value FROM job_metrics WHERE ds = '$(DEMO_DS)' \
 	  AND job IN ('samples', 'chains', 'traces.template') AND metric IN ('chain_coverage', 'chains', 'samples.train', 'samples.valid', 'samples.test', \
 	  'template.traces', 'template.pass_rate', 'sft_examples', 'rl_prompts')"
-	$(VENV)/bin/r2rec sql "SELECT sample_id, completion FROM reasoning_traces \
-	  WHERE ds = '$(DEMO_DS)' AND passed ORDER BY chain_id LIMIT 1" --format json
 	$(VENV)/bin/r2rec sql "SELECT r.user_id, r.rank, i.title, round(r.score, 3) AS logprob, r.answer_valid \
 	  FROM recommendations r JOIN items i ON i.item_id = r.item_id AND i.ds = r.ds \
 	  WHERE r.ds = '$(DEMO_DS)' AND r.mode = 'serve' AND r.rank <= 3 \
 	  AND r.user_id IN (SELECT DISTINCT user_id FROM recommendations WHERE ds = '$(DEMO_DS)' AND mode = 'serve' ORDER BY user_id LIMIT 3) \
 	  ORDER BY r.user_id, r.rank"
-	$(VENV)/bin/r2rec sql "SELECT user_id, reasoning FROM recommendations \
+	$(VENV)/bin/r2rec sql "SELECT user_id, model_version, reasoning FROM recommendations \
 	  WHERE ds = '$(DEMO_DS)' AND mode = 'serve' AND rank = 1 ORDER BY user_id LIMIT 3" --format json
 	$(VENV)/bin/r2rec sql "SELECT model, split, max(CASE WHEN metric = 'hr@1' THEN round(value, 3) END) AS hr1, \
 	  max(CASE WHEN metric = 'valid_ratio' THEN round(value, 3) END) AS valid_ratio, \
@@ -87,6 +82,22 @@ demo: setup
 	  FROM model_registry ORDER BY registered_at"
 	$(VENV)/bin/r2rec sql "SELECT candidate_version, decision, reason FROM model_promotions ORDER BY decided_at"
 	@echo "Evaluation report: $(R2REC_LAKEHOUSE)/reports/eval_$(DEMO_DS).md (+ .png)"
+	@echo "Airflow UI over these runs: make airflow"
+
+# The metadata DB and the gpu pool, once per Airflow home.
+airflow-db: $(AIRFLOW_HOME)/.r2rec-ready
+
+$(AIRFLOW_HOME)/.r2rec-ready: $(STAMP)
+	mkdir -p $(AIRFLOW_HOME)
+	$(AIRFLOW) db migrate
+	$(AIRFLOW) pools set gpu $(AIRFLOW_GPU_SLOTS) "GPU slots: trainer and LLM tasks"
+	touch $@
+
+# Scheduler, API server + UI, DAG processor and triggerer in the foreground; Ctrl-C stops them.
+airflow: setup airflow-db
+	@echo "Airflow UI: http://localhost:$(AIRFLOW_PORT)  login: admin, password: see" \
+	  "$(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated  (Ctrl-C stops Airflow)"
+	$(AIRFLOW) standalone
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -99,4 +110,4 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf lakehouse .pytest_cache .ruff_cache spark-warehouse
+	rm -rf lakehouse airflow_home .pytest_cache .ruff_cache spark-warehouse

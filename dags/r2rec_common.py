@@ -29,6 +29,9 @@ START = datetime(2026, 11, 1)
 GPU_POOL = os.environ.get("R2REC_GPU_POOL", "gpu")
 SPARK_CONN = os.environ.get("R2REC_SPARK_CONN", "spark_default")
 DS = "{{ ti.xcom_pull(task_ids='run_date') }}"
+# Extra command-line options a run may pass (params *_args) land in bash commands:
+# options and values only, no shell syntax.
+ARGS_PATTERN = r"^[A-Za-z0-9_.,=/:@+ -]*$"
 DEFAULT_ARGS = {
     "owner": "r2rec",
     "retries": 2,
@@ -52,7 +55,7 @@ def asset(table: str) -> Asset:
 
 def ds_of(context) -> str:
     """The run's ds: its data interval start, or the ds its triggering asset events carry."""
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
 
     start = context.get("data_interval_start")
     if start is not None:
@@ -89,13 +92,23 @@ def serving_model(requested: str, lakehouse: str = LAKEHOUSE) -> str:
     return DEFAULT_MODEL if champion is None else registry.PREFIX + champion["model_version"]
 
 
-def shard_commands(n: int | str, model: str, ds: str) -> list[str]:
+def extra_args(text: str | None) -> list[str]:
+    """A run's ``*_args`` param as options; refuses anything a shell would interpret."""
+    import re
+
+    text = (text or "").strip()
+    if not re.fullmatch(ARGS_PATTERN, text):
+        raise ValueError(f"extra arguments may hold options and values only, got {text!r}")
+    return text.split()
+
+
+def shard_commands(n: int | str, model: str, ds: str, args: str = "") -> list[str]:
     """One ``r2rec score --shard k`` command per shard (the mapped tasks' commands)."""
     n = int(n)
     if n < 1:
         raise ValueError(f"shards must be at least 1, got {n}")
-    args = ["--mode", "serve", "--model", model, "--shards", str(n)]
-    return [cli_command("score", *args, "--shard", str(k), ds=ds) for k in range(n)]
+    common = ["--mode", "serve", "--model", model, "--shards", str(n), *extra_args(args)]
+    return [cli_command("score", *common, "--shard", str(k), ds=ds) for k in range(n)]
 
 
 def spark_job(task_id: str, application: str, *args: str, outlets=(), **kwargs):
@@ -144,15 +157,15 @@ def dq_check(job: str):
     """A task that fails when ``job`` recorded a failing data-quality check for ds."""
 
     @task(task_id=f"dq_{job.replace('.', '_')}", retries=0)
-    def check(ds: str) -> dict:
-        return check_quality(job, ds)
+    def check(run_ds: str) -> dict:  # 'ds' is a reserved context key
+        return check_quality(job, run_ds)
 
     return check
 
 
 def check_quality(job: str, ds: str, lakehouse: str = LAKEHOUSE) -> dict:
     """The job's metrics for ds; fails when it recorded none or a failing ``dq.*`` check."""
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
 
     from r2rec.contracts import JOB_METRICS
     from r2rec.lakehouse import Lakehouse

@@ -35,6 +35,7 @@ with DAG(
     doc_md=__doc__,
     params={
         "source": Param("movielens-100k", type="string", description="ingest --source"),
+        "path": Param("", type="string", description="ingest --path ('' = the source's default)"),
         "teacher": Param("template", enum=["template", "vllm", "openai"]),
     },
 ) as dag:
@@ -44,6 +45,8 @@ with DAG(
         "spark_jobs/ingest/__main__.py",
         "--source",
         "{{ params.source }}",
+        "--path",
+        "{{ params.path }}",
         outlets=[asset("interactions"), asset("items")],
     )
     graph = spark_job("graph", "spark_jobs/graph.py", outlets=[asset("graph_edges")])
@@ -54,11 +57,11 @@ with DAG(
     traces = cli_job("traces", "traces", "--teacher", "{{ params.teacher }}")
 
     @task(outlets=[asset(t) for t in TABLES])
-    def publish_assets(ds: str, *, outlet_events=None) -> str:
+    def publish_assets(run_ds: str, *, outlet_events=None) -> str:
         # The date rides on the events, so the runs they trigger know which data is new.
         for table in TABLES:
-            outlet_events[asset(table)].extra = {"ds": ds}
-        return ds
+            outlet_events[asset(table)].extra = {"ds": run_ds}
+        return run_ds
 
     ds >> ingest >> graph
     graph >> dq_check("graph")(ds) >> samples

@@ -15,6 +15,7 @@ from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, Param, task
 
 from dags.r2rec_common import (
+    ARGS_PATTERN,
     DEFAULT_ARGS,
     LAKEHOUSE,
     START,
@@ -42,44 +43,58 @@ with DAG(
         "model": Param("champion", type="string", description="champion | registry:… | dir"),
         "max_invalid_share": Param(1.0, type="number", minimum=0, maximum=1),
         "eval_samples": Param(64, type="integer", minimum=0),
+        "eval_models": Param(
+            "popularity,itemknn,als,sasrec,llm", type="string", pattern=r"^[a-z]+(,[a-z]+)*$"
+        ),
+        "score_args": Param(
+            "",
+            type="string",
+            pattern=ARGS_PATTERN,
+            description="e.g. --max-users 12 --max-new-tokens 96",
+        ),
+        "eval_args": Param(
+            "", type="string", pattern=ARGS_PATTERN, description="e.g. --sasrec-epochs 10"
+        ),
     },
 ) as dag:
     ds = run_date()
 
     @task.sensor(poke_interval=300, timeout=int(timedelta(hours=12).total_seconds()),
                  mode="reschedule")  # fmt: skip
-    def data_ready(ds: str) -> bool:
+    def data_ready(run_ds: str) -> bool:
         from r2rec.contracts import SAMPLES
         from r2rec.lakehouse import Lakehouse
 
         lake = Lakehouse(LAKEHOUSE)
-        return lake.exists(SAMPLES) and {"ds": ds} in lake.partitions(SAMPLES)
+        return lake.exists(SAMPLES) and {"ds": run_ds} in lake.partitions(SAMPLES)
 
     @task
     def model_spec(requested: str) -> str:
         return serving_model(requested)
 
     @task(task_id="shard_commands")
-    def commands(n: str, model: str, ds: str) -> list[str]:
-        return shard_commands(n, model, ds)
+    def commands(n: str, model: str, run_ds: str, args: str) -> list[str]:
+        return shard_commands(n, model, run_ds, args)
 
     model = model_spec("{{ params.model }}")
     retrieval = spark_job(
         "retrieval", "spark_jobs/retrieval.py", outlets=[asset("serve_candidates")]
     )
     score_shards = BashOperator.partial(task_id="score_shard", **bash_kwargs(gpu=1)).expand(
-        bash_command=commands("{{ params.shards }}", model, ds)
+        bash_command=commands("{{ params.shards }}", model, ds, "{{ params.score_args }}")
     )
     publish = cli_job(
         "publish", "score", "--mode", "serve", "--publish-only",
         "--model", "{{ ti.xcom_pull(task_ids='model_spec') }}", "--shards", "{{ params.shards }}",
         "--max-invalid-share", "{{ params.max_invalid_share }}",
+        "{{ params.score_args }}",  # the shards' plan (--max-users, --chunk-size) to publish
         outlets=[asset("recommendations")],
     )  # fmt: skip
     evaluate = cli_job(
-        "evaluate", "evaluate", "--models", "popularity,itemknn,als,sasrec,llm",
+        "evaluate", "evaluate", "--models", "{{ params.eval_models }}",
         "--llm-model", "{{ ti.xcom_pull(task_ids='model_spec') }}",
-        "--max-samples", "{{ params.eval_samples }}", gpu=1, outlets=[asset("eval_metrics")],
+        "--max-samples", "{{ params.eval_samples }}", "{{ params.eval_args }}",
+        gpu=1, outlets=[asset("eval_metrics")],
     )  # fmt: skip
 
     ds >> data_ready(ds) >> [retrieval, model]

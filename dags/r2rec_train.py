@@ -12,7 +12,7 @@ import os
 
 from airflow.sdk import DAG, Param
 
-from dags.r2rec_common import DEFAULT_ARGS, START, asset, cli_job, run_date
+from dags.r2rec_common import ARGS_PATTERN, DEFAULT_ARGS, START, asset, cli_job, run_date
 
 SCHEDULE = os.environ.get("R2REC_TRAIN_SCHEDULE") or (asset("sft_examples") & asset("rl_prompts"))
 
@@ -30,13 +30,25 @@ with DAG(
         "eval_samples": Param(64, type="integer", minimum=0, description="LLM eval samples/split"),
         "sft_config": Param("trainer/configs/sft.yaml", type="string"),
         "grpo_config": Param("trainer/configs/grpo.yaml", type="string"),
+        "sft_args": Param(
+            "",
+            type="string",
+            pattern=ARGS_PATTERN,
+            description="overrides, e.g. --max_steps 8 --model /models/x",
+        ),
+        "grpo_args": Param(
+            "", type="string", pattern=ARGS_PATTERN, description="overrides, e.g. --max_steps 2"
+        ),
         "min_gain": Param(0.0, type="number"),
     },
 ) as dag:
     ds = run_date()
     previous = ds
     for stage in ("sft", "grpo"):
-        train = cli_job(stage, stage, "--config", f"{{{{ params.{stage}_config }}}}", gpu=1)
+        train = cli_job(
+            stage, stage, "--config", f"{{{{ params.{stage}_config }}}}",
+            f"{{{{ params.{stage}_args }}}}", gpu=1,
+        )  # fmt: skip
         evaluate = cli_job(
             f"evaluate_{stage}", "evaluate", "--models", "llm", "--llm-model",
             f"registry:latest-{stage}", "--max-samples", "{{ params.eval_samples }}", gpu=1,

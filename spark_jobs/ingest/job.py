@@ -217,7 +217,14 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
     )
     rating_range = None if args.rating_min is None else (args.rating_min, args.rating_max)
     fmt = resolve_source(
-        args.source, args.path, args.items_path, mapping, args.ts_unit, rating_range, args.delimiter
+        # '' means the source's default (the DAG passes its path param through as is).
+        args.source,
+        args.path or None,
+        args.items_path or None,
+        mapping,
+        args.ts_unit,
+        rating_range,
+        args.delimiter,
     )
     return IngestConfig(fmt, args.ds, args.max_quarantine_share)
 

@@ -24,6 +24,7 @@ for dag_id, dag in bag.dags.items():
         "start_date": dag.start_date.isoformat() if dag.start_date else None,
         "tags": sorted(dag.tags),
         "doc_md": bool(dag.doc_md),
+        "params": {k: dag.params.get_param(k).schema for k in dag.params},
         "tasks": {
             t.task_id: {
                 "type": type(t).__name__,

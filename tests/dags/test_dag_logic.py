@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-from airflow.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
 from dags import r2rec_common as common
 from r2rec.contracts import JOB_METRICS
@@ -59,15 +59,29 @@ def test_quality_gate_passes_clean_metrics_and_stops_failing_ones(lakehouse):
 
 
 def test_shard_commands_score_each_shard_of_the_date_once():
-    cmds = common.shard_commands("3", "champion", "2026-11-25")
+    cmds = common.shard_commands("3", "champion", "2026-11-25", " --max-users 12 ")
     assert len(cmds) == 3
     for k, cmd in enumerate(cmds):
         assert cmd.split()[1:] == [
             "score", "--ds", "2026-11-25", "--lakehouse", common.LAKEHOUSE, "--mode", "serve",
-            "--model", "champion", "--shards", "3", "--shard", str(k),
+            "--model", "champion", "--shards", "3", "--max-users", "12", "--shard", str(k),
         ]  # fmt: skip
     with pytest.raises(ValueError, match="at least 1"):
         common.shard_commands(0, "champion", "2026-11-25")
+
+
+@pytest.mark.parametrize("bad", ["--x 1; rm -rf /", "$(id)", "--a `b`", "--a|b", "--a\nb", "a>b"])
+def test_extra_args_refuse_shell_syntax(bad):
+    with pytest.raises(ValueError, match="options and values only"):
+        common.extra_args(bad)
+    with pytest.raises(ValueError):
+        common.shard_commands(1, "champion", "2026-11-25", bad)
+
+
+def test_extra_args_keep_options_paths_and_lists():
+    text = "--model /models/x-1.7B --max_steps 8 --seeds 0,1 --lr=5e-5"
+    assert common.extra_args(text) == text.split()
+    assert common.extra_args("") == [] and common.extra_args(None) == []
 
 
 def test_serving_model_is_the_base_until_a_promotion_then_the_pinned_champion(lakehouse):

@@ -92,3 +92,15 @@ def test_score_dag_maps_shards_then_publishes_then_evaluates(bag):
     assert tasks["evaluate"]["upstream"] == ["publish"]
     assert tasks["data_ready"]["upstream"] == ["run_date"]
     assert "r2rec.recommendations" in tasks["publish"]["outlets"]
+
+
+def test_run_params_that_reach_a_shell_only_take_options(bag):
+    import re
+
+    for dag_id, keys in {"r2rec_train": ["sft_args", "grpo_args"],
+                         "r2rec_score": ["score_args", "eval_args"]}.items():  # fmt: skip
+        for key in keys:
+            pattern = bag["dags"][dag_id]["params"][key]["pattern"]
+            assert re.fullmatch(pattern, "--max_steps 8 --model /m/x-1.7B")
+            assert not re.fullmatch(pattern, "--max_steps 8; rm -rf /")
+    assert bag["dags"]["r2rec_data"]["params"]["path"]["type"] == "string"

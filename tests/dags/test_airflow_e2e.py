@@ -1,0 +1,311 @@
+"""The three DAGs run end to end on an ML-100k subsample with a tiny model, through real
+Airflow: ``dag.test()`` for one date, then ``airflow backfill create`` over three dates
+executed by a real scheduler (``airflow standalone``), then a rerun of one date.
+
+Every task runs the real entrypoint: spark-submit on the ``spark_default`` connection
+(``local[2]`` from an environment connection), the trainers, vLLM scoring. Slow (about
+ten minutes on two cores), hence one module sharing one Airflow home and lakehouse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+DS = "2026-11-25"
+BACKFILL = ["2026-11-22", "2026-11-23", "2026-11-24"]
+USERS = 60  # ML-100k users 1..60 and all their ratings (~6,000)
+DATA_TABLES = {
+    "interactions": {"source": "movielens-100k"},
+    "items": {"source": "movielens-100k"},
+    "graph_edges": {},
+    "samples": {},
+    "candidates": {},
+    "chains": {},
+    "reasoning_traces": {"teacher": "template"},
+    "sft_examples": {"teacher": "template"},
+    "rl_prompts": {},
+}
+
+
+def ml100k_subsample(out: Path) -> Path:
+    """The first USERS users of the real ML-100k (all items), in the recbole layout."""
+    from r2rec.assets import movielens_100k_dir
+
+    src = movielens_100k_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    lines = (src / "ml-100k.inter").read_text().splitlines(keepends=True)
+    kept = [lines[0]] + [x for x in lines[1:] if int(x.split("\t", 1)[0]) <= USERS]
+    (out / "ml-100k.inter").write_text("".join(kept))
+    (out / "ml-100k.item").write_bytes((src / "ml-100k.item").read_bytes())
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Airflow:
+    """A project-like Airflow home (SQLite) in a temporary directory."""
+
+    def __init__(self, home: Path, lakehouse: Path):
+        self.home, self.lakehouse = home, lakehouse
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # Backfills only: no scheduled run of "today" may start beside them.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": f"http://localhost:{self.port}",
+            "AIRFLOW_CONN_SPARK_DEFAULT": '{"conn_type": "spark", "host": "local[2]"}',
+            "R2REC_LAKEHOUSE": str(lakehouse),
+            "R2REC_SPARK_SHUFFLE_PARTITIONS": "4",
+            "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        }
+        self.env.pop("R2REC_TRAIN_SCHEDULE", None)
+
+    def cli(self, *args: str, timeout: int = 600) -> str:
+        out = subprocess.run(
+            [str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, f"airflow {args}: {out.stderr[-3000:]}"
+        return out.stdout
+
+    def test_dag(self, dag_id: str, ds: str, conf: dict, timeout: int = 1500) -> dict:
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "dags" / "run_dag.py"), dag_id, ds,
+             json.dumps(conf)],
+            env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        log = self.home / f"{dag_id}-{ds}.log"  # every task's log: dag.test() runs in-process
+        log.write_text(out.stdout + out.stderr)
+        assert out.returncode == 0, out.stderr[-5000:]
+        run = json.loads(out.stdout.strip().splitlines()[-1])
+        run["log"] = str(log)
+        return run
+
+
+def partition_rows(lake, table: str, ds: str, extra: dict) -> int:
+    filters = [("ds", "=", ds)] + [(k, "=", v) for k, v in extra.items()]
+    return lake.read_arrow(table, partitions=filters).num_rows
+
+
+def partition_files(lake, table: str) -> dict[str, set[str]]:
+    """The data files of each ds partition: what a rerun of another date must not touch."""
+    import pyarrow as pa
+
+    files: dict[str, set[str]] = {}
+    for action in pa.table(lake.delta_table(table).get_add_actions(flatten=True)).to_pylist():
+        files.setdefault(action["partition.ds"], set()).add(action["path"])
+    return files
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("airflow-e2e")
+    af = Airflow(root / "airflow", root / "lakehouse")
+    af.data = str(ml100k_subsample(root / "ml-100k"))
+    af.model = tiny_model_dir
+    af.cli("db", "migrate")
+    af.cli("pools", "set", "gpu", "1", "GPU slots for training and scoring")
+    return af
+
+
+@pytest.fixture(scope="module")
+def lake(airflow):
+    from r2rec.lakehouse import Lakehouse
+
+    return Lakehouse(str(airflow.lakehouse))
+
+
+@pytest.fixture(scope="module")
+def data_run(airflow):
+    return airflow.test_dag("r2rec_data", DS, {"path": airflow.data})
+
+
+@pytest.fixture(scope="module")
+def train_run(airflow, data_run):
+    model = f"--model {airflow.model}"
+    conf = {
+        "sft_args": f"{model} --max_steps 2 --max_examples 8",
+        "grpo_args": f"{model} --max_steps 1 --max_examples 4 --num_generations 2 "
+        "--per_device_train_batch_size 2 --max_completion_length 16",
+        "eval_samples": 4,
+    }
+    return airflow.test_dag("r2rec_train", DS, conf)
+
+
+@pytest.fixture(scope="module")
+def score_run(airflow, train_run):
+    conf = {
+        "shards": 2,
+        "score_args": "--max-users 8 --chunk-size 2 --max-new-tokens 24",
+        "eval_samples": 4,
+        "eval_models": "popularity,llm",
+    }
+    return airflow.test_dag("r2rec_score", DS, conf)
+
+
+def all_succeeded(run: dict) -> bool:
+    ok = run["state"] == "success" and all(
+        s == "success" for states in run["tasks"].values() for s in states
+    )
+    if not ok:  # the failing task's error, for the assertion message
+        print(Path(run["log"]).read_text()[-8000:])
+    return ok
+
+
+def test_data_dag_writes_every_table_for_its_date_only(data_run, lake, airflow):
+    assert all_succeeded(data_run), data_run
+    interactions = lake.read_arrow("interactions", partitions=[("ds", "=", DS)])
+    assert len(interactions.column("user_id").unique()) == USERS
+    raw_lines = len((Path(airflow.data) / "ml-100k.inter").read_text().splitlines()) - 1
+    assert interactions.num_rows == raw_lines  # nothing dropped on the way in
+    for table, extra in DATA_TABLES.items():
+        assert lake.partitions(table) == [{"ds": DS, **extra}], table
+        assert partition_rows(lake, table, DS, extra) > 0, table
+    assets = data_run["tasks"]["publish_assets"]
+    assert assets == ["success"]
+
+
+def test_train_dag_registers_and_gates_both_stages(train_run, lake, airflow):
+    from r2rec.registry import latest
+
+    assert all_succeeded(train_run), train_run
+    versions = lake.read_arrow("model_registry").to_pylist()
+    assert sorted(r["stage"] for r in versions) == ["grpo", "sft"]
+    sft, grpo = latest(lake, DS, "sft"), latest(lake, DS, "grpo")
+    assert grpo["parent_version"] == sft["model_version"]  # GRPO started from the SFT adapter
+    assert json.loads(sft["manifest"])["global_step"] == 2
+    for row in (sft, grpo):
+        assert Path(row["model_path"]).resolve() == Path(airflow.model).resolve()
+        assert row["eval_samples"] == 4
+        assert row["valid_hr1"] is not None  # the evaluate task's metric reached the registry
+        assert Path(row["run_dir"], "curves.png").is_file()
+    decisions = lake.read_arrow("model_promotions").to_pylist()
+    assert sorted(d["candidate_version"] for d in decisions) == sorted(
+        [sft["model_version"], grpo["model_version"]]
+    )
+
+
+def test_score_dag_maps_shards_and_publishes_every_user_once(score_run, lake):
+    from r2rec import registry
+
+    assert all_succeeded(score_run), score_run
+    assert score_run["tasks"]["score_shard"] == ["success", "success"]  # one per shard
+    recs = lake.read_arrow("recommendations", partitions=[("ds", "=", DS), ("mode", "=", "serve")])
+    rows = recs.to_pylist()
+    users = {r["user_id"] for r in rows}
+    assert len(users) == 8 and len(rows) == 8 * 10
+    assert all(sorted(r["rank"] for r in rows if r["user_id"] == u) == list(range(1, 11))
+               for u in users)  # fmt: skip
+    champion = registry.champion(lake)
+    assert {r["model_version"] for r in rows} == {champion["model_version"]}
+    assert all(r["reasoning"] is not None for r in rows)
+    metrics = lake.read_arrow("eval_metrics", partitions=[("ds", "=", DS)]).to_pylist()
+    models = {m["model"] for m in metrics}
+    assert "popularity" in models and f"llm:{champion['model_version']}" in models
+
+
+@pytest.fixture(scope="module")
+def standalone(airflow, data_run):
+    """``airflow standalone`` (scheduler, API server, DAG processor, triggerer) in the
+    background, healthy, with r2rec_data unpaused for its backfill."""
+    log = open(airflow.home / "standalone.log", "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [str(BIN / "airflow"), "standalone"], env=airflow.env, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        url = f"http://localhost:{airflow.port}/api/v2/monitor/health"
+        while True:
+            assert proc.poll() is None, (airflow.home / "standalone.log").read_text()[-3000:]
+            try:
+                health = json.load(urllib.request.urlopen(url, timeout=5))
+                if health["scheduler"]["status"] == "healthy":
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            assert time.time() < deadline, "airflow standalone did not become healthy"
+            time.sleep(3)
+        airflow.cli("dags", "unpause", "r2rec_data")
+        yield airflow
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def backfill(standalone, lake):
+    before = {t: partition_files(lake, t) for t in DATA_TABLES}
+    standalone.cli(
+        "backfill", "create", "--dag-id", "r2rec_data", "--from-date", BACKFILL[0],
+        "--to-date", BACKFILL[-1], "--max-active-runs", "3",
+        "--dag-run-conf", json.dumps({"path": standalone.data}),
+    )  # fmt: skip
+    deadline = time.time() + 1500
+    while True:
+        out = standalone.cli("dags", "list-runs", "r2rec_data", "-o", "json")
+        runs = json.loads(next(x for x in out.splitlines() if x.startswith("[")))  # after warnings
+        backfilled = {
+            r["logical_date"][:10]: r["state"] for r in runs if r["run_id"].startswith("backfill__")
+        }
+        if len(backfilled) == 3 and all(s in ("success", "failed") for s in backfilled.values()):
+            return {"runs": backfilled, "before": before}
+        assert time.time() < deadline, f"backfill still running: {backfilled}"
+        time.sleep(10)
+
+
+def test_backfill_produces_each_dates_partitions_like_a_nightly_run(backfill, lake):
+    assert backfill["runs"] == dict.fromkeys(BACKFILL, "success")
+    for table, extra in DATA_TABLES.items():
+        parts = sorted(p["ds"] for p in lake.partitions(table))
+        assert parts == sorted([*BACKFILL, DS]), table
+        # The source holds only 1997-98 ratings, so each date's run sees the same data
+        # and must produce exactly what the dag.test() run produced for DS.
+        nightly = partition_rows(lake, table, DS, extra)
+        assert [partition_rows(lake, table, d, extra) for d in BACKFILL] == [nightly] * 3, table
+        # Three runs at once appended their own partitions and left DS's files alone.
+        assert partition_files(lake, table)[DS] == backfill["before"][table][DS], table
+    chains = lake.read_arrow("chains", partitions=[("ds", "in", [DS, BACKFILL[0]])])
+    by_ds = {}
+    for r in chains.select(["ds", "chain_id"]).to_pylist():
+        by_ds.setdefault(r["ds"], set()).add(r["chain_id"])
+    assert by_ds[DS] == by_ds[BACKFILL[0]]  # seeded per sample: same chains, any date
+
+
+def test_rerunning_one_date_replaces_exactly_that_date(backfill, airflow, lake):
+    rerun, others = BACKFILL[1], [BACKFILL[0], BACKFILL[2], DS]
+    before = {t: partition_files(lake, t) for t in DATA_TABLES}
+    counts = {t: partition_rows(lake, t, rerun, e) for t, e in DATA_TABLES.items()}
+    run = airflow.test_dag("r2rec_data", rerun, {"path": airflow.data})
+    assert all_succeeded(run), run
+    for table, extra in DATA_TABLES.items():
+        after = partition_files(lake, table)
+        assert partition_rows(lake, table, rerun, extra) == counts[table], table  # not doubled
+        assert after[rerun].isdisjoint(before[table][rerun]), table  # rewritten
+        for d in others:
+            assert after[d] == before[table][d], (table, d)  # untouched
