@@ -121,6 +121,8 @@ def spark_job(task_id: str, application: str, *args: str, outlets=(), **kwargs):
         application_args=["--ds", DS, "--lakehouse", LAKEHOUSE, *args],
         conn_id=SPARK_CONN,
         name=f"r2rec-{task_id}",
+        # spark-submit starts the driver JVM, so its memory is set here, not in the job.
+        driver_memory=os.environ.get("R2REC_SPARK_DRIVER_MEMORY", "2g"),
         env_vars=JOB_ENV,
         outlets=list(outlets),
         **kwargs,
