@@ -159,21 +159,26 @@ class LLMScorer:
         model: str | None = None,
         adapter: str | None = None,
         max_new_tokens: int = MAX_COMPLETION_TOKENS,
+        merge_lora: bool | None = None,
         **engine_overrides,
     ):
         from vllm import LLM
 
-        from inference.models import resolve_model
+        from inference.models import merge_lora_by_default, merged_model_dir, resolve_model
         from r2rec.assets import vllm_engine_args
 
-        self.model = resolve_model(model, adapter)
+        self.model = resolve_model(model, adapter)  # the version names base + adapter
         self.max_new_tokens = max_new_tokens
         args = vllm_engine_args(**engine_overrides)
+        serve_path = self.model.path
+        if adapter and (merge_lora_by_default() if merge_lora is None else merge_lora):
+            serve_path, adapter = merged_model_dir(self.model), None
         if adapter:
             args.setdefault("enable_lora", True)
             args.setdefault("max_lora_rank", self.model.adapter_rank or 16)
+        self.serve_path = serve_path
         self.max_model_len = int(args["max_model_len"])
-        self._llm = LLM(model=self.model.path, **args)
+        self._llm = LLM(model=serve_path, **args)
         self._tokenizer = self._llm.get_tokenizer()
         self._lora = None
         if adapter:

@@ -118,7 +118,9 @@ def test_sigkill_half_way_then_rerun_scores_each_chunk_once(lakehouse, tiny_mode
     assert len(set().union(*runs.values())) == 2  # the killed run's chunks were kept
 
 
-def test_a_lora_adapter_is_served_unmerged_and_changes_the_scores(tiny_model_dir, tmp_path, scorer):
+def test_a_lora_adapter_changes_the_scores_served_unmerged_or_merged(
+    tiny_model_dir, tmp_path, scorer, monkeypatch
+):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -131,13 +133,27 @@ def test_a_lora_adapter_is_served_unmerged_and_changes_the_scores(tiny_model_dir
     get_peft_model(base, config).save_pretrained(tmp_path / "adapter")
 
     adapted = LLMScorer(
-        tiny_model_dir, str(tmp_path / "adapter"), max_new_tokens=12, max_model_len=1024
-    )
+        tiny_model_dir, str(tmp_path / "adapter"), max_new_tokens=12, max_model_len=1024,
+        merge_lora=False,
+    )  # fmt: skip
     assert adapted.version.startswith(scorer.version + "+adapter@")
+    assert adapted.serve_path == tiny_model_dir and adapted._lora is not None
     cands = tuple(Candidate(f"C{k}", f"i{k}", f"Movie {k}") for k in range(1, 7))
     request = [ScoreRequest("a", ("Alien (1979)", "Brazil (1985)"), cands)]
     (plain,), (lora,) = scorer.score(request), adapted.score(request)
     assert sorted(c.label for c, _ in lora.ranked) == [c.label for c in cands]
-    assert dict((c.label, v) for c, v in lora.ranked) != pytest.approx(
-        dict((c.label, v) for c, v in plain.ranked)
-    )
+    lora_scores = dict((c.label, v) for c, v in lora.ranked)
+    assert lora_scores != pytest.approx(dict((c.label, v) for c, v in plain.ranked))
+
+    monkeypatch.setenv("R2REC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("R2REC_MERGE_LORA", raising=False)
+    # CPU default: the adapter merged into a cached copy of the base, same version, same
+    # scores (up to float32 rounding), no LoRA kernels.
+    merged = LLMScorer(
+        tiny_model_dir, str(tmp_path / "adapter"), max_new_tokens=12, max_model_len=1024,
+    )  # fmt: skip
+    assert merged._lora is None and merged.serve_path.startswith(str(tmp_path / "cache"))
+    assert merged.version == adapted.version
+    (fused,) = merged.score(request)
+    assert dict((c.label, v) for c, v in fused.ranked) == pytest.approx(lora_scores, abs=1e-3)
+    assert fused.completion == lora.completion
