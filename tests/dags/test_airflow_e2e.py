@@ -267,7 +267,7 @@ def backfill(standalone, lake):
     before = {t: partition_files(lake, t) for t in DATA_TABLES}
     standalone.cli(
         "backfill", "create", "--dag-id", "r2rec_data", "--from-date", BACKFILL[0],
-        "--to-date", BACKFILL[-1], "--max-active-runs", "3",
+        "--to-date", BACKFILL[-1], "--max-active-runs", "3", "--reprocess-behavior", "failed",
         "--dag-run-conf", json.dumps({"path": standalone.data}),
     )  # fmt: skip
     deadline = time.time() + 1500
