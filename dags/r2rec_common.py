@@ -92,6 +92,13 @@ def serving_model(requested: str, lakehouse: str = LAKEHOUSE) -> str:
     return DEFAULT_MODEL if champion is None else registry.PREFIX + champion["model_version"]
 
 
+def args_param(example: str):
+    """A run param of extra command-line options, e.g. ``--max_steps 8``."""
+    from airflow.sdk import Param
+
+    return Param("", type="string", pattern=ARGS_PATTERN, description=f"e.g. {example}")
+
+
 def extra_args(text: str | None) -> list[str]:
     """A run's ``*_args`` param as options; refuses anything a shell would interpret."""
     import re

@@ -15,10 +15,10 @@ from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, Param, task
 
 from dags.r2rec_common import (
-    ARGS_PATTERN,
     DEFAULT_ARGS,
     LAKEHOUSE,
     START,
+    args_param,
     asset,
     bash_kwargs,
     cli_job,
@@ -46,15 +46,8 @@ with DAG(
         "eval_models": Param(
             "popularity,itemknn,als,sasrec,llm", type="string", pattern=r"^[a-z]+(,[a-z]+)*$"
         ),
-        "score_args": Param(
-            "",
-            type="string",
-            pattern=ARGS_PATTERN,
-            description="e.g. --max-users 12 --max-new-tokens 96",
-        ),
-        "eval_args": Param(
-            "", type="string", pattern=ARGS_PATTERN, description="e.g. --sasrec-epochs 10"
-        ),
+        "score_args": args_param("--max-users 12 --max-new-tokens 96"),
+        "eval_args": args_param("--sasrec-epochs 10"),
     },
 ) as dag:
     ds = run_date()

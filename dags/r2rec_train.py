@@ -12,7 +12,7 @@ import os
 
 from airflow.sdk import DAG, Param
 
-from dags.r2rec_common import ARGS_PATTERN, DEFAULT_ARGS, START, asset, cli_job, run_date
+from dags.r2rec_common import DEFAULT_ARGS, START, args_param, asset, cli_job, run_date
 
 SCHEDULE = os.environ.get("R2REC_TRAIN_SCHEDULE") or (asset("sft_examples") & asset("rl_prompts"))
 
@@ -30,15 +30,8 @@ with DAG(
         "eval_samples": Param(64, type="integer", minimum=0, description="LLM eval samples/split"),
         "sft_config": Param("trainer/configs/sft.yaml", type="string"),
         "grpo_config": Param("trainer/configs/grpo.yaml", type="string"),
-        "sft_args": Param(
-            "",
-            type="string",
-            pattern=ARGS_PATTERN,
-            description="overrides, e.g. --max_steps 8 --model /models/x",
-        ),
-        "grpo_args": Param(
-            "", type="string", pattern=ARGS_PATTERN, description="overrides, e.g. --max_steps 2"
-        ),
+        "sft_args": args_param("--max_steps 8 --model /models/x"),
+        "grpo_args": args_param("--max_steps 2"),
         "min_gain": Param(0.0, type="number"),
     },
 ) as dag:
