@@ -16,7 +16,7 @@ DEMO_GRPO_STEPS ?= 2
 DEMO_EVAL_SAMPLES ?= 8
 # The DAG runs' params (conf): small CPU budgets for the demo.
 DEMO_TRAIN_CONF = {"sft_args": "--max_steps $(DEMO_SFT_STEPS)", "grpo_args": "--max_steps $(DEMO_GRPO_STEPS)", "eval_samples": $(DEMO_EVAL_SAMPLES)}
-DEMO_SCORE_CONF = {"shards": 2, "score_args": "--max-users $(DEMO_USERS) --max-new-tokens 96", "eval_samples": $(DEMO_EVAL_SAMPLES), "eval_args": "--sasrec-epochs 10"}
+DEMO_SCORE_CONF = {"shards": 2, "score_args": "--max-users $(DEMO_USERS)", "eval_samples": $(DEMO_EVAL_SAMPLES), "eval_args": "--sasrec-epochs 10"}
 export R2REC_LAKEHOUSE ?= $(CURDIR)/lakehouse
 
 # A project-local Airflow (SQLite) that runs the DAGs in dags/ with this venv's tools.
