@@ -107,6 +107,8 @@ class Run:
     lake: Lakehouse
     args: RunArgs
     started: dt.datetime
+    # At start: the code that trains, not whatever the tree holds when it finishes.
+    git: dict[str, Any] = field(default_factory=lambda: git_state())
 
     @property
     def checkpoints(self) -> Path:
@@ -239,11 +241,32 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def throughput(log_history: list[dict], runtime_s: float | None) -> dict[str, float | None]:
+def checkpoint_step(checkpoint: str | None) -> int:
+    """The global step a ``checkpoint-N`` directory holds (0 for a fresh start)."""
+    return int(Path(checkpoint).name.rsplit("-", 1)[1]) if checkpoint else 0
+
+
+def throughput(
+    log_history: list[dict], runtime_s: float | None, global_step: int, resumed_step: int = 0
+) -> dict[str, float | None]:
+    """Pace of the steps this process trained.
+
+    A resumed run's log history holds the earlier process's steps too, while trl's
+    ``train_runtime`` covers only this process: count steps and tokens since the checkpoint.
+    """
     tokens = max((e["num_tokens"] for e in log_history if "num_tokens" in e), default=None)
+    before = max(
+        (e["num_tokens"] for e in log_history
+         if "num_tokens" in e and e.get("step", 0) <= resumed_step),
+        default=0,
+    )  # fmt: skip
+    steps = global_step - resumed_step
+    new_tokens = tokens - before if tokens is not None else None
     return {
         "num_tokens": tokens,
-        "tokens_per_s": tokens / runtime_s if tokens and runtime_s else None,
+        "steps_this_process": steps,
+        "seconds_per_step": runtime_s / steps if runtime_s and steps > 0 else None,
+        "tokens_per_s": new_tokens / runtime_s if new_tokens and runtime_s else None,
     }
 
 
@@ -275,7 +298,11 @@ def finish(
         model_path, adapter_path = str(model_dir), None
     version = resolve_model(model_path, adapter_path).version
     curves = plot_curves(result.log_history, run.dir / "curves.png", title=run.run_id)
-    runtime = sum(e.get("train_runtime", 0.0) for e in result.log_history) or None
+    # trl logs train_runtime once per train() call; a resumed run's history keeps only
+    # this call's summary, so this is the runtime of the steps this process trained.
+    runtime = next(
+        (e["train_runtime"] for e in reversed(result.log_history) if "train_runtime" in e), None
+    )
     finished = dt.datetime.now(dt.UTC)
     manifest = {
         "run_id": run.run_id,
@@ -287,7 +314,7 @@ def finish(
         "inputs": inputs,
         "config": config_dict(run.args, train_args),
         "seed": train_args.seed,
-        "git": git_state(),
+        "git": run.git,
         "libraries": library_versions(),
         "hardware": hardware(),
         "argv": sys.argv,
@@ -296,11 +323,10 @@ def finish(
         "resumed_from": resumed_from,
         "global_step": result.global_step,
         "train_runtime_s": runtime,
-        "seconds_per_step": runtime / result.global_step
-        if runtime and result.global_step
-        else None,
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        **throughput(result.log_history, runtime),
+        **throughput(
+            result.log_history, runtime, result.global_step, checkpoint_step(resumed_from)
+        ),
         "curves": str(curves) if curves else None,
         **(extra or {}),
     }

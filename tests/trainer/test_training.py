@@ -144,6 +144,26 @@ def assert_resumed(report: dict, run_dir: Path, total: int) -> None:
     assert after == list(range(resumed + 1, total + 1))
 
 
+def test_throughput_of_a_resumed_run_counts_only_its_own_steps():
+    from trainer.common import checkpoint_step, throughput
+
+    # Steps 1-4 by a killed process, 5-8 after resuming from checkpoint-4; trl's
+    # train_runtime (40 s) covers only the second process.
+    history = [{"step": k, "num_tokens": 100.0 * k} for k in range(1, 9)]
+    history.append({"step": 8, "train_runtime": 40.0})
+    resumed = checkpoint_step("/runs/grpo/x/checkpoints/checkpoint-4")
+    assert resumed == 4 and checkpoint_step(None) == 0
+    out = throughput(history, 40.0, 8, resumed)
+    assert out == {
+        "num_tokens": 800.0,
+        "steps_this_process": 4,
+        "seconds_per_step": 10.0,
+        "tokens_per_s": 10.0,
+    }
+    fresh = throughput(history, 80.0, 8, 0)
+    assert fresh["seconds_per_step"] == 10.0 and fresh["tokens_per_s"] == 10.0
+
+
 def test_sft_then_grpo_resume_after_sigkill_and_register(train_lake, tiny_model_dir):
     from r2rec import registry
 
@@ -160,6 +180,8 @@ def test_sft_then_grpo_resume_after_sigkill_and_register(train_lake, tiny_model_
     assert manifest["base_model"]["version"].startswith(Path(tiny_model_dir).name + "@")
     assert manifest["seed"] == 0 and manifest["config"]["trl"]["completion_only_loss"] is True
     assert manifest["git"]["commit"] and manifest["libraries"]["trl"]
+    # Throughput counts only the steps the resumed process trained.
+    assert manifest["steps_this_process"] == 12 - int(sft_report["resumed_from"].rsplit("-", 1)[1])
     assert (sft_dir / "curves.png").stat().st_size > 1000
     assert (sft_dir / "adapter" / "adapter_config.json").is_file()
 
