@@ -94,8 +94,14 @@ def config_dict(run_args: RunArgs, train_args) -> dict[str, Any]:
     return {"r2rec": dataclasses.asdict(run_args), "trl": trl_side}
 
 
-def run_id(stage: str, run_args: RunArgs, train_args) -> str:
-    blob = json.dumps(config_dict(run_args, train_args), sort_keys=True, default=str)
+def run_id(stage: str, run_args: RunArgs, train_args, identity: dict | None = None) -> str:
+    """``<stage>-<ds>-<hash>`` of the config plus ``identity``: what the config names only
+    indirectly (GRPO's ``latest-sft`` resolves to a different adapter after a new SFT run,
+    and that must be a new run, not an "already complete" old one)."""
+    config = config_dict(run_args, train_args)
+    if identity:
+        config["identity"] = identity
+    blob = json.dumps(config, sort_keys=True, default=str)
     return f"{stage}-{run_args.ds}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 
@@ -124,9 +130,9 @@ class Run:
         return json.loads(done.read_text()) if done.is_file() else None
 
 
-def start(stage: str, run_args: RunArgs, train_args) -> Run:
+def start(stage: str, run_args: RunArgs, train_args, identity: dict | None = None) -> Run:
     lake = Lakehouse(run_args.lakehouse)
-    rid = run_id(stage, run_args, train_args)
+    rid = run_id(stage, run_args, train_args, identity)
     runs = Path(run_args.runs_dir) if run_args.runs_dir else Path(lake.root) / "runs"
     run = Run(stage, rid, runs / stage / rid, lake, run_args, dt.datetime.now(dt.UTC))
     run.dir.mkdir(parents=True, exist_ok=True)

@@ -114,11 +114,13 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
     from inference.models import resolve_model
 
     base = resolve_model(run_args.model)
-    run = start("grpo", run_args, train_args)
+    adapter, parent_version = starting_adapter(
+        Lakehouse(run_args.lakehouse), run_args, base.version
+    )
+    run = start("grpo", run_args, train_args, identity={"parent_version": parent_version})
     if done := run.completed():
         return {"status": "already complete", "run_dir": str(run.dir), **done}
     tokenizer = load_tokenizer(base.path)
-    adapter, parent_version = starting_adapter(run.lake, run_args, base.version)
     rows, inputs = load_prompts(
         run.lake,
         run_args.ds,

@@ -144,6 +144,20 @@ def assert_resumed(report: dict, run_dir: Path, total: int) -> None:
     assert after == list(range(resumed + 1, total + 1))
 
 
+def test_run_id_hashes_config_and_identity():
+    from trl import SFTConfig
+
+    from trainer.common import RunArgs, run_id
+
+    args, trl_args = RunArgs(ds=DS), SFTConfig(output_dir="unused", report_to="none", bf16=False)
+    plain = run_id("grpo", args, trl_args)
+    assert plain == run_id("grpo", args, trl_args) and plain.startswith(f"grpo-{DS}-")
+    assert run_id("grpo", args, trl_args, {}) == plain  # no identity: SFT ids unchanged
+    a = run_id("grpo", args, trl_args, {"parent_version": "m@1+adapter@a"})
+    b = run_id("grpo", args, trl_args, {"parent_version": "m@1+adapter@b"})
+    assert len({plain, a, b}) == 3
+
+
 def test_throughput_of_a_resumed_run_counts_only_its_own_steps():
     from trainer.common import checkpoint_step, throughput
 
@@ -220,6 +234,14 @@ def test_sft_then_grpo_resume_after_sigkill_and_register(train_lake, tiny_model_
         tiny_model_dir,
         str(grpo_dir / "adapter"),
     )
+
+    # A newer SFT run changes what GRPO's `latest-sft` means: the same GRPO command is
+    # then a new run from the new adapter, not the old run reported "already complete".
+    sft2 = finish(command("sft", lake, tiny_model_dir, "--max_steps", "2", "--max_examples", "0"))
+    assert sft2["status"] == "trained" and sft2["model_version"] != sft_report["model_version"]
+    grpo2 = finish(grpo)
+    assert grpo2["status"] == "trained" and grpo2["parent_version"] == sft2["model_version"]
+    assert grpo2["run_id"] != grpo_report["run_id"] and grpo2["global_step"] == 6
 
 
 def test_pad_token_differs_from_eos(tiny_model_dir):
