@@ -46,7 +46,7 @@ with DAG(
         "eval_models": Param(
             "popularity,itemknn,als,sasrec,llm", type="string", pattern=r"^[a-z]+(,[a-z]+)*$"
         ),
-        "score_args": args_param("--max-users 12 --max-new-tokens 96"),
+        "score_args": args_param("--max-users 100 --chunk-size 64"),
         "eval_args": args_param("--sasrec-epochs 10"),
     },
 ) as dag:

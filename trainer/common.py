@@ -113,8 +113,7 @@ class Run:
     lake: Lakehouse
     args: RunArgs
     started: dt.datetime
-    # At start: the code that trains, not whatever the tree holds when it finishes.
-    git: dict[str, Any] = field(default_factory=lambda: git_state())
+    git: dict[str, Any]  # at start: the code that trains, not the tree when it finishes
 
     @property
     def checkpoints(self) -> Path:
@@ -134,7 +133,7 @@ def start(stage: str, run_args: RunArgs, train_args, identity: dict | None = Non
     lake = Lakehouse(run_args.lakehouse)
     rid = run_id(stage, run_args, train_args, identity)
     runs = Path(run_args.runs_dir) if run_args.runs_dir else Path(lake.root) / "runs"
-    run = Run(stage, rid, runs / stage / rid, lake, run_args, dt.datetime.now(dt.UTC))
+    run = Run(stage, rid, runs / stage / rid, lake, run_args, dt.datetime.now(dt.UTC), git_state())
     run.dir.mkdir(parents=True, exist_ok=True)
     train_args.output_dir = str(run.checkpoints)
     train_args.run_name = rid

@@ -270,13 +270,12 @@ def backfill(standalone, lake):
         "--to-date", BACKFILL[-1], "--max-active-runs", "3", "--reprocess-behavior", "failed",
         "--dag-run-conf", json.dumps({"path": standalone.data}),
     )  # fmt: skip
-    deadline = time.time() + 1500
-    while True:
-        backfilled = {d: r["state"] for d, r in backfill_runs(standalone).items()}
-        if len(backfilled) == 3 and all(s in ("success", "failed") for s in backfilled.values()):
-            return {"runs": backfilled, "before": before}
-        assert time.time() < deadline, f"backfill still running: {backfilled}"
-        time.sleep(10)
+    runs = wait_for_runs(
+        standalone,
+        lambda runs: len(runs) == 3 and all(r["state"] in DONE for r in runs.values()),
+        timeout=1500,
+    )
+    return {"runs": {d: r["state"] for d, r in runs.items()}, "before": before}
 
 
 def as_of(lake, ds: str) -> set[tuple]:
@@ -314,10 +313,23 @@ def test_backfill_produces_each_dates_partitions_like_a_nightly_run(backfill, la
     assert by_ds[DS] == by_ds[BACKFILL[0]]  # seeded per sample: same chains, any date
 
 
+DONE = ("success", "failed")
+
+
 def backfill_runs(standalone) -> dict[str, dict]:
     out = standalone.cli("dags", "list-runs", "r2rec_data", "-o", "json")
     runs = json.loads(next(x for x in out.splitlines() if x.startswith("[")))  # after warnings
     return {r["logical_date"][:10]: r for r in runs if r["run_id"].startswith("backfill__")}
+
+
+def wait_for_runs(standalone, done, timeout: float) -> dict[str, dict]:
+    """The backfill runs by date, polled until ``done(runs)`` holds."""
+    deadline = time.time() + timeout
+    while not done(runs := backfill_runs(standalone)):
+        states = {d: r["state"] for d, r in runs.items()}
+        assert time.time() < deadline, f"runs still going after {timeout} s: {states}"
+        time.sleep(10)
+    return runs
 
 
 def test_rerunning_one_date_replaces_exactly_that_date(backfill, standalone, lake):
@@ -328,13 +340,11 @@ def test_rerunning_one_date_replaces_exactly_that_date(backfill, standalone, lak
     # What an operator does: clear the date's run; the scheduler runs it again.
     standalone.cli("tasks", "clear", "r2rec_data", "--start-date", rerun, "--end-date", rerun,
                    "--yes")  # fmt: skip
-    deadline = time.time() + 1200
-    while True:
-        run = backfill_runs(standalone)[rerun]
-        if run["state"] in ("success", "failed") and run["end_date"] != finished:
-            break
-        assert time.time() < deadline, f"rerun still {run['state']}"
-        time.sleep(10)
+    run = wait_for_runs(
+        standalone,
+        lambda runs: runs[rerun]["state"] in DONE and runs[rerun]["end_date"] != finished,
+        timeout=1200,
+    )[rerun]
     assert run["state"] == "success"
     for table, extra in DATA_TABLES.items():
         after = partition_files(lake, table)
