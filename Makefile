@@ -37,7 +37,7 @@ ifneq ($(wildcard /opt/wheels),)
 export PIP_FIND_LINKS := /opt/wheels
 endif
 
-.PHONY: setup demo airflow airflow-db test lint format clean
+.PHONY: setup demo airflow airflow-db test lint format clean postgres
 
 setup: $(STAMP)
 
@@ -104,8 +104,17 @@ airflow: setup airflow-db
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup lint
+test: setup lint postgres
 	$(PY) -m pytest
+
+# The Airflow scheduler tests keep Airflow's metadata in a private PostgreSQL server, as a
+# deployment does (SQLite locks a scheduler and a CLI writing at once). They start it from
+# Debian's binaries; this installs them once when missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	  else echo "PostgreSQL is required by the scheduler tests: sudo apt-get install postgresql"; exit 1; fi; }
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

@@ -108,6 +108,33 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+DTYPE_ENV = "R2REC_DTYPE"
+DTYPES = ("float32", "bfloat16")
+
+
+def model_dtype(cuda: bool | None = None) -> str | None:
+    """The dtype models are served in: ``$R2REC_DTYPE``, else chosen by the hardware.
+
+    A CPU with hardware bfloat16 (AVX512-BF16 or AMX) runs bfloat16 (681 against 272
+    GFLOP/s measured), one without runs float32 (emulated bfloat16 is slower than
+    float32). GPUs keep the model's own dtype (None). ``R2REC_DTYPE=float32|bfloat16``
+    forces either path on any machine, so both numeric paths can be tested everywhere;
+    bfloat16 on a CPU without it is slow but correct.
+    """
+    forced = os.environ.get(DTYPE_ENV, "").strip()
+    if forced:
+        if forced not in DTYPES:
+            raise R2RecError(f"${DTYPE_ENV} must be one of {', '.join(DTYPES)}, got {forced!r}")
+        return forced
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if cuda:
+        return None
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
 def vllm_engine_args(**overrides) -> dict:
     """Engine defaults that work on our CPU machines and on GPU nodes alike.
 
@@ -116,10 +143,13 @@ def vllm_engine_args(**overrides) -> dict:
     * vLLM reserves ``gpu_memory_utilization`` of the NUMA node's RAM for the KV cache
       (despite the name) and refuses to start when less is free; its 0.92 default leaves
       nothing for Spark or the trainer next to it, so CPU runs reserve a smaller share
-      ($R2REC_VLLM_MEMORY_FRACTION, default 0.3).
-    * Without hardware bfloat16 (our Xeons have AVX-512 but no AVX512-BF16/AMX), vLLM's
-      bfloat16 default is emulated: a measured 29 GFLOP/s matmul against 82 in float32,
-      and half the generation speed (bench/RESULTS.md). Such CPUs run float32.
+      ($R2REC_VLLM_MEMORY_FRACTION, default 0.3). That share is of the NUMA node, and the
+      worker's own resident memory counts against it, so a small share fails on a
+      machine with smaller nodes: $R2REC_VLLM_KV_CACHE_GIB sets an absolute KV cache
+      instead (tests use it).
+    * The dtype is set explicitly (:func:`model_dtype`): bfloat16 on CPUs with hardware
+      bfloat16, float32 on the others (emulated bfloat16 measured 29 GFLOP/s against 82
+      in float32, and half the generation speed, bench/RESULTS.md); $R2REC_DTYPE forces it.
     * vLLM binds its worker to all cores but one, kept for the scheduler; on a 2-core
       machine that leaves the model one OpenMP thread. The worker is bound to every
       allowed core instead ($VLLM_CPU_OMP_THREADS_BIND, if set, wins).
@@ -132,10 +162,24 @@ def vllm_engine_args(**overrides) -> dict:
     import torch
 
     args: dict = {"max_model_len": 2048, "enable_prefix_caching": True, "seed": 0}
-    if not torch.cuda.is_available():
-        args["gpu_memory_utilization"] = float(os.environ.get("R2REC_VLLM_MEMORY_FRACTION", "0.3"))
-        if not cpu_has_native_bf16():
-            args["dtype"] = "float32"
+    cuda = torch.cuda.is_available()
+    dtype = model_dtype(cuda)
+    if dtype is not None:
+        args["dtype"] = dtype
+    if os.environ.get("R2REC_VLLM_EAGER", "").strip() == "1":
+        # No graph compilation: an engine starts in about half the time (21 s against 40
+        # for a tiny model on 2 cores) and runs a little slower; for short-lived engines.
+        args["enforce_eager"] = True
+    if not cuda:
+        kv_gib = os.environ.get("R2REC_VLLM_KV_CACHE_GIB", "").strip()
+        if kv_gib:
+            # An absolute KV cache: the same on every machine, whatever its NUMA nodes'
+            # size or the worker's resident memory (the fraction counts both).
+            args["kv_cache_memory_bytes"] = int(float(kv_gib) * (1 << 30))
+        else:
+            args["gpu_memory_utilization"] = float(
+                os.environ.get("R2REC_VLLM_MEMORY_FRACTION", "0.3")
+            )
         args["block_size"] = int(os.environ.get("R2REC_VLLM_BLOCK_SIZE", "32"))
         if hasattr(os, "sched_getaffinity") and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             cores = sorted(os.sched_getaffinity(0))

@@ -7,6 +7,11 @@ import os
 import pytest
 
 os.environ.setdefault("R2REC_SPARK_SHUFFLE_PARTITIONS", "4")
+# Tests' vLLM engines (tiny models, a few requests) get a small absolute KV cache: a share
+# of RAM depends on the machine's NUMA node size and the worker's own memory.
+os.environ.setdefault("R2REC_VLLM_KV_CACHE_GIB", "0.25")
+# and start without graph compilation (half the start time; they run a few requests).
+os.environ.setdefault("R2REC_VLLM_EAGER", "1")
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,9 @@ def cpu_only(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     monkeypatch.delenv("R2REC_VLLM_MEMORY_FRACTION", raising=False)
+    monkeypatch.delenv("R2REC_VLLM_KV_CACHE_GIB", raising=False)
+    monkeypatch.delenv("R2REC_VLLM_EAGER", raising=False)
+    monkeypatch.delenv(assets.DTYPE_ENV, raising=False)
 
 
 def test_cpu_without_hardware_bf16_runs_float32_on_every_core(cpu_only, monkeypatch):
@@ -29,7 +32,7 @@ def test_cpu_without_hardware_bf16_runs_float32_on_every_core(cpu_only, monkeypa
     assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0,1,3"
 
 
-def test_hardware_bf16_keeps_the_model_dtype_and_an_explicit_binding_wins(cpu_only, monkeypatch):
+def test_hardware_bf16_runs_bfloat16_and_an_explicit_binding_wins(cpu_only, monkeypatch):
     import os
 
     monkeypatch.setattr(assets, "cpu_has_native_bf16", lambda: True)
@@ -37,7 +40,39 @@ def test_hardware_bf16_keeps_the_model_dtype_and_an_explicit_binding_wins(cpu_on
     monkeypatch.setenv("R2REC_VLLM_MEMORY_FRACTION", "0.1")
     monkeypatch.setenv("R2REC_VLLM_BLOCK_SIZE", "64")
     args = assets.vllm_engine_args()
-    assert "dtype" not in args and args["gpu_memory_utilization"] == 0.1
+    assert args["dtype"] == "bfloat16" and args["gpu_memory_utilization"] == 0.1
     assert args["block_size"] == 64
     assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0"
-    assert assets.vllm_engine_args(dtype="bfloat16")["dtype"] == "bfloat16"  # caller wins
+    assert assets.vllm_engine_args(dtype="float32")["dtype"] == "float32"  # caller wins
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("forced", ["float32", "bfloat16"])
+def test_r2rec_dtype_forces_either_path_on_any_cpu(cpu_only, monkeypatch, native, forced):
+    monkeypatch.setattr(assets, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setenv(assets.DTYPE_ENV, forced)
+    assert assets.vllm_engine_args()["dtype"] == forced
+
+
+def test_an_absolute_kv_cache_replaces_the_memory_fraction(cpu_only, monkeypatch):
+    monkeypatch.setenv("R2REC_VLLM_KV_CACHE_GIB", "0.25")
+    args = assets.vllm_engine_args()
+    assert args["kv_cache_memory_bytes"] == 1 << 28 and "gpu_memory_utilization" not in args
+    assert "enforce_eager" not in args  # compiled unless asked
+    monkeypatch.setenv("R2REC_VLLM_EAGER", "1")
+    assert assets.vllm_engine_args()["enforce_eager"] is True
+
+
+def test_gpus_keep_the_model_dtype_unless_forced(monkeypatch):
+    monkeypatch.delenv(assets.DTYPE_ENV, raising=False)
+    assert assets.model_dtype(cuda=True) is None
+    monkeypatch.setenv(assets.DTYPE_ENV, "bfloat16")
+    assert assets.model_dtype(cuda=True) == "bfloat16"
+
+
+def test_an_unknown_dtype_is_refused_with_the_choices(monkeypatch):
+    from r2rec.errors import R2RecError
+
+    monkeypatch.setenv(assets.DTYPE_ENV, "float16; rm -rf /")
+    with pytest.raises(R2RecError, match="R2REC_DTYPE must be one of float32, bfloat16"):
+        assets.model_dtype(cuda=False)

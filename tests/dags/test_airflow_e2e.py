@@ -2,8 +2,10 @@
 Airflow: ``dag.test()`` for one date, then ``airflow backfill create`` over three dates
 executed by a real scheduler (``airflow standalone``), then a rerun of one date.
 
-Every task runs the real entrypoint: spark-submit on the ``spark_default`` connection
-(``local[2]`` from an environment connection), the trainers, vLLM scoring. Slow (about
+Airflow's metadata lives in a private PostgreSQL server (:mod:`tests.dags.postgres`), as
+in a deployment. Every task runs the real entrypoint: spark-submit on the
+``spark_default`` connection (``local[2]`` from an environment connection), the
+trainers, vLLM scoring. Slow (about
 ten minutes on two cores), hence one module sharing one Airflow home and lakehouse.
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.dags.postgres import free_port, postgres_server
 
 pytestmark = pytest.mark.slow
 
@@ -54,21 +57,20 @@ def ml100k_subsample(out: Path) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Airflow:
-    """A project-like Airflow home (SQLite) in a temporary directory."""
+    """A project-like Airflow home in a temporary directory, its metadata in PostgreSQL.
 
-    def __init__(self, home: Path, lakehouse: Path):
+    Not SQLite: a scheduler and a CLI writing at once (``airflow backfill create`` beside
+    ``airflow standalone``) fail there with ``database is locked``.
+    """
+
+    def __init__(self, home: Path, lakehouse: Path, database: str):
         self.home, self.lakehouse = home, lakehouse
         self.port = free_port()
         self.env = {
             **os.environ,
             "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             # Backfills only: no scheduled run of "today" may start beside them.
@@ -124,12 +126,14 @@ def partition_files(lake, table: str) -> dict[str, set[str]]:
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("airflow-e2e")
-    af = Airflow(root / "airflow", root / "lakehouse")
-    af.data = str(ml100k_subsample(root / "ml-100k"))
-    af.model = tiny_model_dir
-    af.cli("db", "migrate")
-    af.cli("pools", "set", "gpu", "1", "GPU slots for training and scoring")
-    return af
+    with postgres_server() as database:
+        af = Airflow(root / "airflow", root / "lakehouse", database)
+        af.data = str(ml100k_subsample(root / "ml-100k"))
+        af.env["R2REC_INGEST_ROOTS"] = af.data  # ingest reads only under configured roots
+        af.model = tiny_model_dir
+        af.cli("db", "migrate")
+        af.cli("pools", "set", "gpu", "1", "GPU slots for training and scoring")
+        yield af
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,51 @@
+"""Fault injection: a real crash at a named point of a real job, for the tests that need one.
+
+``R2REC_FAULT_KILL=<point>:<n>`` makes the job SIGKILL its own process group the n-th
+time it passes ``point`` (counted per process). Nothing is mocked: the job, its engine
+processes and the files it left are exactly what a power cut at that moment leaves, and
+the test then checks what a rerun does with them. A poll from outside ("kill when the
+first chunk shows up") races the job; this fires at one known point, every time.
+
+Unset (the default) it costs one dictionary lookup per call. Points in use:
+
+* ``score.chunk_committed`` (inference.score): after a chunk's commit to score_chunks;
+* ``<sft|grpo>.checkpoint_partial`` (trainer.common): a checkpoint's weights are written,
+  its trainer state not yet, i.e. a half-written checkpoint;
+* ``<sft|grpo>.checkpoint_saved`` (trainer.common): after a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+ENV = "R2REC_FAULT_KILL"
+_passed: dict[str, int] = {}
+
+
+def _target() -> tuple[str, int] | None:
+    spec = os.environ.get(ENV, "").strip()
+    if not spec:
+        return None
+    point, _, count = spec.rpartition(":")
+    if not point or not count.isdigit() or int(count) < 1:
+        raise ValueError(f"{ENV} must be <point>:<n> with n >= 1, got {spec!r}")
+    return point, int(count)
+
+
+def checkpoint(point: str) -> None:
+    """Count a pass through ``point``; SIGKILL the process group on the configured pass."""
+    target = _target()
+    if target is None or target[0] != point:
+        return
+    _passed[point] = _passed.get(point, 0) + 1
+    if _passed[point] < target[1]:
+        return
+    print(f"{ENV}: killing the process group at {point} #{target[1]}", file=sys.stderr, flush=True)
+    # The group, not just this process: engine workers (vLLM's core) must die with it,
+    # as they would when a node is lost. A process that is not a group leader kills
+    # only itself, so a test runner that called in-process is never taken down.
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
