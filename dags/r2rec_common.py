@@ -9,16 +9,29 @@ Dates: a task's ds is the run's data interval start, computed once by the ``run_
 task and read by every other task from XCom. Nothing calls ``now()``: a manual run
 without a logical date fails in ``run_date`` with a message saying how to give one,
 and an asset-triggered run takes the ds the data DAG attached to its asset events.
+
+Run params reach shell commands, so each is checked twice. When a run is created, its
+Param schema (a pattern or an enum) refuses anything but plain values. When a command
+is rendered, every value lands quoted: bash commands are built with :func:`cli_command`,
+which ``shlex``-quotes literal words and takes templated ones only through :func:`sh` /
+:func:`sh_args`, whose Jinja filters quote the *rendered* value. (Quoting the template
+text instead would be undone by a value holding a quote.) Spark jobs get their
+arguments as an argv list, never through a shell.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import Asset, task
+
+from r2rec.config import parse_ds
+from r2rec.errors import R2RecError
 
 ROOT = Path(__file__).resolve().parents[1]
 LAKEHOUSE = os.environ.get("R2REC_LAKEHOUSE", str(ROOT / "lakehouse"))
@@ -28,10 +41,25 @@ PYTHON = sys.executable
 START = datetime(2026, 11, 1)
 GPU_POOL = os.environ.get("R2REC_GPU_POOL", "gpu")
 SPARK_CONN = os.environ.get("R2REC_SPARK_CONN", "spark_default")
-DS = "{{ ti.xcom_pull(task_ids='run_date') }}"
-# Extra command-line options a run may pass (params *_args) land in bash commands:
-# options and values only, no shell syntax.
-ARGS_PATTERN = r"^[A-Za-z0-9_.,=/:@+ -]*$"
+DS_EXPR = "ti.xcom_pull(task_ids='run_date')"
+DS = "{{ " + DS_EXPR + " }}"
+
+# Param patterns. They end in (?!\n)$ because jsonschema (Airflow's validator) searches
+# with Python's re, whose $ also matches before a final newline.
+# A path, URI or model name: one word that cannot be read as an option.
+WORD_PATTERN = r"^(?!-)[A-Za-z0-9_.@+:/=-]+(?!\n)$"
+PATH_PATTERN = r"^(?:(?!-)[A-Za-z0-9_.@+:/=-]+)?(?!\n)$"  # or '' for the default
+CONFIG_PATTERN = r"^(?!-)[A-Za-z0-9_.@+/-]+\.ya?ml(?!\n)$"
+# Every task sets --ds and --lakehouse itself; argparse takes the last value given and
+# any unambiguous prefix (--lake), so *_args may name neither, in any spelling.
+RESERVED_OPTIONS = ("--ds", "--lakehouse")
+# Longest first, and in a fixed order: the pattern is part of the serialized DAG.
+_PREFIXES = {o[:k] for o in RESERVED_OPTIONS for k in range(3, len(o) + 1)}
+_RESERVED = "|".join(sorted(_PREFIXES, key=lambda p: (-len(p), p)))
+# Extra command-line options (params *_args): options and values only, no shell syntax,
+# and no word that is --ds, --lakehouse or a prefix of either (alone or before "=").
+_ARGS_CHARS = r"[A-Za-z0-9_.,=/:@+ -]"
+ARGS_PATTERN = rf"^(?!(?:.*\s)?(?:{_RESERVED})(?:[=\s]|$)){_ARGS_CHARS}*(?!\n)$"
 DEFAULT_ARGS = {
     "owner": "r2rec",
     "retries": 2,
@@ -61,14 +89,25 @@ def ds_of(context) -> str:
     if start is not None:
         return start.strftime("%Y-%m-%d")
     events = context.get("triggering_asset_events") or {}
-    dates = sorted({e.extra.get("ds") for evs in events.values() for e in evs if e.extra.get("ds")})
+    dates = [e.extra.get("ds") for evs in events.values() for e in evs if e.extra.get("ds")]
+    # Asset events can be posted through the API with any extra; the ds reaches commands.
+    malformed = sorted(str(d) for d in dates if not _is_ds(d))
+    if malformed:
+        raise AirflowFailException(f"asset events carry a ds that is not YYYY-MM-DD: {malformed}")
     if dates:
-        return dates[-1]
+        return max(dates)
     raise AirflowFailException(
         f"{context['dag'].dag_id} needs a logical date: it never guesses 'today'. Trigger it "
         "with one, e.g. `airflow dags trigger --logical-date 2026-11-25T00:00:00+00:00 "
         f"{context['dag'].dag_id}`, or backfill a range with `airflow backfill create`."
     )
+
+
+def _is_ds(value) -> bool:
+    try:
+        return isinstance(value, str) and parse_ds(value) == value
+    except R2RecError:
+        return False
 
 
 @task(task_id="run_date", retries=0)
@@ -96,17 +135,52 @@ def args_param(example: str):
     """A run param of extra command-line options, e.g. ``--max_steps 8``."""
     from airflow.sdk import Param
 
-    return Param("", type="string", pattern=ARGS_PATTERN, description=f"e.g. {example}")
+    return Param(
+        "", type="string", pattern=ARGS_PATTERN,
+        description=f"options and values only, not --ds/--lakehouse; e.g. {example}",
+    )  # fmt: skip
 
 
 def extra_args(text: str | None) -> list[str]:
-    """A run's ``*_args`` param as options; refuses anything a shell would interpret."""
-    import re
-
+    """A run's ``*_args`` param as words; refuses shell syntax, --ds and --lakehouse."""
     text = (text or "").strip()
-    if not re.fullmatch(ARGS_PATTERN, text):
+    if not re.fullmatch(f"{_ARGS_CHARS}*", text):
         raise ValueError(f"extra arguments may hold options and values only, got {text!r}")
-    return text.split()
+    words = text.split()
+    for word in words:
+        name = word.split("=", 1)[0]
+        if len(name) > 2 and any(o.startswith(name) for o in RESERVED_OPTIONS):
+            raise ValueError(
+                f"extra arguments may not set {' or '.join(RESERVED_OPTIONS)} (every task sets "
+                f"the run's own), got {word!r}"
+            )
+    return words
+
+
+class Shell(str):
+    """A piece of a bash command that is already safe as it stands (see :func:`sh`)."""
+
+
+def sh(expr: str) -> Shell:
+    """The Jinja expression ``expr`` (e.g. ``"params.model"``) as one shell-quoted word."""
+    return Shell("{{ (" + expr + ") | shquote }}")
+
+
+def sh_args(expr: str) -> Shell:
+    """The Jinja expression ``expr`` (a ``*_args`` param) as checked, quoted words."""
+    return Shell("{{ (" + expr + ") | shargs }}")
+
+
+def _shquote(value) -> str:
+    return shlex.quote(str(value))
+
+
+def _shargs(text) -> str:
+    return shlex.join(extra_args(text))
+
+
+# Each DAG passes these as user_defined_filters, so sh() and sh_args() render.
+SHELL_FILTERS = {"shquote": _shquote, "shargs": _shargs}
 
 
 def shard_commands(n: int | str, model: str, ds: str, args: str = "") -> list[str]:
@@ -136,8 +210,22 @@ def spark_job(task_id: str, application: str, *args: str, outlets=(), **kwargs):
     )
 
 
-def cli_command(job: str, *args: str, ds: str = DS) -> str:
-    return " ".join([R2REC, job, "--ds", ds, "--lakehouse", LAKEHOUSE, *args])
+def cli_command(job: str, *args: str, ds: str | None = None) -> str:
+    """``r2rec <job> --ds D --lakehouse L ...`` as a bash command (ds: the run's, by default).
+
+    Plain words are quoted here; templated words must come from :func:`sh` or
+    :func:`sh_args`, which quote the value they render to.
+    """
+    words = [R2REC, job, "--ds", sh(DS_EXPR) if ds is None else ds, "--lakehouse", LAKEHOUSE]
+    return " ".join(w if isinstance(w, Shell) else _quoted(w) for w in [*words, *args])
+
+
+def _quoted(word: str) -> str:
+    if any(mark in word for mark in ("{{", "{%", "{#")):
+        raise ValueError(
+            f"{word!r} is a template: pass it as sh(expr) or sh_args(expr) so its value is quoted"
+        )
+    return shlex.quote(word)
 
 
 def bash_kwargs(gpu: int = 0) -> dict:

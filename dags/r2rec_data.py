@@ -12,13 +12,17 @@ from airflow.sdk import DAG, Param, task
 
 from dags.r2rec_common import (
     DEFAULT_ARGS,
+    PATH_PATTERN,
+    SHELL_FILTERS,
     START,
     asset,
     cli_job,
     dq_check,
     run_date,
+    sh,
     spark_job,
 )
+from spark_jobs.ingest.sources import SOURCES
 
 TABLES = ("interactions", "items", "graph_edges", "samples", "candidates", "chains",
           "reasoning_traces", "sft_examples", "rl_prompts")  # fmt: skip
@@ -33,13 +37,20 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["r2rec", "data", "spark"],
     doc_md=__doc__,
+    user_defined_filters=SHELL_FILTERS,
     params={
-        "source": Param("movielens-100k", type="string", description="ingest --source"),
-        "path": Param("", type="string", description="ingest --path ('' = the source's default)"),
+        "source": Param("movielens-100k", enum=list(SOURCES), description="ingest --source"),
+        "path": Param(
+            "",
+            type="string",
+            pattern=PATH_PATTERN,
+            description="ingest --path ('' = the source's default), under $R2REC_INGEST_ROOTS",
+        ),
         "teacher": Param("template", enum=["template", "vllm", "openai"]),
     },
 ) as dag:
     ds = run_date()
+    # spark-submit gets an argv list (no shell); the job itself confines --path to roots.
     ingest = spark_job(
         "ingest",
         "spark_jobs/ingest/__main__.py",
@@ -57,7 +68,7 @@ with DAG(
         "samples", "spark_jobs/samples.py", outlets=[asset("samples"), asset("candidates")]
     )
     chains = spark_job("chains", "spark_jobs/chains.py", outlets=[asset("chains")])
-    traces = cli_job("traces", "traces", "--teacher", "{{ params.teacher }}")
+    traces = cli_job("traces", "traces", "--teacher", sh("params.teacher"))
 
     @task(outlets=[asset(t) for t in TABLES])
     def publish_assets(run_ds: str, *, outlet_events=None) -> str:

@@ -17,13 +17,17 @@ from airflow.sdk import DAG, Param, task
 from dags.r2rec_common import (
     DEFAULT_ARGS,
     LAKEHOUSE,
+    SHELL_FILTERS,
     START,
+    WORD_PATTERN,
     args_param,
     asset,
     bash_kwargs,
     cli_job,
     run_date,
     serving_model,
+    sh,
+    sh_args,
     shard_commands,
     spark_job,
 )
@@ -38,13 +42,21 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["r2rec", "inference", "gpu"],
     doc_md=__doc__,
+    user_defined_filters=SHELL_FILTERS,
     params={
         "shards": Param(4, type="integer", minimum=1),
-        "model": Param("champion", type="string", description="champion | registry:… | dir"),
+        "model": Param(
+            "champion",
+            type="string",
+            pattern=WORD_PATTERN,
+            description="champion | registry:… | dir",
+        ),
         "max_invalid_share": Param(1.0, type="number", minimum=0, maximum=1),
         "eval_samples": Param(64, type="integer", minimum=0),
         "eval_models": Param(
-            "popularity,itemknn,als,sasrec,llm", type="string", pattern=r"^[a-z]+(,[a-z]+)*$"
+            "popularity,itemknn,als,sasrec,llm",
+            type="string",
+            pattern=r"^[a-z]+(,[a-z]+)*(?!\n)$",
         ),
         "score_args": args_param("--max-users 100 --chunk-size 64"),
         "eval_args": args_param("--sasrec-epochs 10"),
@@ -76,17 +88,17 @@ with DAG(
     score_shards = BashOperator.partial(task_id="score_shard", **bash_kwargs(gpu=1)).expand(
         bash_command=commands("{{ params.shards }}", model, ds, "{{ params.score_args }}")
     )
+    pinned = sh("ti.xcom_pull(task_ids='model_spec')")
     publish = cli_job(
         "publish", "score", "--mode", "serve", "--publish-only",
-        "--model", "{{ ti.xcom_pull(task_ids='model_spec') }}", "--shards", "{{ params.shards }}",
-        "--max-invalid-share", "{{ params.max_invalid_share }}",
-        "{{ params.score_args }}",  # the shards' plan (--max-users, --chunk-size) to publish
+        "--model", pinned, "--shards", sh("params.shards"),
+        "--max-invalid-share", sh("params.max_invalid_share"),
+        sh_args("params.score_args"),  # the shards' plan (--max-users, --chunk-size) to publish
         outlets=[asset("recommendations")],
     )  # fmt: skip
     evaluate = cli_job(
-        "evaluate", "evaluate", "--models", "{{ params.eval_models }}",
-        "--llm-model", "{{ ti.xcom_pull(task_ids='model_spec') }}",
-        "--max-samples", "{{ params.eval_samples }}", "{{ params.eval_args }}",
+        "evaluate", "evaluate", "--models", sh("params.eval_models"), "--llm-model", pinned,
+        "--max-samples", sh("params.eval_samples"), sh_args("params.eval_args"),
         gpu=1, outlets=[asset("eval_metrics")],
     )  # fmt: skip
 

@@ -12,7 +12,18 @@ import os
 
 from airflow.sdk import DAG, Param
 
-from dags.r2rec_common import DEFAULT_ARGS, START, args_param, asset, cli_job, run_date
+from dags.r2rec_common import (
+    CONFIG_PATTERN,
+    DEFAULT_ARGS,
+    SHELL_FILTERS,
+    START,
+    args_param,
+    asset,
+    cli_job,
+    run_date,
+    sh,
+    sh_args,
+)
 
 SCHEDULE = os.environ.get("R2REC_TRAIN_SCHEDULE") or (asset("sft_examples") & asset("rl_prompts"))
 
@@ -26,10 +37,11 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["r2rec", "train", "gpu"],
     doc_md=__doc__,
+    user_defined_filters=SHELL_FILTERS,
     params={
         "eval_samples": Param(64, type="integer", minimum=0, description="LLM eval samples/split"),
-        "sft_config": Param("trainer/configs/sft.yaml", type="string"),
-        "grpo_config": Param("trainer/configs/grpo.yaml", type="string"),
+        "sft_config": Param("trainer/configs/sft.yaml", type="string", pattern=CONFIG_PATTERN),
+        "grpo_config": Param("trainer/configs/grpo.yaml", type="string", pattern=CONFIG_PATTERN),
         "sft_args": args_param("--max_steps 8 --model /models/x"),
         "grpo_args": args_param("--max_steps 2"),
         "min_gain": Param(0.0, type="number"),
@@ -39,16 +51,16 @@ with DAG(
     previous = ds
     for stage in ("sft", "grpo"):
         train = cli_job(
-            stage, stage, "--config", f"{{{{ params.{stage}_config }}}}",
-            f"{{{{ params.{stage}_args }}}}", gpu=1,
+            stage, stage, "--config", sh(f"params.{stage}_config"),
+            sh_args(f"params.{stage}_args"), gpu=1,
         )  # fmt: skip
         evaluate = cli_job(
             f"evaluate_{stage}", "evaluate", "--models", "llm", "--llm-model",
-            f"registry:latest-{stage}", "--max-samples", "{{ params.eval_samples }}", gpu=1,
+            f"registry:latest-{stage}", "--max-samples", sh("params.eval_samples"), gpu=1,
         )  # fmt: skip
         promote = cli_job(
             f"promote_{stage}", "promote", "--candidate", f"latest-{stage}",
-            "--min-gain", "{{ params.min_gain }}", outlets=[asset("model_registry")],
+            "--min-gain", sh("params.min_gain"), outlets=[asset("model_registry")],
         )  # fmt: skip
         previous >> train >> evaluate >> promote
         previous = promote

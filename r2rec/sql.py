@@ -4,6 +4,12 @@ Each table is registered as a view over ``DeltaTable.to_pyarrow_dataset()``, i.e
 exactly the files of one Delta snapshot. DuckDB's own delta extension is not used (it
 is downloaded at run time, which our machines cannot do), and the table directories
 are never scanned as plain Parquet: that would also return files later commits removed.
+
+The connection is confined to those views: DuckDB may not touch files, extensions or
+settings (``read_csv('/etc/passwd')``, ``COPY ... TO``, ``ATTACH``, ``INSTALL``, ``SET``),
+so a query can neither read outside the lakehouse nor write anywhere (one once forged a
+Delta commit into a table's ``_delta_log``). The views still work: pyarrow, not DuckDB,
+reads their files. Scratch tables live in memory and vanish with the connection.
 """
 
 from __future__ import annotations
@@ -18,6 +24,18 @@ from r2rec.lakehouse import Lakehouse, arrow_filesystem
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
     import pyarrow as pa
+
+
+# No files (COPY, read_csv, ATTACH, EXPORT), no Python objects from the caller's scope
+# (replacement scans), no extension installs or loads from disk.
+_CONFINED = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_persistent_secrets": False,
+}
+_CONFINED_HINT = "r2rec sql only reads the lakehouse's tables: no files, extensions or settings"
 
 
 def table_uris(lakehouse: Lakehouse) -> dict[str, str]:
@@ -38,7 +56,8 @@ def table_uris(lakehouse: Lakehouse) -> dict[str, str]:
 def connect(
     lakehouse: Lakehouse | None = None, version: Mapping[str, int] | None = None
 ) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory DuckDB connection with one view per table.
+    """A fresh in-memory DuckDB connection with one view per table, confined to them
+    (no file, extension or setting access) and with its configuration locked.
 
     ``version`` maps table names to the Delta version to read (time travel); the other
     tables are read at their latest version.
@@ -54,7 +73,7 @@ def connect(
         raise R2RecError(
             f"cannot time-travel {', '.join(unknown)}: no such table ({_available(uris)})"
         )
-    con = duckdb.connect()
+    con = duckdb.connect(config=_CONFINED)
     # The pipeline is UTC throughout; without this, timestamps print in the host's zone.
     con.execute("SET TimeZone = 'UTC'")
     for name, uri in uris.items():
@@ -65,6 +84,8 @@ def connect(
         except Exception as exc:  # delta-rs raises several types (bad version, protocol)
             what = f"version {at} of table '{name}'" if at is not None else f"table '{name}'"
             raise R2RecError(f"cannot read {what}: {_one_line(str(exc))}") from None
+    # Last, so no query can turn external access (or anything else) back on.
+    con.execute("SET lock_configuration = true")
     return con
 
 
@@ -118,6 +139,8 @@ def _explain(exc: Exception, tables: list[str]) -> str:
         # DuckDB's "Did you mean" may point at its own catalog (pg_enum); list ours instead.
         msg = msg.split(" Did you mean", 1)[0]
         return f"{msg} ({_available(tables)})"
+    if isinstance(exc, duckdb.PermissionException) or "configuration has been locked" in msg:
+        return f"{msg} ({_CONFINED_HINT})"
     return msg
 
 

@@ -8,6 +8,7 @@ and items, and (ds=D, job=ingest, source=S) of quarantine, so a rerun replaces t
 date and nothing else. Order matters for "nothing already written is lost": bronze and
 quarantine are written first; silver only if the quarantined share is within limits,
 so a bad batch leaves yesterday's silver untouched and today's reasons inspectable.
+``--path`` and ``--items-path`` must lie under ``$R2REC_INGEST_ROOTS`` (r2rec.ingest_roots).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from r2rec.config import parse_ds
 from r2rec.contracts import INTERACTIONS, INTERACTIONS_RAW, ITEMS, ITEMS_RAW, QUARANTINE
 from r2rec.errors import DataQualityError, R2RecError
+from r2rec.ingest_roots import check_ingest_path
 from r2rec.jobs import run_main
 from r2rec.lakehouse import Lakehouse
 from spark_jobs.ingest.sources import SOURCES, ColumnMapping, SourceFormat, resolve_source
@@ -172,10 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--path",
         help="interactions file or dataset directory "
-        "(default for movielens-100k: the recbole wheel)",
+        "(default for movielens-100k: the recbole wheel); must lie under $R2REC_INGEST_ROOTS",
     )
     p.add_argument(
-        "--items-path", help="item metadata file (amazon-reviews-2023 meta JSONL, csv, parquet)"
+        "--items-path",
+        help="item metadata file (amazon-reviews-2023 meta JSONL, csv, parquet); "
+        "must lie under $R2REC_INGEST_ROOTS",
     )
     p.add_argument("--lakehouse", help="lakehouse root (default $R2REC_LAKEHOUSE or ./lakehouse)")
     p.add_argument(
@@ -205,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> IngestConfig:
     if (args.rating_min is None) != (args.rating_max is None):
         raise R2RecError("give both --rating-min and --rating-max, or neither")
+    # Before anything reads them (not even an existence check): only configured roots.
+    given = {"--path": args.path, "--items-path": args.items_path}
+    for option, path in given.items():
+        if path:
+            check_ingest_path(path, option)
     mapping = ColumnMapping(
         user=args.user_col,
         item=args.item_col,
@@ -226,6 +235,10 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         rating_range,
         args.delimiter,
     )
+    if args.path or args.items_path:
+        # The files a dataset directory names (ml-1m/ratings.dat) may be links out of it.
+        for file in (*fmt.interaction_files, *fmt.item_files):
+            check_ingest_path(file, "file")
     return IngestConfig(fmt, args.ds, args.max_quarantine_share)
 
 

@@ -159,6 +159,30 @@ def test_missing_table_names_the_available_ones(lakehouse, write_partition):
     assert_one_line_error(result, "items does not exist", "available tables: interactions")
 
 
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ("SELECT * FROM read_csv('/etc/passwd')", 'Cannot access file "/etc/passwd"'),
+        ("COPY (SELECT * FROM interactions) TO '{tmp}/leak.csv'", "operations are disabled"),
+        ("ATTACH '{tmp}/other.duckdb'", "operations are disabled"),
+        ("INSTALL httpfs", "operations are disabled"),
+        ("LOAD httpfs", "Loading external extensions is disabled"),
+        ("SET enable_external_access = true", "the configuration has been locked"),
+    ],
+)
+def test_sql_outside_the_lakehouse_is_one_red_line(
+    lakehouse, write_partition, tmp_path, query, fragment
+):
+    write_partition(["a"])
+    before = sorted(tmp_path.rglob("*"))
+
+    result = r2rec("sql", query.format(tmp=tmp_path), "--lakehouse", lakehouse.root)
+
+    line = assert_one_line_error(result, fragment, "r2rec sql only reads the lakehouse's tables")
+    assert "root:" not in line  # not a line of /etc/passwd
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_history_lists_every_commit_newest_first(lakehouse, write_partition):
     write_partition(["a", "b"])
     write_partition(["c"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -100,7 +102,8 @@ def test_limit_stops_after_n_rows_in_order(lakehouse):
 
 
 def test_statement_without_result_gives_empty_table(lakehouse):
-    assert run_sql("SET threads = 1", lakehouse).num_rows == 0
+    # Not SET any more: settings are locked. A scratch view lives in memory only.
+    assert run_sql("CREATE VIEW scratch AS SELECT 1 AS k", lakehouse).num_rows == 0
 
 
 def test_other_delta_tables_under_the_root_are_queryable(lakehouse, write_partition):
@@ -169,3 +172,256 @@ def test_time_travel_errors(lakehouse, write_partition):
         run_sql("SELECT 1", lakehouse, version={"items": 0})
     with pytest.raises(R2RecError, match=r"cannot read version 7 of table 'interactions'"):
         run_sql("SELECT 1", lakehouse, version={"interactions": 7})
+
+
+# --- confinement: the views and nothing else ----------------------------------------
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ("SELECT * FROM read_csv('/etc/passwd')", 'Cannot access file "/etc/passwd"'),
+        ("SELECT * FROM read_text('/etc/hostname')", 'Cannot access file "/etc/hostname"'),
+        ("SELECT * FROM '{table}/*.parquet'", "file system operations are disabled"),
+        ("COPY (SELECT 1 AS k) TO '{tmp}/out.csv'", "file system operations are disabled"),
+        # The forged commit that once emptied a table: a remove action for every file.
+        ("COPY (SELECT 'x' AS remove) TO '{table}/_delta_log/00000000000000000099.json'",
+         "file system operations are disabled"),
+        ("EXPORT DATABASE '{tmp}/export'", "file system operations are disabled"),
+        ("ATTACH '{tmp}/other.duckdb' AS other", "file system operations are disabled"),
+        ("INSTALL delta", "file system operations are disabled"),
+        ("LOAD delta", "Loading external extensions is disabled"),
+        ("SET threads = 1", 'Cannot change configuration option "threads"'),
+        ("SET enable_external_access = true", "the configuration has been locked"),
+        ("RESET lock_configuration", "the configuration has been locked"),
+        ("SELECT 1; SET TimeZone = 'Europe/Berlin'", "the configuration has been locked"),
+    ],
+)  # fmt: skip
+def test_queries_cannot_touch_files_extensions_or_settings(
+    lakehouse, write_partition, tmp_path, query, fragment
+):
+    write_partition(["a", "b"])
+    table = lakehouse.uri("interactions")
+    before = _files(tmp_path)
+
+    with pytest.raises(R2RecError) as err:
+        run_sql(query.format(table=table, tmp=tmp_path), lakehouse)
+
+    message = str(err.value)
+    assert fragment in message
+    assert message.endswith(
+        "(r2rec sql only reads the lakehouse's tables: no files, extensions or settings)"
+    )
+    assert "\n" not in message
+    assert _files(tmp_path) == before  # nothing written, not even an empty file
+    assert run_sql("SELECT count(*) AS n FROM interactions", lakehouse).to_pylist() == [{"n": 2}]
+
+
+def test_a_query_cannot_see_python_objects_in_scope(lakehouse, write_partition):
+    # DuckDB's replacement scans would otherwise read any Arrow/pandas object by name.
+    write_partition(["a"])
+
+    with pytest.raises(R2RecError, match="Table with name lakehouse does not exist"):
+        run_sql("SELECT * FROM lakehouse", lakehouse)
+
+
+def test_views_time_travel_and_utc_still_work_on_the_locked_connection(lakehouse, write_partition):
+    write_partition(["a", "b", "c"])
+    write_partition(["x"])
+    con = connect(lakehouse, {"interactions": 2})
+    try:
+        settings = dict(
+            con.sql(
+                "SELECT name, value FROM duckdb_settings() WHERE name IN "
+                "('enable_external_access', 'lock_configuration', 'TimeZone')"
+            ).fetchall()
+        )
+        count = con.sql("SELECT count(*) FROM interactions").fetchall()
+    finally:
+        con.close()
+
+    assert settings == {
+        "enable_external_access": "false",
+        "lock_configuration": "true",
+        "TimeZone": "UTC",
+    }
+    assert count == [(3,)]
+
+
+# --- every documented query still works ---------------------------------------------
+
+DEMO_DS = "2026-11-25"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def demo_lake(lakehouse, write_partition):
+    """A few rows in every table the README's and `make demo`'s queries read."""
+    from r2rec.contracts import (
+        EVAL_METRICS,
+        JOB_METRICS,
+        MODEL_PROMOTIONS,
+        MODEL_REGISTRY,
+        QUARANTINE,
+        RECOMMENDATIONS,
+    )
+
+    write_partition(["a", "b", "c"])  # version 2: what --as-of interactions=2 reads
+    write_partition(["x"])
+    ds, src = DEMO_DS, "movielens-100k"
+    lakehouse.append(QUARANTINE, [
+        {"ds": ds, "job": "ingest", "source": src, "entity": "interaction", "source_file": "u",
+         "line_number": n, "raw_record": "?", "reason": reason, "detail": None}
+        for n, reason in enumerate(["unparseable", "bad_rating", "unparseable"])
+    ])  # fmt: skip
+    lakehouse.append(JOB_METRICS, [
+        {"ds": ds, "job": job, "metric": metric, "value": value, "detail": None}
+        for job, metric, value in [("chains", "chain_coverage", 0.75), ("chains", "chains", 12.0),
+                                   ("samples", "samples.train", 40.0), ("graph", "users", 4.0)]
+    ])  # fmt: skip
+    items = [
+        {"item_id": f"i{k}", "title": f"Movie {k}", "year": 1995, "genres": ["Drama"],
+         "text": "t", "ds": ds, "source": src}
+        for k in range(1, 5)
+    ]  # fmt: skip
+    lakehouse.overwrite("items", items, partition={"ds": ds, "source": src})
+    lakehouse.append(RECOMMENDATIONS, [
+        {"ds": ds, "mode": "serve", "user_id": f"u{u}", "sample_id": None, "rank": r,
+         "item_id": f"i{r}", "label": f"C{r}", "score": math.log(1 / (r + 1)),
+         "reasoning": f"u{u} liked i{r}'s neighbours", "answer_valid": r != 4, "errors": [],
+         "history_truncated": False, "model_version": "m@1", "prompt_version": "p1",
+         "run_id": "score-1"}
+        for u in range(1, 5)
+        for r in range(1, 5)
+    ])  # fmt: skip
+    lakehouse.append(EVAL_METRICS, [
+        {"ds": ds, "model": model, "split": split, "protocol": "sampled", "seed": seed,
+         "metric": metric, "value": value, "samples": 8, "run_id": "eval-1", "detail": None}
+        for model, hr1 in (("popularity", 0.25), ("llm:m@1", 0.5))
+        for split in ("valid", "test")
+        for seed in (None, 0)
+        for metric, value in (("hr@1", hr1), ("valid_ratio", 1.0), ("ndcg@5", hr1 / 2))
+    ])  # fmt: skip
+    at = datetime(2026, 11, 25, 6, tzinfo=UTC)
+    lakehouse.append(MODEL_REGISTRY, [
+        {"model_version": f"m@{k}", "run_id": f"{stage}-1", "ds": ds, "stage": stage,
+         "base_model": "smollm2", "base_version": "b@1", "model_path": "/m",
+         "adapter_path": "/a", "parent_version": None, "run_dir": "/r", "manifest": manifest,
+         "status": status, "valid_hr1": hr1, "metrics": None, "eval_samples": 8,
+         "registered_at": at.replace(hour=5 + k)}
+        for k, stage, status, hr1, manifest in [
+            (1, "sft", "champion", 0.5, '{"global_step": 24, "train_runtime_s": 61.6}'),
+            (2, "grpo", "rejected", 0.25, '{"global_step": 2, "train_runtime_s": 180.2}'),
+        ]
+    ])  # fmt: skip
+    lakehouse.append(MODEL_PROMOTIONS, [
+        {"ds": ds, "candidate_version": f"m@{k}", "champion_version": champion,
+         "candidate_valid_hr1": hr1, "champion_valid_hr1": champion_hr1, "candidate_samples": 8,
+         "champion_samples": 8, "min_gain": 0.0, "decision": decision, "reason": reason,
+         "decided_at": at.replace(hour=5 + k)}
+        for k, champion, hr1, champion_hr1, decision, reason in [
+            (1, None, 0.5, None, "promoted", "first champion"),
+            (2, "m@1", 0.25, 0.5, "rejected", "hr@1 fell"),
+        ]
+    ])  # fmt: skip
+    return lakehouse
+
+
+def _p(rank: int) -> float:
+    return round(1 / (rank + 1), 3)  # demo_lake's label probability at each rank
+
+
+# Each documented query (README "Querying", `make demo`), with the rows demo_lake gives.
+DOCUMENTED = {
+    "SELECT reason, count(*) FROM quarantine GROUP BY reason":
+        [["unparseable", 2], ["bad_rating", 1]],
+    "SELECT metric, value FROM job_metrics WHERE job = 'chains'":
+        [["chain_coverage", 0.75], ["chains", 12.0]],
+    "SELECT count(*) FROM interactions": [[3]],  # with --as-of interactions=2
+    "SELECT r.user_id, r.rank, i.title, round(exp(r.score), 3) AS p_label, r.answer_valid, "
+    "CASE WHEN r.rank = 1 THEN r.reasoning END AS reasoning FROM recommendations r JOIN items i "
+    "ON i.item_id = r.item_id AND i.ds = r.ds WHERE r.ds = '2026-11-25' AND r.mode = 'serve' "
+    "AND r.rank <= 3 ORDER BY r.user_id, r.rank":
+        [[f"u{u}", r, f"Movie {r}", _p(r), True, f"u{u} liked i1's neighbours" if r == 1 else None]
+         for u in range(1, 5) for r in range(1, 4)],
+    "SELECT model, split, value AS hr1 FROM eval_metrics WHERE ds = '2026-11-25' AND "
+    "metric = 'hr@1' AND protocol = 'sampled' AND seed IS NULL ORDER BY split, hr1 DESC":
+        [["llm:m@1", "test", 0.5], ["popularity", "test", 0.25],
+         ["llm:m@1", "valid", 0.5], ["popularity", "valid", 0.25]],
+    "SELECT job, metric, value FROM job_metrics WHERE ds = '2026-11-25' AND job IN ('samples', "
+    "'chains', 'traces.template') AND metric IN ('chain_coverage', 'chains', 'samples.train', "
+    "'samples.valid', 'samples.test', 'template.traces', 'template.pass_rate', 'sft_examples', "
+    "'rl_prompts')":
+        [["chains", "chain_coverage", 0.75], ["chains", "chains", 12.0],
+         ["samples", "samples.train", 40.0]],
+    "SELECT r.user_id, r.rank, i.title, round(r.score, 3) AS logprob, r.answer_valid FROM "
+    "recommendations r JOIN items i ON i.item_id = r.item_id AND i.ds = r.ds WHERE r.ds = "
+    "'2026-11-25' AND r.mode = 'serve' AND r.rank <= 3 AND r.user_id IN (SELECT DISTINCT user_id "
+    "FROM recommendations WHERE ds = '2026-11-25' AND mode = 'serve' ORDER BY user_id LIMIT 3) "
+    "ORDER BY r.user_id, r.rank":
+        [[f"u{u}", r, f"Movie {r}", {1: -0.693, 2: -1.099, 3: -1.386}[r], True]
+         for u in range(1, 4) for r in range(1, 4)],
+    "SELECT user_id, model_version, reasoning FROM recommendations WHERE ds = '2026-11-25' AND "
+    "mode = 'serve' AND rank = 1 ORDER BY user_id LIMIT 3":
+        [[f"u{u}", "m@1", f"u{u} liked i1's neighbours"] for u in range(1, 4)],
+    "SELECT model, split, max(CASE WHEN metric = 'hr@1' THEN round(value, 3) END) AS hr1, "
+    "max(CASE WHEN metric = 'valid_ratio' THEN round(value, 3) END) AS valid_ratio, "
+    "max(CASE WHEN metric = 'ndcg@5' THEN round(value, 3) END) AS ndcg5, max(samples) AS samples "
+    "FROM eval_metrics WHERE ds = '2026-11-25' AND protocol = 'sampled' AND seed IS NULL "
+    "GROUP BY model, split ORDER BY split, hr1 DESC":
+        [["llm:m@1", "test", 0.5, 1.0, 0.25, 8], ["popularity", "test", 0.25, 1.0, 0.125, 8],
+         ["llm:m@1", "valid", 0.5, 1.0, 0.25, 8], ["popularity", "valid", 0.25, 1.0, 0.125, 8]],
+    "SELECT stage, run_id, status, round(valid_hr1, 3) AS valid_hr1, eval_samples, "
+    "json_extract_string(manifest, '$.global_step') AS steps, "
+    "round(CAST(json_extract_string(manifest, '$.train_runtime_s') AS DOUBLE)) AS train_s "
+    "FROM model_registry ORDER BY registered_at":
+        [["sft", "sft-1", "champion", 0.5, 8, "24", 62.0],
+         ["grpo", "grpo-1", "rejected", 0.25, 8, "2", 180.0]],
+    "SELECT candidate_version, decision, reason FROM model_promotions ORDER BY decided_at":
+        [["m@1", "promoted", "first champion"], ["m@2", "rejected", "hr@1 fell"]],
+}  # fmt: skip
+
+
+def _documented_queries() -> list[str]:
+    """The DuckDB queries README.md ("Querying") and the Makefile's demo target show."""
+    readme = (ROOT / "README.md").read_text().split("## Querying", 1)[1]
+    readme = readme.split("Spark SQL", 1)[0]  # the Spark SQL example is not DuckDB
+    queries = re.findall(r'^r2rec sql "([^"]+)"', readme, re.M)
+    for block in re.findall(r"```sql\n(.*?)```", readme, re.S):
+        lines = [ln for ln in block.splitlines() if not ln.lstrip().startswith("--")]
+        queries += [q for q in "\n".join(lines).split(";") if q.strip()]
+    demo = (ROOT / "Makefile").read_text().replace("\\\n", " ").split("\ndemo:", 1)[1]
+    demo = demo.split("\n\n", 1)[0].replace("$(DEMO_DS)", DEMO_DS).replace("$$", "$")
+    queries += re.findall(r'r2rec sql "([^"]+)"', demo)
+    return [" ".join(q.split()) for q in queries]
+
+
+def test_every_documented_query_is_tested_here():
+    documented = _documented_queries()
+
+    assert len(documented) >= len(DOCUMENTED)  # the extraction still finds the docs' queries
+    assert set(documented) <= set(DOCUMENTED)
+
+
+@pytest.mark.parametrize("query", sorted(DOCUMENTED))
+def test_documented_query_gives_its_rows_through_the_cli(demo_lake, query):
+    import json
+
+    from typer.testing import CliRunner
+
+    from r2rec.cli import app
+
+    as_of = ["--as-of", "interactions=2"] if query == "SELECT count(*) FROM interactions" else []
+    args = ["sql", query, *as_of, "--format", "json", "--limit", "0", "-L", demo_lake.root]
+    result = CliRunner(env={"R2REC_LAKEHOUSE": None}).invoke(app, args)
+
+    assert result.exit_code == 0, result.output
+    rows = [list(row.values()) for row in json.loads(result.stdout)]
+    expected = DOCUMENTED[query]
+    if "ORDER BY" not in query:
+        rows, expected = sorted(rows), sorted(expected)
+    assert rows == expected

@@ -25,6 +25,7 @@ for dag_id, dag in bag.dags.items():
         "tags": sorted(dag.tags),
         "doc_md": bool(dag.doc_md),
         "params": {k: dag.params.get_param(k).schema for k in dag.params},
+        "param_defaults": {k: dag.params[k] for k in dag.params},
         "tasks": {
             t.task_id: {
                 "type": type(t).__name__,

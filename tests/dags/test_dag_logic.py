@@ -36,6 +36,15 @@ def test_an_asset_triggered_run_takes_the_newest_ds_its_events_carry():
     assert common.ds_of(context) == "2026-11-25"
 
 
+@pytest.mark.parametrize("bad", ["2026-11-25; touch PWNED", "2026-13-01", "yesterday"])
+def test_an_asset_event_with_a_malformed_ds_fails_the_run(bad):
+    # Asset events can be posted through the API with any extra; the ds reaches commands.
+    events = {"r2rec.sft_examples": [event("2026-11-24"), event(bad)]}
+    context = {"dag": DAG, "data_interval_start": None, "triggering_asset_events": events}
+    with pytest.raises(AirflowFailException, match="ds that is not YYYY-MM-DD"):
+        common.ds_of(context)
+
+
 def test_a_run_without_a_date_fails_and_says_how_to_give_one():
     with pytest.raises(AirflowFailException, match=r"needs a logical date.*--logical-date"):
         common.ds_of({"dag": DAG, "data_interval_start": None})
@@ -78,8 +87,20 @@ def test_extra_args_refuse_shell_syntax(bad):
         common.shard_commands(1, "champion", "2026-11-25", bad)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    ["--ds 2020-01-01", "--ds=2020-01-01", "--max-users 3 --d 2020-01-01", "--lakehouse /x",
+     "--lakehouse=/x", "--lake /x", "--lakeh=s3://b", "--la /x", "--l /x"],
+)  # fmt: skip
+def test_extra_args_refuse_ds_and_lakehouse_in_any_spelling_argparse_accepts(bad):
+    with pytest.raises(ValueError, match=r"may not set --ds or --lakehouse \(every task sets"):
+        common.extra_args(bad)
+    with pytest.raises(ValueError, match="may not set --ds or --lakehouse"):
+        common.shard_commands(1, "champion", "2026-11-25", bad)
+
+
 def test_extra_args_keep_options_paths_and_lists():
-    text = "--model /models/x-1.7B --max_steps 8 --seeds 0,1 --lr=5e-5"
+    text = "--model /models/x-1.7B --max_steps 8 --seeds 0,1 --lr=5e-5 --data-dir d --model=--ds"
     assert common.extra_args(text) == text.split()
     assert common.extra_args("") == [] and common.extra_args(None) == []
 
@@ -96,3 +117,124 @@ def test_serving_model_is_the_base_until_a_promotion_then_the_pinned_champion(la
          "adapter_path": "/a", "run_dir": "/r", "manifest": "{}", "status": "champion"},
     )  # fmt: skip
     assert common.serving_model("champion", lakehouse.root) == "registry:base@1+adapter@2"
+
+
+# --- rendered commands: hostile values arrive as one argument each and run nothing ----
+
+HOSTILE = ["x; touch PWNED #", "$(touch PWNED)", "`touch PWNED`", "x\ntouch PWNED",
+           "x' ; touch PWNED ; '", 'x" ; touch PWNED ; "', "{{ 7 * 7 }}"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dags():
+    from dags import r2rec_data, r2rec_score, r2rec_train
+
+    return [r2rec_data.dag, r2rec_train.dag, r2rec_score.dag]
+
+
+@pytest.fixture
+def run_bash(tmp_path):
+    """Run a command the way BashOperator does (bash -c), with a stand-in for the r2rec
+    binary that prints its arguments; returns them and the files the command left."""
+    argv = tmp_path / "bin" / "argv"
+    argv.parent.mkdir()
+    argv.write_text('#!/bin/sh\nfor a in "$@"; do printf \'%s\\0\' "$a"; done\n')
+    argv.chmod(0o755)
+    work = tmp_path / "cwd"
+    work.mkdir()
+
+    def run(command: str) -> tuple[list[str], list[str]]:
+        import shlex
+        import subprocess
+
+        prefix = shlex.quote(common.R2REC) + " "
+        assert command.startswith(prefix)
+        out = subprocess.run(["bash", "-c", str(argv) + " " + command[len(prefix) :]],
+                             cwd=work, capture_output=True, check=True).stdout  # fmt: skip
+        return out.decode().split("\0")[:-1], sorted(p.name for p in work.iterdir())
+
+    return run
+
+
+def render(dag, task_id: str, params: dict, xcom: dict) -> str:
+    """A task's bash command as Airflow renders it at run time (the DAG's Jinja env)."""
+    task = dag.get_task(task_id)
+    context = {"params": params, "ti": SimpleNamespace(xcom_pull=lambda task_ids: xcom[task_ids])}
+    return task.render_template(task.bash_command, context, task.get_template_env())
+
+
+def bash_tasks(dag) -> list[str]:
+    return [t.task_id for t in dag.tasks if type(t).__name__ == "BashOperator"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_every_bash_command_passes_hostile_values_as_single_arguments(dags, run_bash, value):
+    tasks = 0
+    for dag in dags:
+        params = {k: "--max-users 3" if k.endswith("_args") else value for k in dag.params}
+        for task_id in bash_tasks(dag):
+            template = dag.get_task(task_id).bash_command
+            command = render(dag, task_id, params, {"run_date": value, "model_spec": value})
+
+            args, files = run_bash(command)
+
+            assert files == [], (task_id, files)  # PWNED was never created
+            assert args.count(value) == template.count("| shquote"), (task_id, args)
+            assert args[1:5] == ["--ds", value, "--lakehouse", common.LAKEHOUSE]
+            tasks += 1
+    assert tasks == 9  # traces; sft, grpo and their evaluate/promote; publish, evaluate
+
+
+def test_publish_gets_exactly_the_pinned_model_and_the_shards_plan(dags, run_bash):
+    score = dags[2]
+    value = "x; touch PWNED #"
+    params = {**score.params, "shards": 2, "max_invalid_share": 0.5,
+              "score_args": "--max-users 3 --chunk-size 2"}  # fmt: skip
+
+    args, files = run_bash(render(score, "publish", params, {"run_date": "2026-11-25",
+                                                             "model_spec": value}))  # fmt: skip
+
+    assert files == []
+    assert args == [
+        "score", "--ds", "2026-11-25", "--lakehouse", common.LAKEHOUSE, "--mode", "serve",
+        "--publish-only", "--model", value, "--shards", "2", "--max-invalid-share", "0.5",
+        "--max-users", "3", "--chunk-size", "2",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [("--max-users 3; touch PWNED", "options and values only"),
+     ("--max-users 3 $(touch PWNED)", "options and values only"),
+     ("--lake=/elsewhere", "may not set --ds or --lakehouse")],
+)  # fmt: skip
+def test_rendering_refuses_hostile_extra_args(dags, args, message):
+    # Even if a run's params skipped validation, the command never renders.
+    score = dags[2]
+    params = {**score.params, "score_args": args}
+
+    with pytest.raises(ValueError, match=message):
+        render(score, "publish", params, {"run_date": "2026-11-25", "model_spec": "m"})
+
+
+@pytest.mark.parametrize("value", HOSTILE[:-1])
+def test_shard_commands_quote_the_model_and_the_date(run_bash, value):
+    (command,) = common.shard_commands(1, value, value, "--max-users 3")
+
+    args, files = run_bash(command)
+
+    assert files == []
+    assert args == [
+        "score", "--ds", value, "--lakehouse", common.LAKEHOUSE, "--mode", "serve",
+        "--model", value, "--shards", "1", "--max-users", "3", "--shard", "0",
+    ]  # fmt: skip
+
+
+def test_a_template_in_a_runtime_value_is_refused_not_rendered():
+    with pytest.raises(ValueError, match="is a template"):
+        common.shard_commands(1, "{{ 7 * 7 }}", "2026-11-25")
+
+
+def test_a_raw_template_cannot_enter_a_command_unquoted():
+    with pytest.raises(ValueError, match=r"is a template: pass it as sh\(expr\)"):
+        common.cli_command("traces", "--teacher", "{{ params.teacher }}")

@@ -94,6 +94,48 @@ def test_score_dag_maps_shards_then_publishes_then_evaluates(bag):
     assert "r2rec.recommendations" in tasks["publish"]["outlets"]
 
 
+# Values a trigger conf (or the UI's form) could send to get a shell to run something.
+HOSTILE = ["x; touch PWNED #", "x$(touch PWNED)", "x`touch PWNED`", "x\ntouch PWNED", "x\n",
+           "x' ; touch PWNED ; '", "x | tee PWNED", "x && touch PWNED", "x > PWNED",
+           "--lakehouse=/tmp/other"]  # fmt: skip
+
+
+def valid(schema: dict, value) -> bool:
+    """Airflow's own check of a run's params (Param.resolve)."""
+    from jsonschema import FormatChecker, ValidationError, validate
+
+    try:
+        validate(value, schema, format_checker=FormatChecker())
+    except ValidationError:
+        return False
+    return True
+
+
+def test_every_run_param_has_a_type_pattern_or_enum_that_refuses_shell_syntax(bag):
+    for dag_id, dag in bag["dags"].items():
+        for key, schema in dag["params"].items():
+            assert "enum" in schema or "pattern" in schema or schema["type"] in (
+                "integer", "number"
+            ), (dag_id, key)  # fmt: skip
+            assert valid(schema, dag["param_defaults"][key]), (dag_id, key)
+            for value in HOSTILE:
+                assert not valid(schema, value), (dag_id, key, value)
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "key", "good"),
+    [
+        ("r2rec_data", "path", ["", "/data/ml-1m", "data/ml-latest-small", "s3://b/raw/x.jsonl"]),
+        ("r2rec_data", "source", ["movielens-1m", "csv", "amazon-reviews-2023"]),
+        ("r2rec_score", "model", ["champion", "registry:base@1+adapter@2", "/models/x-1.7B"]),
+        ("r2rec_train", "sft_config", ["trainer/configs/sft.yaml", "/cfg/my-sft.yml"]),
+    ],
+)
+def test_string_params_take_their_values(bag, dag_id, key, good):
+    schema = bag["dags"][dag_id]["params"][key]
+    assert all(valid(schema, value) for value in good)
+
+
 def test_run_params_that_reach_a_shell_only_take_options(bag):
     import re
 
@@ -104,3 +146,21 @@ def test_run_params_that_reach_a_shell_only_take_options(bag):
             assert re.fullmatch(pattern, "--max_steps 8 --model /m/x-1.7B")
             assert not re.fullmatch(pattern, "--max_steps 8; rm -rf /")
     assert bag["dags"]["r2rec_data"]["params"]["path"]["type"] == "string"
+
+
+# argparse takes the last --ds and any unambiguous prefix of --lakehouse.
+RESERVED = ["--ds 2020-01-01", "--ds=2020-01-01", "--max-users 3 --ds 2020-01-01", "--d 2020",
+            "--lakehouse /x", "--lakehouse=/x", "--lake /x", "--lakeh=/x", "--la /x",
+            "--l /x"]  # fmt: skip
+
+
+def test_args_params_refuse_ds_and_lakehouse_in_any_spelling(bag):
+    for dag_id, keys in {"r2rec_train": ["sft_args", "grpo_args"],
+                         "r2rec_score": ["score_args", "eval_args"]}.items():  # fmt: skip
+        for key in keys:
+            schema = bag["dags"][dag_id]["params"][key]
+            for value in RESERVED:
+                assert not valid(schema, value), (dag_id, key, value)
+            for value in ["--max-users 3 --chunk-size 2", "--lr=5e-5", "--data-dir d",
+                          "--dsx 1", "--model=--ds"]:  # fmt: skip
+                assert valid(schema, value), (dag_id, key, value)

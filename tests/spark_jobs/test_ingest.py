@@ -436,11 +436,12 @@ def test_bronze_keeps_raw_values_as_strings(formats):
     assert row["source_file"].endswith("/pq/events.parquet")
 
 
-def test_incremental_run_writes_only_new_events(formats, capsys):
+def test_incremental_run_writes_only_new_events(formats, capsys, monkeypatch):
     """ds2 re-delivers ds1's three ML-1M ratings plus two new ones (and a blank line).
 
     Run through the command line, which prints the report as JSON.
     """
+    monkeypatch.setenv("R2REC_INGEST_ROOTS", str(formats.root))
     ds2 = "2024-03-11"
     base = formats.root / "ml-1m-day2"
     write(
@@ -784,10 +785,54 @@ def test_cli_bad_ds_is_one_line_error(capsys, tmp_path, ds, message):
     assert err == f"error: {message}\n"
 
 
-def test_cli_missing_dataset_file_is_one_line_error(capsys, tmp_path):
+def test_cli_missing_dataset_file_is_one_line_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("R2REC_INGEST_ROOTS", str(tmp_path))
     (tmp_path / "movies.dat").write_text("1::Toy Story (1995)::Comedy\n")
     rc = main(["--source", "movielens-1m", "--path", str(tmp_path), "--ds", DS])
     out, err = capsys.readouterr()
     assert (rc, out) == (1, "")
     missing = tmp_path / "ratings.dat"
     assert err == f"error: source 'movielens-1m': {missing} is missing (expected in --path)\n"
+
+
+@pytest.mark.parametrize(("option", "path"), [("--path", "/etc"), ("--items-path", "/etc/passwd")])
+def test_cli_path_outside_the_ingest_roots_is_refused_before_any_work(
+    capsys, tmp_path, monkeypatch, option, path
+):
+    import spark_jobs.session
+
+    def no_spark(*args, **kwargs):
+        raise AssertionError("ingest started Spark for a refused path")
+
+    monkeypatch.setattr(spark_jobs.session, "get_spark", no_spark)
+    allowed = tmp_path / "data"
+    monkeypatch.setenv("R2REC_INGEST_ROOTS", str(allowed))
+    lake = tmp_path / "lakehouse"
+
+    rc = main(["--source", "amazon-reviews-2023", "--path", str(allowed / "reviews.jsonl"),
+               option, path, "--ds", DS, "--lakehouse", str(lake)])  # fmt: skip
+
+    out, err = capsys.readouterr()
+    assert (rc, out) == (1, "")
+    assert err == (
+        f"error: ingest {option} '{path}' is outside the allowed ingest roots ({allowed}); "
+        "set R2REC_INGEST_ROOTS (colon-separated) to allow another directory\n"
+    )
+    assert not lake.exists()
+
+
+def test_cli_dataset_file_linked_out_of_the_root_is_refused(capsys, tmp_path, monkeypatch):
+    base = tmp_path / "ml-1m"
+    base.mkdir()
+    (base / "movies.dat").write_text("1::Toy Story (1995)::Comedy\n")
+    (tmp_path / "elsewhere.dat").write_text("1::1::5::978300760\n")
+    (base / "ratings.dat").symlink_to(tmp_path / "elsewhere.dat")
+    monkeypatch.setenv("R2REC_INGEST_ROOTS", str(base))
+
+    rc = main(["--source", "movielens-1m", "--path", str(base), "--ds", DS,
+               "--lakehouse", str(tmp_path / "lakehouse")])  # fmt: skip
+
+    _, err = capsys.readouterr()
+    assert rc == 1
+    assert err.startswith(f"error: ingest --path '{base}' (it holds '{base}/ratings.dat', a link")
+    assert not (tmp_path / "lakehouse").exists()
