@@ -361,6 +361,29 @@ CHAINS = TableSpec(
     doc="Top-K positive interaction chains u0 -> i0 -> u1 -> i1 per training sample.",
 )
 
+CANDIDATE_EVIDENCE = TableSpec(
+    name="candidate_evidence",
+    layer="gold",
+    columns=_cols(
+        ("ds", "string", False, "run date"),
+        ("scope", "string", False, "samples (protocol candidates) | serve (serve_candidates)"),
+        ("context_id", "string", False, "the prompt it grounds: sample_id, or user_id (serve)"),
+        ("user_id", "string", False, "u0"),
+        ("item_id", "string", False, "the candidate the chains reach"),
+        ("cutoff", "timestamp", False, "only edges before this count: the target's time, or D"),
+        ("users", "int32", False, "similar users u1 with a chain to the candidate"),
+        ("paths", "int32", False, "chains u0 -> i0 -> u1 -> candidate"),
+        ("overlap", "double", False, "mean Jaccard overlap of those users with u0"),
+        ("score", "double", False, "sum of their overlaps: the evidence ranker's score"),
+        ("via", "array<string>", False, "history items i0 the chains pass, most users first"),
+        ("via_users", "array<int32>", False, "similar users through each via item"),
+    ),
+    partition_by=("ds", "scope"),
+    key=("ds", "scope", "context_id", "item_id"),
+    doc="Chains reaching each candidate from the user's history, as of the prompt's cutoff; "
+    "a candidate without a row has no evidence.",
+)
+
 # --- interaction-of-thought traces and training data (docs/METHOD.md §4-7) ---------------
 MESSAGES = "array<struct<role:string,content:string>>"  # chat messages, as trl reads them
 
@@ -393,14 +416,16 @@ SFT_EXAMPLES = TableSpec(
     columns=_cols(
         ("ds", "string", False, "run date"),
         ("teacher", "string", False, ""),
+        ("evidence", "string", False, "chains (prompt v2 with evidence) | none (the paper's)"),
         ("sample_id", "string", False, ""),
         ("chain_id", "string", False, ""),
         ("prompt_version", "string", False, ""),
-        ("prompt", MESSAGES, False, "system + user messages: history and candidates, no chain"),
+        ("prompt", MESSAGES, False, "system + user messages: history, candidates, evidence"),
         ("completion", MESSAGES, False, "one assistant message: the trace and the answer"),
     ),
-    partition_by=("ds", "teacher"),
-    key=("ds", "teacher", "chain_id"),
+    partition_by=("ds", "teacher", "evidence"),
+    key=("ds", "teacher", "evidence", "chain_id"),
+    schema_version=2,
     doc="Prompt-completion pairs from traces that passed the filter (trl SFTTrainer format).",
 )
 
@@ -409,6 +434,7 @@ RL_PROMPTS = TableSpec(
     layer="gold",
     columns=_cols(
         ("ds", "string", False, "run date"),
+        ("evidence", "string", False, "chains | none: how the prompt shows evidence"),
         ("sample_id", "string", False, ""),
         ("split", "string", False, "train | valid | test"),
         ("prompt_version", "string", False, ""),
@@ -416,11 +442,13 @@ RL_PROMPTS = TableSpec(
         ("target_label", "string", False, "label of the target"),
         ("candidate_labels", "array<string>", False, "C1..CN"),
         ("candidate_item_ids", "array<string>", False, "item ids aligned with the labels"),
-        ("grounding_items", "array<string>", False, "item texts a completion may cite"),
+        ("prompt_facts", "string", False, "the prompt as JSON: what rewards check citations by"),
+        ("flags", "array<string>", False, "no_evidence | evidence_trimmed | history_truncated"),
     ),
-    partition_by=("ds",),
-    key=("ds", "sample_id"),
-    doc="Prompts with what the rewards need: target, labels and citable items.",
+    partition_by=("ds", "evidence"),
+    key=("ds", "evidence", "sample_id"),
+    schema_version=2,
+    doc="Prompts with what the rewards need: target, labels and the prompt's facts.",
 )
 
 # --- batch inference and evaluation (docs/METHOD.md §8-9) ---------------------------------
@@ -457,6 +485,11 @@ _REC_COLUMNS = (
     ("model_version", "string", False, "registry version or model path + adapter"),
     ("prompt_version", "string", False, ""),
     ("run_id", "string", False, "the scoring run that generated it"),
+    ("evidence", "string", False, "chains (prompt with evidence) | none (the paper's prompt)"),
+    ("prompt_flags", "array<string>", False, "no_evidence, evidence_trimmed, history_truncated"),
+    ("reasoning_names_top", "boolean", False, "the reasoning names the item ranked first"),
+    ("reasoning_grounded", "boolean", False, "every item, label, count, chain it cites is shown"),
+    ("reasoning_no_repeat", "boolean", False, "no step of the reasoning repeats another"),
 )
 
 SCORE_CHUNKS = TableSpec(
@@ -470,6 +503,7 @@ SCORE_CHUNKS = TableSpec(
     ),
     partition_by=("ds", "mode"),
     key=("ds", "mode", "model_version", "shard", "chunk", "user_id", "rank"),
+    schema_version=2,
     doc="Scoring work committed chunk by chunk, so a killed run resumes where it stopped.",
 )
 
@@ -479,6 +513,7 @@ RECOMMENDATIONS = TableSpec(
     columns=_cols(*_REC_COLUMNS),
     partition_by=("ds", "mode"),
     key=("ds", "mode", "user_id", "rank"),
+    schema_version=2,
     doc="Per user, the top-k items with the reasoning that led to them.",
 )
 
@@ -487,12 +522,15 @@ EVAL_METRICS = TableSpec(
     layer="gold",
     columns=_cols(
         ("ds", "string", False, "run date"),
-        ("model", "string", False, "popularity | itemknn | als | sasrec | llm:<version>"),
+        ("model", "string", False, "popularity | ... | evidence | llm:<version>"),
         ("split", "string", False, "valid | test"),
         ("protocol", "string", False, "sampled (N candidates) | full (all items)"),
+        ("subset", "string", False, "all, or the samples the LLM ranked (e.g. hash-300)"),
         ("seed", "int64", True, "candidate seed; null = mean over seeds"),
         ("metric", "string", False, "hr@1, valid_ratio, hr@5, ndcg@5, ndcg@10, ..."),
         ("value", "double", False, ""),
+        ("ci_low", "double", True, "95% interval over samples (seed means), mean rows only"),
+        ("ci_high", "double", True, ""),
         ("samples", "int64", False, "samples evaluated"),
         ("run_id", "string", False, "the evaluation run"),
         ("detail", "string", True, "model config, budget, prompt version"),
@@ -500,7 +538,8 @@ EVAL_METRICS = TableSpec(
     # Not partitioned by model: versions such as llm:<name>@<hash>+<adapter>@<hash> do not
     # make safe directory names; a rerun replaces (ds, model) by predicate instead.
     partition_by=("ds",),
-    key=("ds", "model", "split", "protocol", "seed", "metric"),
+    key=("ds", "model", "split", "protocol", "subset", "seed", "metric"),
+    schema_version=2,
     doc="Evaluation results per model; a rerun of (ds, model) replaces exactly those rows.",
 )
 
@@ -564,6 +603,7 @@ TABLES: dict[str, TableSpec] = {
         SAMPLES,
         CANDIDATES,
         CHAINS,
+        CANDIDATE_EVIDENCE,
         REASONING_TRACES,
         SFT_EXAMPLES,
         RL_PROMPTS,

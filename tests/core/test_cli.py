@@ -214,7 +214,7 @@ def test_history_limit(lakehouse, write_partition):
     ("table", "fragment"),
     [
         ("interactions", "table 'interactions' does not exist at"),
-        ("nosuch", "unknown table 'nosuch' (known: candidates, chains, eval_metrics, graph_edges,"),
+        ("nosuch", "unknown table 'nosuch' (known: candidate_evidence, candidates, chains,"),
     ],
 )
 def test_history_of_a_missing_table_is_one_red_line(tmp_path, table, fragment):

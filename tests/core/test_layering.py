@@ -57,3 +57,36 @@ def test_importing_the_core_loads_no_heavy_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def all_imports(path: Path) -> set[str]:
+    """Every module imported anywhere in a file, inside functions too."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+# What each stage may import of the others: nothing. When two stages need a thing, it
+# belongs in the core (r2rec); the wiring (dags/, r2rec/cli.py) composes the stages.
+PIPELINE_STAGES = ("spark_jobs", "trainer", "inference")
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for stage in PIPELINE_STAGES for p in (ROOT / stage).rglob("*.py")),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_a_stage_imports_no_other_stage_at_any_depth(path):
+    own = path.relative_to(ROOT).parts[0]
+    others = (set(STAGES) - {own}) | {"bench", "tests"}
+    assert not all_imports(path) & others, f"{path.relative_to(ROOT)} imports another stage"
+
+
+def test_the_layering_check_sees_imports_inside_functions(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from inference.models import x\n    import trainer.sft\n")
+    assert all_imports(probe) == {"inference", "trainer"}

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from inference.models import resolve_model
 from r2rec.errors import R2RecError
+from r2rec.models import resolve_model
 
 
 def model_dir(path, weights: bytes = b"w" * 100):
