@@ -239,13 +239,15 @@ _JOBS = {
     "graph": ("spark_jobs.graph", "Build the interaction graph and degree stats as of --ds."),
     "samples": ("spark_jobs.samples", "Make time-ordered samples and candidate lists as of --ds."),
     "chains": ("spark_jobs.chains", "Sample top-K interaction chains per training sample."),
-    "traces": ("trainer.traces", "Turn chains into reasoning traces, SFT examples, RL prompts."),
+    "evidence": ("spark_jobs.evidence", "Find the chains that reach every candidate of a prompt."),
+    "traces": ("trainer.traces", "Turn evidence chains into traces, SFT examples, RL prompts."),
     "retrieval": ("spark_jobs.retrieval", "Retrieve serve candidates for every active user."),
     "score": ("inference.score", "Score users with the LLM: top-k items with their reasoning."),
     "evaluate": ("inference.evaluate", "Evaluate baselines and the LLM on valid/test samples."),
     "sft": ("trainer.sft", "Supervised fine-tuning on reasoning traces (trl SFTTrainer, LoRA)."),
     "grpo": ("trainer.grpo", "GRPO from the SFT adapter with accuracy/format/grounding rewards."),
     "promote": ("trainer.promote", "Promote a trained version if its validation HR@1 holds up."),
+    "results": ("inference.results", "The results table of a date, from eval_metrics."),
 }
 
 

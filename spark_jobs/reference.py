@@ -264,3 +264,73 @@ def run_reference(
         quarantine=quarantine,
         coverage=chain_coverage(samples, chains),
     )
+
+
+# --- candidate evidence (docs/METHOD.md §8a) ---------------------------------------------
+def build_evidence(
+    edges: list[dict], contexts: list[dict], params: ChainParams, via_max: int = 2
+) -> list[dict]:
+    """Evidence rows for every candidate of every context that a chain reaches.
+
+    A context is one prompt to ground: ``context_id``, ``user_id``, ``cutoff`` (the
+    sample's target time, or the start of D when serving), ``history`` (the prompt's
+    items, oldest first) and ``items`` (the candidates). Only edges before the cutoff
+    count, u0's own included. A chain is
+    u0 -> i0 -> u1 -> c with i0 in the history, exactly the chains job's rules with the
+    candidate c in place of the target: u1 among c's first F users (seeded), u1's items
+    among its first F, every edge before the cutoff, closure |I(u0) ∩ I(u1)| >= 2. Which
+    candidate is the target is never an input.
+    """
+    by_user = _edges_by_user(edges)
+    users_by_item = _users_by_item(edges)
+    F = params.fanout
+
+    def item_users(item: str) -> list[str]:
+        users = users_by_item.get(item, [])
+        return fanout_order(params.seed, item, users)[:F] if F > 0 else users
+
+    def user_items(user: str) -> list[str]:
+        items = sorted(by_user[user])
+        return fanout_order(params.seed, user, items)[:F] if F > 0 else items
+
+    rows = []
+    for ctx in contexts:
+        u0, cutoff = ctx["user_id"], ctx["cutoff"]
+        A = {i for i, e in by_user[u0].items() if e["ts"] < cutoff}
+        # A history item tied with the target's time is not before it: no hop through it.
+        H = [i for i in ctx["history"] if i in A]
+        for c in dict.fromkeys(ctx["items"]):
+            found = []  # (u1, jaccard, [i0, ...])
+            for u1 in item_users(c):
+                if u1 == u0 or by_user[u1][c]["ts"] >= cutoff:
+                    continue
+                B = {i for i in user_items(u1) if by_user[u1][i]["ts"] < cutoff}
+                overlap = len(A & B)
+                if overlap < params.min_overlap:
+                    continue
+                hits = [i0 for i0 in H if i0 in B and i0 != c]
+                if hits:
+                    found.append((u1, overlap / len(A | B), hits))
+            if not found:
+                continue
+            through: dict[str, int] = defaultdict(int)
+            for _, _, hits in found:
+                for i0 in hits:
+                    through[i0] += 1
+            # Most users first; then the more recent history item; then the id.
+            via = sorted(through, key=lambda i: (-through[i], -H.index(i), i))[:via_max]
+            score = sum(j for _, j, _ in found)
+            rows.append(
+                {
+                    "context_id": ctx["context_id"],
+                    "user_id": u0,
+                    "item_id": c,
+                    "users": len(found),
+                    "paths": sum(len(h) for _, _, h in found),
+                    "overlap": score / len(found),
+                    "score": score,
+                    "via": via,
+                    "via_users": [through[i] for i in via],
+                }
+            )
+    return sorted(rows, key=lambda r: (r["context_id"], r["item_id"]))

@@ -1,0 +1,331 @@
+"""Evidence job: the chains that reach every candidate of a prompt (docs/METHOD.md §8a).
+
+    python -m spark_jobs.evidence --ds 2026-11-25 [--scope samples|serve] [--fanout 50]
+
+For every prompt the model will see, and for every candidate in it, the interaction
+chains u0 -> i0 -> u1 -> candidate that start in the user's history: u1 also chose a
+history item i0 and the candidate, and shares at least two items with u0 (closure).
+The rules are the chains job's, with the candidate in place of the target: at most F
+users per item and F items per user (seeded), and only edges before the prompt's
+cutoff: the sample's target time (``--scope samples``: every candidate list of
+``samples``/``candidates``), or the start of D (``--scope serve``: ``serve_candidates``).
+Which candidate is the target is never read, so the target and the negatives get
+evidence by the same rule and its presence carries no label.
+
+Writes partition (D, scope) of ``candidate_evidence``: one row per (prompt, candidate)
+that a chain reaches, with the number of similar users, paths, their mean overlap
+(Jaccard) with the user, its sum (the evidence ranker's score) and the history items
+the chains pass through, most users first. A candidate without a row has no evidence.
+
+How it scales: the chains job's broadcast adjacency arrays; each executor expands its
+prompts with numpy, all candidates of a prompt at once (one gather of their audiences,
+one of the similar users' items), so the cost is that of the chains job per prompt.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from r2rec.config import ds_start, parse_ds
+from r2rec.contracts import CANDIDATE_EVIDENCE, CANDIDATES, SAMPLES, SERVE_CANDIDATES
+from r2rec.errors import R2RecError
+from r2rec.jobs import base_parser, record_metrics, run_main
+from r2rec.lakehouse import Lakehouse
+from spark_jobs import quality
+from spark_jobs.chains import GraphIndex, _gather, build_index
+from spark_jobs.graph import read_edges
+from spark_jobs.params import ChainParams
+
+JOB = "evidence"
+SCOPES = ("samples", "serve")
+VIA_KEEP = 5  # history items kept per row; prompts name the first SHAPE.evidence_via
+
+
+def sample_contexts(samples: DataFrame, candidates: DataFrame) -> DataFrame:
+    """One context per sample with candidates: every seed's candidates, as of its target."""
+    items = candidates.groupBy("sample_id").agg(
+        F.array_sort(F.array_distinct(F.flatten(F.collect_list("items")))).alias("items")
+    )
+    return samples.join(items, "sample_id").select(
+        F.col("sample_id").alias("context_id"),
+        "user_id",
+        F.col("target_ts").alias("cutoff"),
+        "history",
+        "items",
+    )
+
+
+def serve_contexts(serve: DataFrame, ds: str) -> DataFrame:
+    """One context per active user: the retrieved candidates, as of the start of D."""
+    return serve.select(
+        F.col("user_id").alias("context_id"),
+        "user_id",
+        F.lit(ds_start(ds)).cast("timestamp").alias("cutoff"),
+        "history",
+        "items",
+    )
+
+
+def evidence_for_context(
+    g: GraphIndex,
+    u0: int,
+    cutoff: int,
+    hist: list[int],
+    cands: np.ndarray,
+    params: ChainParams,
+    scratch: np.ndarray,
+) -> list[tuple]:
+    """(candidate, users, paths, score, via, via_users) for each candidate a chain reaches.
+
+    ``scratch`` is a zeroed int array over items, reused across contexts: bit 30 marks
+    u0's items before the cutoff, the low bits hold 1 + the history index of each
+    usable history item.
+    """
+    lo = g.seq_ptr[u0]
+    n_before = int(np.searchsorted(g.seq_ts[lo : g.seq_ptr[u0 + 1]], cutoff, side="left"))
+    a_items = g.seq_item[lo : lo + n_before]
+    in_a = 1 << 30
+    scratch[a_items] |= in_a
+    hist_arr = np.asarray(hist, dtype=np.int64)
+    # A history item tied with the cutoff is not before it: no chain passes through it.
+    usable = hist_arr[(scratch[hist_arr] & in_a) > 0] if len(hist_arr) else hist_arr
+    index = {int(h): k for k, h in enumerate(hist)}
+    scratch[usable] |= np.array([index[int(h)] + 1 for h in usable], dtype=np.int64)
+    try:
+        pos, owner = _gather(g.in_ptr, cands)
+        ok = (g.in_ts[pos] < cutoff) & (g.in_user[pos] != u0)
+        pair_c, pair_u = owner[ok], g.in_user[pos][ok]
+        if not len(pair_u):
+            return []
+        u1s, pair_k = np.unique(pair_u, return_inverse=True)
+        pos2, own2 = _gather(g.out_ptr, u1s)
+        before = g.out_ts[pos2] < cutoff
+        own2, b_items = own2[before], g.out_item[pos2][before]
+        marks = scratch[b_items]
+        overlap = np.bincount(own2, weights=(marks & in_a) > 0, minlength=len(u1s))
+        b_size = np.bincount(own2, minlength=len(u1s))
+        hist_pos = marks & (in_a - 1)
+        hit = hist_pos > 0
+        # hits[k, j]: similar user k chose history item j (both before the cutoff).
+        hits = np.zeros((len(u1s), len(hist)), dtype=np.int64)
+        hits[own2[hit], hist_pos[hit] - 1] = 1
+    finally:
+        scratch[a_items] = 0
+        if len(usable):
+            scratch[usable] = 0
+    jaccard = overlap / np.maximum(len(a_items) + b_size - overlap, 1)
+    # A similar user: closure holds and it chose at least one usable history item.
+    similar = (overlap >= params.min_overlap) & hits.any(axis=1)
+    reach = np.zeros((len(cands), len(u1s)), dtype=np.int64)
+    reach[pair_c, pair_k] = similar[pair_k]
+    # i0 = the candidate itself is no chain (it cannot happen for unseen candidates).
+    owns = [(c, own) for c, x in enumerate(cands.tolist()) if (own := index.get(x)) is not None]
+    for c, own in owns:
+        reach[c] &= np.delete(hits, own, axis=1).any(axis=1)
+    via_users = reach @ hits  # (candidate, history item): similar users through it
+    for c, own in owns:
+        via_users[c, own] = 0
+    users = reach.sum(axis=1)
+    score = reach @ jaccard
+    # Most users first, then the more recent history item.
+    order = np.argsort(-(via_users * (len(hist) + 1) + np.arange(len(hist))), axis=1)
+    out = []
+    for c in np.flatnonzero(users).tolist():
+        via = [j for j in order[c, :VIA_KEEP].tolist() if via_users[c, j] > 0]
+        out.append(
+            (
+                int(cands[c]),
+                int(users[c]),
+                int(via_users[c].sum()),
+                float(score[c]),
+                [int(hist[j]) for j in via],
+                [int(via_users[c, j]) for j in via],
+            )
+        )
+    return out
+
+
+_OUT = T.StructType(
+    [
+        T.StructField("context_id", T.StringType()),
+        T.StructField("iid", T.LongType()),
+        T.StructField("users", T.IntegerType()),
+        T.StructField("paths", T.IntegerType()),
+        T.StructField("score", T.DoubleType()),
+        T.StructField("via_iids", T.ArrayType(T.LongType())),
+        T.StructField("via_users", T.ArrayType(T.IntegerType())),
+    ]
+)
+
+
+def build_evidence(
+    spark, edges: DataFrame, contexts: DataFrame, ds: str, scope: str, params: ChainParams
+) -> DataFrame:
+    index, user_ids, item_ids = build_index(spark, edges, params)
+    shared = spark.sparkContext.broadcast(vars(index))  # plain pickle: no __main__ classes
+    work = contexts.join(F.broadcast(user_ids), "user_id").select(
+        "context_id", "uid", F.unix_micros("cutoff").alias("cutoff_us"), "history", "items"
+    )
+
+    def expand(batches):
+        import pyarrow as pa
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        schema = to_arrow_schema(_OUT)
+        g = GraphIndex(**shared.value)
+        item_pos = {item: k for k, item in enumerate(g.items.tolist())}
+        scratch = np.zeros(len(g.items), dtype=np.int64)
+        names = _OUT.fieldNames()
+        for batch in batches:
+            out = {name: [] for name in names}
+            for r in batch.to_pylist():
+                # Candidates and history items outside the graph (no edge before D) have
+                # no audience: nothing can reach them.
+                hist = [item_pos[h] for h in r["history"] if h in item_pos]
+                cands = np.array([item_pos[i] for i in r["items"] if i in item_pos], np.int64)
+                found = evidence_for_context(
+                    g, r["uid"], r["cutoff_us"], hist, cands, params, scratch
+                )
+                for iid, users, paths, score, via, via_users in found:
+                    for name, value in zip(
+                        names,
+                        (r["context_id"], iid, users, paths, score, via, via_users),
+                        strict=True,
+                    ):
+                        out[name].append(value)
+            yield pa.RecordBatch.from_pydict(out, schema=schema)
+
+    found = work.mapInArrow(expand, _OUT)
+    ids = item_ids.select(F.col("iid").alias("id"), "item_id")
+    by_id = F.broadcast(ids)
+    via = (
+        found.select("context_id", "iid", F.posexplode("via_iids").alias("k", "id"))
+        .join(by_id, "id")
+        .groupBy("context_id", "iid")
+        .agg(F.array_sort(F.collect_list(F.struct("k", "item_id"))).alias("v"))
+    )
+    return (
+        found.join(via, ["context_id", "iid"])
+        .join(F.broadcast(ids.withColumnRenamed("id", "iid")), "iid")
+        .join(contexts.select("context_id", "user_id", "cutoff"), "context_id")
+        .select(
+            F.lit(ds).alias("ds"),
+            F.lit(scope).alias("scope"),
+            "context_id",
+            "user_id",
+            "item_id",
+            "cutoff",
+            "users",
+            "paths",
+            (F.col("score") / F.col("users")).alias("overlap"),
+            "score",
+            F.transform("v", lambda x: x["item_id"]).alias("via"),
+            "via_users",
+        )
+    )
+
+
+def evidence_checks(evidence: DataFrame, edges: DataFrame) -> dict[str, DataFrame]:
+    """Every row is a real chain summary, built from edges before its cutoff only."""
+    u0_via = evidence.select("context_id", "user_id", "cutoff", F.explode("via").alias("i0"))
+    edge = edges.select("user_id", F.col("item_id").alias("i0"), F.col("ts").alias("e_ts"))
+    via_after = u0_via.join(edge, ["user_id", "i0"], "left").filter(
+        F.col("e_ts").isNull() | (F.col("e_ts") >= F.col("cutoff"))
+    )
+    return {
+        "evidence_key_not_null": evidence.filter(
+            F.col("context_id").isNull() | F.col("item_id").isNull()
+        ),
+        "evidence_counts_positive": evidence.filter(
+            (F.col("users") < 1)
+            | (F.col("paths") < F.col("users"))
+            | (F.size("via") < 1)
+            | (F.col("overlap") <= 0)
+            | (F.col("overlap") > 1)
+        ),
+        "evidence_via_edge_before_cutoff": via_after,
+    }
+
+
+def run(
+    spark, lakehouse: Lakehouse, ds: str, scope: str = "samples", params: ChainParams | None = None
+) -> dict:
+    from pyspark import StorageLevel
+
+    ds = parse_ds(ds)
+    if scope not in SCOPES:
+        raise R2RecError(f"unknown scope '{scope}' (expected one of {', '.join(SCOPES)})")
+    params = params or ChainParams()
+    on_ds = [("ds", "=", ds)]
+    needs = (SAMPLES, CANDIDATES) if scope == "samples" else (SERVE_CANDIDATES,)
+    missing = [t.name for t in needs if not lakehouse.exists(t)]
+    if missing:
+        job = "samples" if scope == "samples" else "retrieval"
+        raise R2RecError(f"no {', '.join(missing)} table: run the {job} job for {ds} first")
+    edges = read_edges(spark, lakehouse, ds).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        if scope == "samples":
+            contexts = sample_contexts(
+                lakehouse.read_spark(spark, SAMPLES, partitions=on_ds),
+                lakehouse.read_spark(spark, CANDIDATES, partitions=on_ds),
+            )
+        else:
+            contexts = serve_contexts(
+                lakehouse.read_spark(spark, SERVE_CANDIDATES, partitions=on_ds), ds
+            )
+        contexts = contexts.persist(StorageLevel.MEMORY_AND_DISK)
+        evidence = build_evidence(spark, edges, contexts, ds, scope, params).persist(
+            StorageLevel.MEMORY_AND_DISK
+        )
+        results = quality.run_checks(evidence_checks(evidence, edges))
+        quality.enforce(JOB, ds, results)
+        version = lakehouse.overwrite(
+            CANDIDATE_EVIDENCE, evidence, partition={"ds": ds, "scope": scope}
+        )
+        stats = evidence.agg(
+            F.count("*").alias("rows"), F.countDistinct("context_id").alias("covered")
+        ).first()
+        n_contexts = contexts.count()
+        candidates = contexts.agg(F.sum(F.size("items"))).first()[0] or 0
+        evidence.unpersist()
+        contexts.unpersist()
+    finally:
+        edges.unpersist()
+    metrics = {
+        f"{scope}.contexts": n_contexts,
+        f"{scope}.rows": stats["rows"],
+        # Share of prompts with evidence for at least one candidate: the others are
+        # rendered without evidence, and flagged.
+        f"{scope}.coverage": stats["covered"] / n_contexts if n_contexts else 0.0,
+        f"{scope}.candidates_with_evidence": stats["rows"] / candidates if candidates else 0.0,
+    }
+    record_metrics(lakehouse, f"{JOB}.{scope}", ds, metrics, results)
+    return {"ds": ds, "scope": scope, "candidate_evidence_version": version, **metrics}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = base_parser("python -m spark_jobs.evidence", __doc__.splitlines()[0])
+    d = ChainParams()
+    p.add_argument("--scope", choices=SCOPES, default="samples")
+    p.add_argument(
+        "--fanout", type=int, default=d.fanout, help="F users per item / items per user; 0 = no cap"
+    )
+    p.add_argument("--seed", type=int, default=d.seed)
+    args = p.parse_args(argv)
+
+    def body():
+        from spark_jobs.session import get_spark
+
+        params = ChainParams(fanout=args.fanout, seed=args.seed)
+        return run(get_spark(), Lakehouse(args.lakehouse), args.ds, args.scope, params)
+
+    return run_main(body)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
