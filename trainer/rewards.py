@@ -1,15 +1,16 @@
 """GRPO rewards (docs/METHOD.md §7): pure functions of a completion and its prompt's facts.
 
 Each follows trl's reward-function signature: ``completions`` plus the dataset's
-columns as keyword arguments (``target_label``, ``candidate_labels``,
-``grounding_items`` from ``rl_prompts``), one float per completion. They parse with
-the shared prompt contract, so training rewards exactly what scoring accepts.
+columns as keyword arguments (``target_label``, ``candidate_labels``, ``prompt_facts``
+from ``rl_prompts``), one float per completion. They parse and check with the shared
+prompt contract, so training rewards exactly what scoring and evaluation accept.
 
 * accuracy: 1.0 when the answer is the target's label, else 0.0;
-* format: +0.1 when the completion is well formed, -1.0 when it has no answer or the
-  answer is not a candidate label, 0.0 otherwise (a valid answer in a flawed layout);
-* grounding: for the items a completion quotes, +0.1 times the share that exist in the
-  prompt, minus 0.05 per invented one, floored at -0.2; 0.0 when it quotes none.
+* format: +0.1 when the completion is valid (well formed, a candidate answer), -1.0
+  when it has no answer or the answer is not a candidate label, 0.0 otherwise;
+* grounding: of what a completion cites (quoted items, labels, "[Ck] N users" counts
+  and the chain from a history item to a candidate), +0.1 times the share that the
+  prompt shows, minus 0.05 per invented one, floored at -0.2; 0.0 when it cites nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from r2rec.prompt import escape_item_text, parse_completion
-from trainer.iot import quoted_citations
+from r2rec.prompt import RecPrompt, check_grounding, parse_completion
 
 ACCURACY = 1.0
 FORMAT_BONUS, FORMAT_PENALTY = 0.1, -1.0
@@ -56,29 +56,29 @@ def format_reward(
         if parsed.answer is None:
             out.append(FORMAT_PENALTY)
         else:
-            out.append(FORMAT_BONUS if parsed.well_formed else 0.0)
+            out.append(FORMAT_BONUS if parsed.valid else 0.0)
     return out
 
 
 def grounding_reward(
     completions: Sequence[Any],
-    grounding_items: Sequence[Sequence[str]],
-    candidate_labels: Sequence[Sequence[str]] | None = None,
+    prompt_facts: Sequence[str],
+    candidate_labels: Sequence[Sequence[str]],
     **_: Any,
 ) -> list[float]:
     out = []
-    labels_per = candidate_labels if candidate_labels is not None else [()] * len(completions)
-    for c, items, labels in zip(completions, grounding_items, labels_per, strict=True):
+    for c, facts, labels in zip(completions, prompt_facts, candidate_labels, strict=True):
         parsed = parse_completion(completion_text(c), list(labels))
-        # Citations are compared in the form the prompt shows them (escaped, unquoted).
-        known = {escape_item_text(t)[1:-1] for t in items}
-        cited = [q for t in parsed.thoughts for q in quoted_citations(t)]
-        if not cited:
-            out.append(0.0)
+        grounding = check_grounding(parsed.thoughts, RecPrompt.from_json(facts))
+        if not grounding.items and grounding.chain is None and grounding.grounded:
+            out.append(0.0)  # cites nothing: neither grounded nor invented
             continue
-        invented = sum(q not in known for q in cited)
-        share = 1.0 - invented / len(cited)
-        out.append(max(GROUNDING_FLOOR, GROUNDED_BONUS * share - INVENTED_PENALTY * invented))
+        out.append(
+            max(
+                GROUNDING_FLOOR,
+                GROUNDED_BONUS * grounding.share_grounded - INVENTED_PENALTY * grounding.invented,
+            )
+        )
     return out
 
 

@@ -1,8 +1,9 @@
 """Teachers write the thoughts of a trace, one step at a time, always in batches.
 
 ``TemplateTeacher`` is the offline default: a deterministic verbalizer that writes each
-thought from the facts of its hop (titles, genres, overlap counts, time order), grounded
-by construction, with several phrasings per step so SFT does not learn one sentence.
+thought from the facts of its hop (the history item, the similar users and their
+overlap, the candidate, the competing evidence), grounded in the prompt by construction,
+with several phrasings per step so SFT does not learn one sentence.
 LLM teachers (vLLM, OpenAI-compatible endpoints) implement the same ``think``.
 """
 
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from r2rec.seeding import stable_hash
-from trainer.iot import ChainFacts, Item, StepRequest
+from trainer.iot import ChainFacts, StepRequest
 
 
 class Teacher(Protocol):
@@ -24,55 +25,49 @@ class Teacher(Protocol):
         ...
 
 
-def _genres(items: Sequence[Item]) -> list[str]:
-    counts: dict[str, int] = {}
-    for item in items:
-        for g in item.genres:
-            counts[g] = counts.get(g, 0) + 1
-    return [g for g, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+def _users(n: int) -> str:
+    return f"{n} similar user{'s' * (n != 1)}"
 
 
-def _join(words: Sequence[str]) -> str:
-    words = list(words)
-    if len(words) <= 1:
-        return "".join(words)
-    return ", ".join(words[:-1]) + " and " + words[-1]
-
-
-def _when(rank: int) -> str:
-    return "most recently" if rank == 1 else ("recently" if rank <= 3 else "earlier on")
-
-
+# Short on purpose: every token of a trace is paid for in training and in nightly
+# scoring. Each step says something the others do not (the filter refuses repeats).
 _STEP1 = (
-    "The user {when} interacted with {i0}, which suggests a taste for {taste}.",
-    "{I0} is among the user's {when_adj} choices; it points to an interest in {taste}.",
-    "Looking at the history, {i0} ({when}) says the user enjoys {taste}.",
+    "The user {when}chose {i0}.",
+    "{i0} is in the user's history.",
+    "The history includes {i0}.",
 )
 _STEP2 = (
-    "A similar user also chose {i0} and shares {overlap} items with the user{example}.",
-    "Another user who picked {i0} overlaps with this user on {overlap} items{example}, so "
-    "their tastes are close.",
-    "{I0} links the user to a similar user: they have {overlap} items in common{example}.",
+    "{users} (overlap {overlap:.2f}) also chose it.",
+    "It links the user to {users}, overlap {overlap:.2f}.",
+    "{users} sharing items with the user chose it too.",
 )
 _STEP3 = (
-    "That similar user went on to {i1}; it fits because {why}.",
-    "After those shared items, the similar user chose {i1}, and {why}.",
-    "The similar user's next choice was {i1}: {why}.",
+    "They went on to [{label}] {i1}.",
+    "Those users then chose [{label}] {i1}.",
+    "Their next choice was [{label}] {i1}.",
 )
-_STEP4 = (
-    "Among the candidates, {i1} ([{label}]) is the one the chain leads to and matches the "
-    "user's taste best.",
-    "Weighing the candidates, [{label}] {i1} is supported by a similar user's path; the "
-    "others have no such evidence.",
-    "Of the {n} candidates, {i1} ([{label}]) follows from the chain, so it is the best pick.",
+_FINAL_RIVAL = (
+    "[{best}] is first by evidence ({best_users}); next is [{second}] ({second_users}).",
+    "[{best}] has the strongest evidence ({best_users}), ahead of [{second}].",
+    "No candidate beats [{best}] ({best_users}); the runner-up is [{second}].",
+)
+_FINAL_ALONE = (
+    "[{best}] is the only candidate with evidence ({best_users}).",
+    "Only [{best}] is reached by such users ({best_users}).",
+    "[{best}] alone has evidence ({best_users}).",
 )
 
 
 class TemplateTeacher:
-    """Deterministic, grounded verbalizer; phrasing chosen by a hash of (trace, step)."""
+    """Deterministic, grounded verbalizer; phrasing chosen by a hash of (trace, step).
+
+    The final step weighs the evidence the prompt shows and names the strongest
+    candidate, whichever the chain reached: a trace whose chain does not lead to the
+    strongest candidate names another and is filtered out as a wrong answer.
+    """
 
     name = "template"
-    model = "template-v1"
+    model = "template-v2"
 
     def think(self, requests: Sequence[StepRequest]) -> list[str]:
         return [self._thought(r) for r in requests]
@@ -80,45 +75,40 @@ class TemplateTeacher:
     def _thought(self, r: StepRequest) -> str:
         f: ChainFacts = r.facts
         pick = stable_hash(r.key, r.step) % 3
-        taste = _join(f.i0.genres[:2]) or "items like it"
         if r.step == 1:
-            rank = f.i0_recency_rank
-            when_adj = "latest" if rank == 1 else ("recent" if rank <= 3 else "earlier")
-            text = _STEP1[pick].format(
-                i0=f.i0.cite, I0=f.i0.cite, when=_when(rank), when_adj=when_adj, taste=taste
-            )
-        elif r.step == 2:
-            example = f", such as {f.shared_example.cite}" if f.shared_example else ""
-            text = _STEP2[pick].format(
-                i0=f.i0.cite, I0=f.i0.cite, overlap=f.overlap, example=example
-            )
-        elif r.step == 3:
-            common = [g for g in f.i1.genres if g in set(_genres(f.history))]
-            why = (
-                f"it shares {_join(common[:2])} with the user's history"
-                if common
-                else "users with this taste went on to it"
-            )
-            text = _STEP3[pick].format(i1=f.i1.cite, why=why)
-        else:
-            label = next(lb for lb, item in f.candidates if item.item_id == f.i1.item_id)
-            text = _STEP4[pick].format(i1=f.i1.cite, label=label, n=len(f.candidates))
-        return text
+            when = "recently " if f.i0_recency_rank <= 3 else ""
+            return _STEP1[pick].format(i0=f.i0.cite, when=when)
+        if r.step == 2:
+            return _STEP2[pick].format(users=_users(f.users), overlap=f.overlap)
+        if r.step == 3:
+            return _STEP3[pick].format(label=f.i1_label, i1=f.i1.cite)
+        ranked = r.strongest()
+        best = ranked[0]
+        best_users = f"{best.users} user{'s' * (best.users != 1)}"
+        if len(ranked) == 1:
+            return _FINAL_ALONE[pick].format(best=best.label, best_users=best_users)
+        second = ranked[1]
+        second_users = f"{second.users} user{'s' * (second.users != 1)}"
+        return _FINAL_RIVAL[pick].format(
+            best=best.label, best_users=best_users, second=second.label, second_users=second_users
+        )
 
 
 # --- LLM teachers -------------------------------------------------------------------------
 
 _TEACHER_SYSTEM = (
     "You explain why a user will like an item, one reasoning step at a time. Write only the "
-    "step you are asked for, in one or two sentences. Refer to the user as 'the user' and to "
-    "the other user as 'a similar user'. When you mention an item, copy its quoted title "
-    "exactly as given. Never mention items that are not listed."
+    "step you are asked for, in one short sentence that repeats nothing said before. Refer "
+    "to the user as 'the user' and to the others as 'similar users'. When you mention an "
+    "item, copy its quoted title exactly as given; give counts exactly as shown. Never "
+    "mention items that are not listed."
 )
 _STEP_ASK = {
-    1: "Step 1: what does the user's interaction with the item in Hop 1 say about their taste?",
-    2: "Step 2: what does Hop 2 say about the similar user and the user?",
-    3: "Step 3: the similar user went on to the item in Hop 3. Why does it fit the user?",
-    4: "Step 4: weigh the candidates and name the best one by its label, like [C3].",
+    1: "Step 1: which history item does Hop 1 start from?",
+    2: "Step 2: what does Hop 2 say about the similar users and the user?",
+    3: "Step 3: which candidate did they go on to, by its label and quoted title?",
+    4: "Step 4: weigh the candidates' evidence; name the best one first by its label, "
+    "like [C3], then the runner-up and their similar users.",
 }
 
 

@@ -16,7 +16,8 @@ from trainer.teachers import OpenAITeacher
 
 
 class StubChat(BaseHTTPRequestHandler):
-    """Answers like a teacher that follows instructions: cites a revealed item, names C2."""
+    """Answers like a teacher that follows instructions: each step says its own hop, citing
+    only what is revealed, and the last names the strongest candidate."""
 
     seen: ClassVar[list[dict]] = []
 
@@ -24,11 +25,19 @@ class StubChat(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         StubChat.seen.append(body)
         user = body["messages"][-1]["content"]
-        if "Step 4:" in user.splitlines()[-1]:
-            text = 'The chain leads to "Heat (1995). Genres: Action, Crime, Thriller", so [C2].'
+        hops = {line[:5]: line for line in user.splitlines() if line.startswith("Hop ")}
+        step = int(re.match(r"Step (\d)", user.splitlines()[-1])[1])
+        quoted = {hop: re.findall(r'"[^"]*"', line) for hop, line in hops.items()}
+        if step == 1:
+            text = f"The user chose {quoted['Hop 1'][0]}."
+        elif step == 2:
+            text = "Several similar users agree with that choice."
+        elif step == 3:
+            label = re.findall(r"\[C\d+\]", hops["Hop 3"])[0]
+            text = f"They went on to {label} {quoted['Hop 3'][0]}."
         else:
-            first_cited = re.findall(r'"[^"]*"', user)[0]
-            text = f"The user chose {first_cited}, which says a lot about their taste."
+            strongest = re.findall(r"\[C\d+\]", user.split("Candidates by evidence")[1])[0]
+            text = f"{strongest} has the strongest evidence of all candidates."
         reply = {
             "id": "x",
             "object": "chat.completion",

@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from r2rec.contracts import (
+    CANDIDATE_EVIDENCE,
     CANDIDATES,
-    CHAINS,
-    GRAPH_EDGES,
     ITEMS,
     JOB_METRICS,
     REASONING_TRACES,
@@ -17,7 +16,7 @@ from r2rec.contracts import (
     SAMPLES,
     SFT_EXAMPLES,
 )
-from r2rec.prompt import PROMPT_VERSION, parse_completion
+from r2rec.prompt import PROMPT_VERSION, RecPrompt, parse_completion, render_messages
 from trainer import traces
 from trainer.teachers import TemplateTeacher
 
@@ -28,7 +27,15 @@ def ts(day: int) -> datetime:
     return datetime(2026, 2, day, tzinfo=UTC)
 
 
-TITLES = {"a": "Alien (1979)", "b": "Brazil (1985)", "c": "Casablanca (1942)", "d": "Dune (1984)"}
+TITLES = {"a": "Alien", "b": "Brazil", "c": "Casablanca", "d": "Dune", "e": "Eraserhead"}
+
+
+def evidence_row(sid: str, user: str, item: str, users: int, score: float, via: list[str]):
+    return {
+        "ds": DS, "scope": "samples", "context_id": sid, "user_id": user, "item_id": item,
+        "cutoff": ts(9), "users": users, "paths": users * len(via), "overlap": score / users,
+        "score": score, "via": via, "via_users": [users] * len(via),
+    }  # fmt: skip
 
 
 @pytest.fixture
@@ -36,144 +43,93 @@ def lake(lakehouse):
     lakehouse.overwrite(
         ITEMS,
         [
-            {
-                "item_id": k,
-                "title": v,
-                "year": None,
-                "genres": ["Sci-Fi"] if k != "c" else ["Drama"],
-                "text": f"{v}. Genres: {'Drama' if k == 'c' else 'Sci-Fi'}",
-                "ds": "2026-01-01",
-                "source": "s",
-            }
-            for k, v in TITLES.items()
+            {"item_id": k, "title": v, "year": 1980 + n, "genres": ["Sci-Fi"],
+             "text": f"{v} ({1980 + n}). Genres: Sci-Fi", "ds": "2026-01-01", "source": "s"}
+            for n, (k, v) in enumerate(TITLES.items())
         ],
         partition={"ds": "2026-01-01", "source": "s"},
-    )
-    edges = [
-        ("u0", "a", 1),
-        ("u0", "b", 2),
-        ("u0", "d", 9),
-        ("u1", "a", 3),
-        ("u1", "b", 4),
-        ("u1", "d", 5),
-    ]
-    lakehouse.overwrite(
-        GRAPH_EDGES,
-        [
-            {"ds": DS, "user_id": u, "item_id": i, "rating": 4.0, "ts": ts(d), "weight": 4.0}
-            for u, i, d in edges
-        ],
-        partition={"ds": DS},
-    )
+    )  # fmt: skip
     samples = [
-        ("train", "u0:2", "u0", 2, ["a", "b"], "d", ts(9)),
-        ("test", "u1:2", "u1", 2, ["a", "b"], "d", ts(5)),
-        ("valid", "u9:1", "u9", 1, ["a"], "b", ts(6)),  # its candidates were quarantined
+        ("train", "u0:2", "u0", 2, ["a", "b"], "d"),  # the target has the strongest evidence
+        ("train", "u2:2", "u2", 2, ["a", "b"], "d"),  # a negative's evidence is stronger
+        ("train", "u3:1", "u3", 1, ["a"], "d"),  # no chain reaches any candidate
+        ("test", "u1:2", "u1", 2, ["a", "b"], "d"),
+        ("valid", "u9:1", "u9", 1, ["a"], "b"),  # its candidates were quarantined
     ]
+    cols = ["split", "sample_id", "user_id", "position", "history", "target_item_id"]
     lakehouse.overwrite(
         SAMPLES,
-        [
-            dict(
-                zip(
-                    [
-                        "split",
-                        "sample_id",
-                        "user_id",
-                        "position",
-                        "history",
-                        "target_item_id",
-                        "target_ts",
-                    ],
-                    s,
-                    strict=True,
-                ),
-                ds=DS,
-            )
-            for s in samples
-        ],
+        [dict(zip(cols, s, strict=True), ds=DS, target_ts=ts(9)) for s in samples],
         partition={"ds": DS},
     )
     lakehouse.overwrite(
         CANDIDATES,
         [
-            {
-                "ds": DS,
-                "split": sp,
-                "sample_id": sid,
-                "seed": seed,
-                "user_id": u,
-                "target_item_id": "d",
-                "items": ["c", "d"],
-                "labels": ["C1", "C2"],
-                "target_label": "C2",
-                "sampler": "uniform",
-            }
-            for sp, sid, u, seed in [
-                ("train", "u0:2", "u0", 0),
-                ("test", "u1:2", "u1", 0),
-                ("test", "u1:2", "u1", 1),
-            ]
+            {"ds": DS, "split": sp, "sample_id": sid, "seed": seed, "user_id": u,
+             "target_item_id": "d", "items": ["c", "d", "e"], "labels": ["C1", "C2", "C3"],
+             "target_label": "C2", "sampler": "uniform"}
+            for sp, sid, u, seed in [("train", "u0:2", "u0", 0), ("train", "u2:2", "u2", 0),
+                                     ("train", "u3:1", "u3", 0), ("test", "u1:2", "u1", 0),
+                                     ("test", "u1:2", "u1", 1)]
         ],
         partition={"ds": DS},
-    )
+    )  # fmt: skip
     lakehouse.overwrite(
-        CHAINS,
+        CANDIDATE_EVIDENCE,
         [
-            {
-                "ds": DS,
-                "sample_id": "u0:2",
-                "chain_id": "u0:2/1",
-                "rank": 1,
-                "user_id": "u0",
-                "i0": "b",
-                "u0_i0_ts": ts(2),
-                "u1": "u1",
-                "u1_i0_ts": ts(4),
-                "i1": "d",
-                "u1_i1_ts": ts(5),
-                "target_ts": ts(9),
-                "overlap": 2,
-                "jaccard": 2 / 3,
-                "recency": 1.0,
-                "score": 2 / 3 + 0.1,
-            }
+            evidence_row("u0:2", "u0", "d", 2, 1.2, ["b", "a"]),
+            evidence_row("u0:2", "u0", "c", 1, 0.3, ["a"]),
+            evidence_row("u2:2", "u2", "d", 1, 0.4, ["b"]),
+            evidence_row("u2:2", "u2", "e", 3, 1.5, ["a"]),
         ],
-        partition={"ds": DS},
+        partition={"ds": DS, "scope": "samples"},
     )
     return lakehouse
 
 
 def test_traces_job_writes_all_three_tables(lake):
     report = traces.run(lake, DS, TemplateTeacher())
-    assert report["template.traces"] == 1 and report["template.pass_rate"] == 1.0
+    assert report["template.traces"] == 2 and report["template.passed"] == 1
+    assert report["skipped.no_chain_to_target"] == 1
+    assert report["template.rejected.wrong_answer"] == 1  # u2: [C3] has more evidence
 
-    (trace,) = lake.read_arrow(REASONING_TRACES).to_pylist()
+    rows = {r["sample_id"]: r for r in lake.read_arrow(REASONING_TRACES).to_pylist()}
+    trace = rows["u0:2"]
     assert trace["hops"] == ["u0->i0", "i0->u1", "u1->i1", "final"]
     assert trace["prompt_version"] == PROMPT_VERSION and trace["passed"]
-    assert '"Alien (1979). Genres: Sci-Fi"' in trace["thoughts"][1]  # the shared item other than i0
+    assert '"Brazil"' in trace["thoughts"][0]  # the chain starts from the strongest via item
+    assert '[C2] "Dune"' in trace["thoughts"][2]
     assert "u0" not in trace["completion"] and "u1" not in trace["completion"]
+    assert rows["u2:2"]["answer_label"] == "C3" and not rows["u2:2"]["passed"]
 
     (sft,) = lake.read_arrow(SFT_EXAMPLES).to_pylist()
-    assert [m["role"] for m in sft["prompt"]] == ["system", "user"]
-    assert '[C2] "Dune (1984). Genres: Sci-Fi"' in sft["prompt"][1]["content"]
-    assert "Hop" not in sft["prompt"][1]["content"]  # the chain would leak the answer
+    assert sft["evidence"] == "chains" and [m["role"] for m in sft["prompt"]] == ["system", "user"]
+    user = sft["prompt"][1]["content"]
+    assert '[C2] "Dune": 2 users, overlap 0.60, via "Brazil"' in user
+    assert "Hop" not in user  # the chain alone would name the answer
     assert sft["completion"] == [{"role": "assistant", "content": trace["completion"]}]
-    assert parse_completion(sft["completion"][0]["content"], ["C1", "C2"]).answer == "C2"
+    assert parse_completion(sft["completion"][0]["content"], ["C1", "C2", "C3"]).answer == "C2"
 
     rl = {r["sample_id"]: r for r in lake.read_arrow(RL_PROMPTS).to_pylist()}
-    assert set(rl) == {"u0:2", "u1:2"}  # u9 has no candidates
-    assert rl["u1:2"]["split"] == "test" and rl["u1:2"]["target_label"] == "C2"
-    assert rl["u0:2"]["candidate_item_ids"] == ["c", "d"]
-    assert rl["u0:2"]["grounding_items"] == sorted(
-        [
-            "Alien (1979). Genres: Sci-Fi",
-            "Brazil (1985). Genres: Sci-Fi",
-            "Casablanca (1942). Genres: Drama",
-            "Dune (1984). Genres: Sci-Fi",
-        ]
-    )
+    assert set(rl) == {"u0:2", "u2:2", "u3:1"}  # training samples with candidates only
+    assert rl["u0:2"]["candidate_item_ids"] == ["c", "d", "e"]
+    assert rl["u3:1"]["flags"] == ["no_evidence"] and rl["u0:2"]["flags"] == []
+    facts = RecPrompt.from_json(rl["u0:2"]["prompt_facts"])
+    assert render_messages(facts) == rl["u0:2"]["prompt"]  # the facts are the prompt
     metrics = lake.read_arrow(JOB_METRICS, partitions=[("job", "=", "traces.template")]).to_pylist()
-    assert {m["metric"]: m["value"] for m in metrics}["sft_examples"] == 1.0
+    by_name = {m["metric"]: m["value"] for m in metrics}
+    assert by_name["sft_examples.chains"] == 1.0 and by_name["rl_prompts.chains.no_evidence"] == 1
+
+
+def test_without_evidence_the_same_traces_get_the_papers_prompt(lake):
+    traces.run(lake, DS, TemplateTeacher())
+    traces.run(lake, DS, TemplateTeacher(), evidence="none")
+    by_mode = {r["evidence"]: r for r in lake.read_arrow(SFT_EXAMPLES).to_pylist()}
+    assert by_mode["none"]["completion"] == by_mode["chains"]["completion"]
+    assert "Candidates:\n[C1]" in by_mode["none"]["prompt"][1]["content"]
+    assert "users" not in by_mode["none"]["prompt"][1]["content"]
+    rl = lake.read_arrow(RL_PROMPTS, partitions=[("evidence", "=", "none")]).to_pylist()
+    assert len(rl) == 3 and all(r["flags"] == [] for r in rl)
 
 
 def test_tables_load_into_trl_datasets_unchanged(lake):
@@ -196,6 +152,15 @@ def test_rerun_replaces_exactly_the_date(lake):
     assert lake.read_arrow(SFT_EXAMPLES).num_rows == 1
 
 
+def test_missing_evidence_is_one_clear_error(lake):
+    from r2rec.errors import R2RecError
+
+    lake.overwrite(CANDIDATE_EVIDENCE, [], partition={"ds": DS, "scope": "samples"})
+    lake.delta_table(CANDIDATE_EVIDENCE).delete()  # the partition is gone altogether
+    with pytest.raises(R2RecError, match="no candidate_evidence for ds=2026-03-01"):
+        traces.run(lake, DS, TemplateTeacher())
+
+
 class NonsenseTeacher:
     """Says the same unusable thing at every step, like an untuned small model."""
 
@@ -209,7 +174,7 @@ def test_a_teacher_whose_every_trace_fails_writes_none_and_reports_why(lake):
     traces.run(lake, DS, TemplateTeacher())  # an earlier teacher's rows must survive
     report = traces.run(lake, DS, NonsenseTeacher())
     assert report["vllm.traces"] > 0 and report["vllm.passed"] == 0
-    assert report["sft_examples"] == 0 and report["vllm.pass_rate"] == 0.0
+    assert report["sft_examples.chains"] == 0 and report["vllm.pass_rate"] == 0.0
     rows = lake.read_arrow(REASONING_TRACES, partitions=[("teacher", "=", "vllm")]).to_pylist()
     assert len(rows) == report["vllm.traces"] and not any(r["passed"] for r in rows)
     assert all(r["reject_reason"] for r in rows)

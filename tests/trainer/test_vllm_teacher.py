@@ -26,13 +26,9 @@ def test_vllm_teacher_runs_in_waves_and_is_judged(tiny_model_dir):
     assert [t.thoughts for t in traces] == [t.thoughts for t in again]  # greedy: reproducible
     # a random model cannot name the target: every trace must be rejected, with a reason
     assert {t.reject_reason for t in traces} <= {
-        "no_answer",
-        "wrong_answer",
-        "invented_citation",
-        "unparseable",
-        "too_short",
-        "too_long",
-    }
+        "no_answer", "wrong_answer", "cites_a_masked_item", "not_grounded_in_prompt",
+        "unparseable", "repeated_step", "too_short", "too_long",
+    }  # fmt: skip
     assert not any(t.passed for t in traces)
 
 
@@ -44,4 +40,4 @@ def test_teacher_prompt_shows_only_the_masked_view():
     user = msgs[1]["content"]
     assert "Step 1: first thought" in user
     assert "Hop 3: [MASKED]" in user and HEAT.cite not in user
-    assert user.endswith("Step 2: what does Hop 2 say about the similar user and the user?")
+    assert user.endswith("Step 2: what does Hop 2 say about the similar users and the user?")
