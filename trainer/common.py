@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r2rec import registry
+from r2rec import faults, registry
 from r2rec.config import parse_ds
 from r2rec.errors import R2RecError
 from r2rec.lakehouse import Lakehouse
+from r2rec.models import resolve_model
+from r2rec.prompt import EVIDENCE_MODES, SHAPE
+from r2rec.redact import redact_argv
 
 DONE = "complete.json"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -61,20 +64,64 @@ class RunArgs:
         },
     )
     max_prompt_tokens: int = field(
-        default=1536, metadata={"help": "GRPO: prompts longer than this are skipped (counted)"}
+        default=SHAPE.max_prompt_tokens,
+        metadata={"help": "GRPO: prompts longer than this are skipped (counted)"},
+    )
+    evidence: str = field(
+        default="chains",
+        metadata={"help": "prompt of the examples: chains (with evidence) or none (the paper's)"},
+    )
+    rollout: str = field(
+        default="auto",
+        metadata={
+            "help": "GRPO: completions from vllm (an engine serving each step's LoRA "
+            "adapter, trainer.rollout) or trl (transformers generate, or --use_vllm); auto: "
+            "vllm on CPU with LoRA, trl otherwise"
+        },
+    )
+    completion_logits: bool = field(
+        default=True,
+        metadata={"help": "SFT on CPU: the LM head only on the completion (false: trl's own)"},
     )
 
 
 def parse(config_cls, argv: list[str] | None):
     """(RunArgs, trl config) from ``--config file.yaml`` plus command-line overrides."""
+    import torch
     from trl import TrlParser
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not torch.cuda.is_available() and not any(a.startswith("--use_cpu") for a in argv):
+        # transformers refuses --bf16 without it on a CPU ("doesn't support bf16/gpu"),
+        # and a machine without CUDA trains on the CPU whatever it says.
+        argv += ["--use_cpu", "true"]
     parser = TrlParser((RunArgs, config_cls))
     run_args, train_args = parser.parse_args_and_config(args=argv)
     if not run_args.ds:
         raise R2RecError("--ds is required (the data date whose tables to train on)")
     parse_ds(run_args.ds)
+    if run_args.evidence not in EVIDENCE_MODES:
+        raise R2RecError(f"--evidence must be one of {', '.join(EVIDENCE_MODES)}")
+    if run_args.rollout not in ("auto", "vllm", "trl"):
+        raise R2RecError("--rollout must be auto, vllm or trl")
+    apply_shape(train_args)
     return run_args, train_args
+
+
+# trl fields whose default comes from the prompt contract's shape, unless a config or
+# the command line sets them: one place decides how long prompts and completions are.
+SHAPE_FIELDS = {
+    "max_length": SHAPE.max_prompt_tokens + SHAPE.max_completion_tokens,  # SFT
+    "max_completion_length": SHAPE.max_completion_tokens,  # GRPO
+}
+
+
+def apply_shape(train_args) -> None:
+    """Set the SHAPE_FIELDS a config left at trl's own default to the prompt shape."""
+    fields = type(train_args).__dataclass_fields__
+    for name, value in SHAPE_FIELDS.items():
+        if name in fields and getattr(train_args, name) == fields[name].default:
+            setattr(train_args, name, value)
 
 
 def stage_main(config_name: str, train, argv: list[str] | None) -> int:
@@ -120,9 +167,20 @@ class Run:
         return self.dir / "checkpoints"
 
     def last_checkpoint(self) -> str | None:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        return get_last_checkpoint(str(self.checkpoints)) if self.checkpoints.is_dir() else None
+        """The newest *complete* checkpoint: its trainer state (written last) parses and
+        names its step. A process killed while writing ``checkpoint-N`` leaves one
+        without it; resuming from that would fail on every retry."""
+        if not self.checkpoints.is_dir():
+            return None
+        found = [p for p in self.checkpoints.glob("checkpoint-*") if p.name[11:].isdigit()]
+        for path in sorted(found, key=lambda p: int(p.name[11:]), reverse=True):
+            try:
+                state = json.loads((path / "trainer_state.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if state.get("global_step") == int(path.name[11:]):
+                return str(path)
+        return None
 
     def completed(self) -> dict | None:
         done = self.dir / DONE
@@ -288,7 +346,6 @@ def finish(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Save the weights, curves and manifest; register the version; mark the run done."""
-    from inference.models import resolve_model
     from trainer.plots import plot_curves
 
     result = trainer.state
@@ -322,7 +379,7 @@ def finish(
         "git": run.git,
         "libraries": library_versions(),
         "hardware": hardware(),
-        "argv": sys.argv,
+        "argv": redact_argv(sys.argv),
         "started_at": run.started.isoformat(),
         "finished_at": finished.isoformat(),
         "resumed_from": resumed_from,
@@ -335,8 +392,8 @@ def finish(
         "curves": str(curves) if curves else None,
         **(extra or {}),
     }
-    (run.dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-    (run.dir / "log_history.json").write_text(json.dumps(result.log_history, indent=2))
+    write_atomic(run.dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
+    write_atomic(run.dir / "log_history.json", json.dumps(result.log_history, indent=2))
     if run.args.register:
         registry.register(
             run.lake,
@@ -355,5 +412,38 @@ def finish(
                 "registered_at": finished,
             },
         )
-    (run.dir / DONE).write_text(json.dumps({"model_version": version, "run_id": run.run_id}))
+    write_atomic(run.dir / DONE, json.dumps({"model_version": version, "run_id": run.run_id}))
     return manifest
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file whole or not at all (temp file + rename): a reader never sees half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def with_fault_points(trainer_cls, stage: str):
+    """``trainer_cls`` with the crash points tests inject (r2rec.faults), named by stage.
+
+    ``<stage>.checkpoint_partial``: the weights and optimizer of a checkpoint are on disk,
+    its trainer state is not yet: the moment a kill leaves a half-written checkpoint.
+    ``<stage>.checkpoint_saved``: a checkpoint is complete.
+    """
+
+    class WithFaultPoints(trainer_cls):
+        fault_stage = stage
+
+        def _save_rng_state(self, output_dir):  # transformers writes the state right after
+            super()._save_rng_state(output_dir)
+            faults.checkpoint(f"{self.fault_stage}.checkpoint_partial")
+
+        def _save_checkpoint(self, model, trial):
+            super()._save_checkpoint(model, trial)
+            faults.checkpoint(f"{self.fault_stage}.checkpoint_saved")
+
+    WithFaultPoints.__name__ = trainer_cls.__name__
+    return WithFaultPoints

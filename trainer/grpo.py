@@ -18,6 +18,7 @@ from r2rec import registry
 from r2rec.contracts import RL_PROMPTS
 from r2rec.errors import R2RecError
 from r2rec.lakehouse import Lakehouse
+from r2rec.models import resolve_model
 from trainer.common import (
     RunArgs,
     finish,
@@ -27,27 +28,40 @@ from trainer.common import (
     progress_callback,
     stage_main,
     start,
+    with_fault_points,
 )
 from trainer.rewards import REWARD_FUNCS
 
-COLUMNS = ["sample_id", "prompt", "target_label", "candidate_labels", "grounding_items"]
+COLUMNS = ["sample_id", "prompt", "target_label", "candidate_labels", "prompt_facts"]
 
 
 def load_prompts(
-    lake: Lakehouse, ds: str, max_examples: int, seed: int, tokenizer, max_prompt_tokens: int
+    lake: Lakehouse,
+    ds: str,
+    max_examples: int,
+    seed: int,
+    tokenizer,
+    max_prompt_tokens: int,
+    evidence: str = "chains",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Training-split prompts of ds (never valid/test), seeded subsample, over-long skipped."""
     if not lake.exists(RL_PROMPTS):
         raise R2RecError(f"no rl_prompts table: run `r2rec traces --ds {ds}` first")
     version = lake.version(RL_PROMPTS)
     table = lake.read_arrow(
-        RL_PROMPTS, version=version, partitions=[("ds", "=", ds)], columns=[*COLUMNS, "split"]
+        RL_PROMPTS,
+        version=version,
+        partitions=[("ds", "=", ds), ("evidence", "=", evidence)],
+        columns=[*COLUMNS, "split"],
     )
     rows = sorted(
         (r for r in table.to_pylist() if r.pop("split") == "train"), key=lambda r: r["sample_id"]
     )
     if not rows:
-        raise R2RecError(f"no training rl_prompts for ds={ds}: run `r2rec traces --ds {ds}` first")
+        raise R2RecError(
+            f"no training rl_prompts for ds={ds}, evidence={evidence}: run "
+            f"`r2rec traces --ds {ds} --evidence {evidence}` first"
+        )
     available = len(rows)
     random.Random(seed).shuffle(rows)
     kept, too_long = [], 0
@@ -67,6 +81,7 @@ def load_prompts(
         "rl_prompts": {
             "table_version": version,
             "ds": ds,
+            "evidence": evidence,
             "split": "train",
             "rows_available": available,
             "rows_used": len(kept),
@@ -93,8 +108,6 @@ def starting_adapter(
     elif registry.is_reference(spec):
         row = registry.lookup(lake, spec)
     else:
-        from inference.models import resolve_model
-
         resolved = resolve_model(args.model, spec)
         return resolved.adapter, resolved.version
     if not row["adapter_path"]:
@@ -106,12 +119,39 @@ def starting_adapter(
     return row["adapter_path"], row["model_version"]
 
 
+def make_rollout(run_args: RunArgs, train_args, base_path: str, run_dir):
+    """trainer.rollout's vLLM sampler where it pays (CPU, LoRA), else None (trl's own)."""
+    import os
+
+    import torch
+
+    choice = run_args.rollout
+    if choice == "auto":
+        lora = run_args.use_lora or run_args.init_adapter not in (None, "none")
+        choice = (
+            "vllm" if lora and not torch.cuda.is_available() and not train_args.use_vllm else "trl"
+        )
+    if choice == "trl":
+        return None
+    if train_args.use_vllm:
+        raise R2RecError("--rollout vllm and --use_vllm true exclude each other")
+    from trainer.rollout import VLLMRollout
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
+    return VLLMRollout(
+        base_path,
+        run_dir / "rollout",
+        max_tokens=train_args.max_completion_length,
+        temperature=train_args.temperature,
+        lora_rank=run_args.lora_r,
+        seed=train_args.seed,
+    )
+
+
 def train(run_args: RunArgs, train_args) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import set_seed
     from trl import GRPOTrainer
-
-    from inference.models import resolve_model
 
     base = resolve_model(run_args.model)
     adapter, parent_version = starting_adapter(
@@ -128,6 +168,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         train_args.seed,
         tokenizer,
         run_args.max_prompt_tokens,
+        run_args.evidence,
     )
     set_seed(train_args.seed)
     model = load_model(base.path, train_args)
@@ -138,7 +179,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
     elif run_args.use_lora:
         peft_config = lora_config(run_args)
-    trainer = GRPOTrainer(
+    trainer = with_fault_points(GRPOTrainer, "grpo")(
         model=model,
         reward_funcs=list(REWARD_FUNCS),
         args=train_args,
@@ -146,6 +187,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         processing_class=tokenizer,
         callbacks=[progress_callback(run)],
         peft_config=peft_config,
+        rollout_func=make_rollout(run_args, train_args, base.path, run.dir),
     )
     resumed_from = run.last_checkpoint()
     trainer.train(resume_from_checkpoint=resumed_from)

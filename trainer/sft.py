@@ -1,10 +1,14 @@
 """Stage 1: supervised fine-tuning on interaction-of-thought traces (docs/METHOD.md §6).
 
 ``python -m trainer.sft --config trainer/configs/sft.yaml --ds D`` trains on
-``sft_examples`` of date D (one teacher's traces that passed the filter): the
-inference prompt (history + candidates, no chain) as the prompt, the trace plus answer
-as the completion, loss on the completion only, LoRA unless ``--use_lora false``.
+``sft_examples`` of date D (one teacher's traces that passed the filter, with the
+prompt of ``--evidence``): the inference prompt (history, candidates and their
+evidence; never the chain that names the answer alone) as the prompt, the trace plus
+answer as the completion, loss on the completion only, LoRA unless ``--use_lora false``.
 Any YAML key can be overridden on the command line (``--max_steps 5``).
+
+On CPU the LM head runs only where the loss is (the completion): the 49k-token output
+layer is about a fifth of the forward pass, and a prompt is most of every example.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 from r2rec.contracts import SFT_EXAMPLES
 from r2rec.errors import R2RecError
 from r2rec.lakehouse import Lakehouse
+from r2rec.models import resolve_model
 from trainer.common import (
     RunArgs,
     finish,
@@ -25,27 +30,28 @@ from trainer.common import (
     progress_callback,
     stage_main,
     start,
+    with_fault_points,
 )
 
 
 def load_examples(
-    lake: Lakehouse, ds: str, teacher: str, max_examples: int, seed: int
+    lake: Lakehouse, ds: str, teacher: str, max_examples: int, seed: int, evidence: str = "chains"
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Prompt-completion rows for (ds, teacher), a seeded subsample, and their provenance."""
+    """Prompt-completion rows for (ds, teacher, evidence), a seeded subsample, provenance."""
     if not lake.exists(SFT_EXAMPLES):
         raise R2RecError(f"no sft_examples table: run `r2rec traces --ds {ds}` first")
     version = lake.version(SFT_EXAMPLES)
     table = lake.read_arrow(
         SFT_EXAMPLES,
         version=version,
-        partitions=[("ds", "=", ds), ("teacher", "=", teacher)],
+        partitions=[("ds", "=", ds), ("teacher", "=", teacher), ("evidence", "=", evidence)],
         columns=["chain_id", "prompt", "completion"],
     )
     rows = sorted(table.to_pylist(), key=lambda r: r["chain_id"])
     if not rows:
         raise R2RecError(
-            f"no sft_examples for ds={ds}, teacher={teacher}: run "
-            f"`r2rec traces --ds {ds} --teacher {teacher}` first"
+            f"no sft_examples for ds={ds}, teacher={teacher}, evidence={evidence}: run "
+            f"`r2rec traces --ds {ds} --teacher {teacher} --evidence {evidence}` first"
         )
     available = len(rows)
     if 0 < max_examples < available:
@@ -55,6 +61,7 @@ def load_examples(
             "table_version": version,
             "ds": ds,
             "teacher": teacher,
+            "evidence": evidence,
             "rows_available": available,
             "rows_used": len(rows),
         }
@@ -62,23 +69,72 @@ def load_examples(
     return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows], inputs
 
 
+def completion_loss_trainer(enabled: bool = True):
+    """trl's SFTTrainer whose loss, on CPU, projects only the completion through the LM head.
+
+    trl's fused LM head scores only the labelled positions on Triton devices (GPUs) but
+    every position elsewhere; on CPU that is the whole prompt, most of each example.
+    Here the backbone runs as usual and the head sees the completion tokens alone: the
+    same loss and gradients (a test compares them with trl's), less compute.
+    """
+    import torch
+    from trl import SFTTrainer
+
+    class CompletionLossSFTTrainer(with_fault_points(SFTTrainer, "sft")):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not enabled or return_outputs or next(model.parameters()).device.type != "cpu":
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            mode = "train" if model.training else "eval"
+            causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+            backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+            hidden = backbone(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs.get("attention_mask"),
+                use_cache=False,
+            ).last_hidden_state[:, :-1]
+            labels = inputs["labels"][:, 1:]
+            mask = labels != -100
+            logits = causal_lm.get_output_embeddings()(hidden[mask]).float()
+            log_probs = torch.log_softmax(logits, dim=-1)
+            target = labels[mask]
+            token_log_probs = log_probs.gather(1, target[:, None]).squeeze(1)
+            count = mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -token_log_probs.sum() / torch.as_tensor(count).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            with torch.no_grad():  # trl's own metrics, from the same logits
+                n = max(int(mask.sum()), 1)
+                entropy = -(log_probs.exp() * log_probs).sum(-1).sum().item() / n
+                accuracy = (logits.argmax(-1) == target).sum().item() / n
+            self._metrics[mode]["entropy"].append(entropy)
+            self._metrics[mode]["mean_token_accuracy"].append(accuracy)
+            if mode == "train":
+                self._total_train_tokens += int(inputs["attention_mask"].sum())
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return CompletionLossSFTTrainer
+
+
 def train(run_args: RunArgs, train_args) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import set_seed
-    from trl import SFTTrainer
-
-    from inference.models import resolve_model
 
     run = start("sft", run_args, train_args)
     if done := run.completed():
         return {"status": "already complete", "run_dir": str(run.dir), **done}
     base = resolve_model(run_args.model)
     rows, inputs = load_examples(
-        run.lake, run_args.ds, run_args.teacher, run_args.max_examples, train_args.seed
+        run.lake,
+        run_args.ds,
+        run_args.teacher,
+        run_args.max_examples,
+        train_args.seed,
+        run_args.evidence,
     )
     set_seed(train_args.seed)
     tokenizer = load_tokenizer(base.path)
-    trainer = SFTTrainer(
+    trainer = completion_loss_trainer(run_args.completion_logits)(
         model=load_model(base.path, train_args),
         args=train_args,
         train_dataset=Dataset.from_list(rows),

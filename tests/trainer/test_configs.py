@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from r2rec.errors import R2RecError
+from r2rec.prompt import SHAPE
 
 CONFIGS = Path(__file__).resolve().parents[2] / "trainer" / "configs"
 
@@ -29,16 +30,39 @@ def test_sft_yaml_parses_into_run_args_and_sft_config():
         True,
         16,
     )
-    assert sft.completion_only_loss is True and sft.max_length == 2048
+    assert sft.completion_only_loss is True and sft.gradient_checkpointing is False
+    # Lengths come from the prompt contract's shape, not from a number in the YAML.
+    assert sft.max_length == SHAPE.max_prompt_tokens + SHAPE.max_completion_tokens
+    assert run.evidence == "chains" and run.completion_logits is True
     assert sft.max_steps == 3  # the command line overrides the file
     assert sft.seed == 0 and sft.bf16 is False
 
 
 def test_grpo_yaml_parses_into_run_args_and_grpo_config():
     run, grpo = parse("grpo", "--ds", "2026-11-25")
-    assert run.init_adapter == "latest-sft" and run.max_examples == 64
+    assert run.init_adapter == "latest-sft" and run.rollout == "auto"
     assert (grpo.num_generations, grpo.per_device_train_batch_size) == (4, 4)
-    assert grpo.beta == 0.0 and grpo.max_completion_length == 288
+    assert grpo.beta == 0.0 and grpo.max_completion_length == SHAPE.max_completion_tokens
+    assert run.max_prompt_tokens == SHAPE.max_prompt_tokens
+    # An explicit value still wins over the shape.
+    assert (
+        parse("grpo", "--ds", "2026-11-25", "--max_completion_length", "64")[
+            1
+        ].max_completion_length
+        == 64
+    )
+
+
+def test_configs_name_no_lengths_the_shape_owns():
+    for stage in ("sft", "grpo"):
+        text = (CONFIGS / f"{stage}.yaml").read_text()
+        keys = {line.split(":")[0] for line in text.splitlines() if ":" in line and line[0] != "#"}
+        assert not keys & {"max_length", "max_completion_length", "max_prompt_tokens"}, stage
+
+
+def test_bf16_on_a_cpu_needs_no_extra_flag():
+    _, sft = parse("sft", "--ds", "2026-11-25", "--bf16", "true")
+    assert sft.bf16 is True and sft.use_cpu is True
 
 
 def test_ds_is_required_and_checked():

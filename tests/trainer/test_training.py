@@ -12,17 +12,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from r2rec import faults
 from r2rec.contracts import MODEL_REGISTRY, RL_PROMPTS, SFT_EXAMPLES
 from r2rec.prompt import PROMPT_VERSION, RecPrompt, render_completion, render_messages
 
 ROOT = Path(__file__).resolve().parents[2]
 DS = "2026-11-25"
-TITLES = [f"Movie {k} (199{k % 10}). Genres: Drama" for k in range(40)]
+TITLES = [f"Movie {k}" for k in range(40)]
 
 
 def prompt_for(n: int) -> tuple[RecPrompt, str]:
@@ -44,6 +44,7 @@ def train_lake(tmp_path_factory):
             {
                 "ds": DS,
                 "teacher": "template",
+                "evidence": "chains",
                 "sample_id": f"u{n}:1",
                 "chain_id": f"u{n}:1/1",
                 "prompt_version": PROMPT_VERSION,
@@ -56,6 +57,7 @@ def train_lake(tmp_path_factory):
         rl.append(
             {
                 "ds": DS,
+                "evidence": "chains",
                 "sample_id": f"u{n}:1",
                 "split": "train" if n < 12 else "valid",
                 "prompt_version": PROMPT_VERSION,
@@ -63,11 +65,13 @@ def train_lake(tmp_path_factory):
                 "target_label": answer,
                 "candidate_labels": prompt.labels(),
                 "candidate_item_ids": [f"i{j}" for j in range(6)],
-                "grounding_items": sorted({*prompt.history, *(t for _, t in prompt.candidates)}),
+                "prompt_facts": prompt.to_json(),
+                "flags": [],
             }
         )
-    lake.overwrite(SFT_EXAMPLES, sft, partition={"ds": DS, "teacher": "template"})
-    lake.overwrite(RL_PROMPTS, rl, partition={"ds": DS})
+    part = {"ds": DS, "evidence": "chains"}
+    lake.overwrite(SFT_EXAMPLES, sft, partition={**part, "teacher": "template"})
+    lake.overwrite(RL_PROMPTS, rl, partition=part)
     return lake
 
 
@@ -97,27 +101,14 @@ def run_dir_of(lake, stage: str) -> Path:
     return found
 
 
-def kill_after_first_checkpoint(cmd: list[str], lake, stage: str, timeout: float = 300) -> None:
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ckpts = list((Path(lake.root) / "runs" / stage).glob("*/checkpoints/checkpoint-*"))
-            if any((c / "trainer_state.json").is_file() for c in ckpts):
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"{stage} ended before its first checkpoint: {proc.stderr.read()[-3000:]}"
-                )
-            time.sleep(0.02)
-        pytest.fail(f"{stage} wrote no checkpoint in {timeout} s")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+def killed_at(cmd: list[str], point: str, timeout: float = 300) -> None:
+    """Run ``cmd`` with a SIGKILL injected at ``point`` (r2rec.faults) and check it died there."""
+    out = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, faults.ENV: point}, start_new_session=True,
+    )  # fmt: skip
+    assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
+    assert f"killing the process group at {point.replace(':', ' #')}" in out.stderr
 
 
 def finish(cmd: list[str]) -> dict:
@@ -183,10 +174,15 @@ def test_sft_then_grpo_resume_after_sigkill_and_register(train_lake, tiny_model_
 
     lake = train_lake
     sft = command("sft", lake, tiny_model_dir, "--max_steps", "12", "--max_examples", "0")
-    kill_after_first_checkpoint(sft, lake, "sft")
+    # Killed while writing its second checkpoint (step 4): weights on disk, no trainer
+    # state yet. The retry must resume from the complete checkpoint-2, not fail on 4.
+    killed_at(sft, "sft.checkpoint_partial:2")
+    partial = run_dir_of(lake, "sft") / "checkpoints" / "checkpoint-4"
+    assert partial.is_dir() and not (partial / "trainer_state.json").exists()
     sft_report = finish(sft)
     sft_dir = run_dir_of(lake, "sft")
     assert_resumed(sft_report, sft_dir, 12)
+    assert sft_report["resumed_from"].endswith("checkpoint-2")
 
     manifest = json.loads((sft_dir / "manifest.json").read_text())
     assert manifest["inputs"]["sft_examples"]["rows_used"] == 16
@@ -214,8 +210,10 @@ def test_sft_then_grpo_resume_after_sigkill_and_register(train_lake, tiny_model_
         "2",
         "--max_completion_length",
         "12",
+        "--rollout",
+        "trl",
     )
-    kill_after_first_checkpoint(grpo, lake, "grpo")
+    killed_at(grpo, "grpo.checkpoint_saved:1")
     grpo_report = finish(grpo)
     grpo_dir = run_dir_of(lake, "grpo")
     assert_resumed(grpo_report, grpo_dir, 6)
@@ -285,3 +283,98 @@ def test_grpo_without_a_registered_sft_says_what_to_run(train_lake, tmp_path, ti
     with pytest.raises(R2RecError, match="no SFT run registered for ds=2026-11-25"):
         starting_adapter(empty, RunArgs(ds=DS, model=tiny_model_dir), "x@y")
     assert starting_adapter(empty, RunArgs(ds=DS, init_adapter="none"), "x@y") == (None, None)
+
+
+def test_the_completion_only_lm_head_gives_the_full_heads_loss_and_gradients(
+    tiny_model_dir, tmp_path
+):
+    """Projecting only the completion through the LM head (CPU) is the same loss and the
+    same gradients as transformers' own loss over every position's logits, at less cost.
+    (trl's chunked head, what runs otherwise, agrees with both to ~0.1%.)"""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    from trainer.common import RunArgs, load_model, load_tokenizer, lora_config
+    from trainer.sft import completion_loss_trainer
+
+    rows = []
+    for n in range(4):
+        prompt, answer = prompt_for(n)
+        completion = render_completion([f'The user chose "{prompt.history[-1]}".'], answer)
+        messages = [{"role": "assistant", "content": completion}]
+        rows.append({"prompt": render_messages(prompt), "completion": messages})
+    args = SFTConfig(
+        output_dir=str(tmp_path), report_to="none", per_device_train_batch_size=4, use_cpu=True,
+        completion_only_loss=True, gradient_checkpointing=False,
+    )  # fmt: skip
+    tokenizer = load_tokenizer(tiny_model_dir)
+
+    def loss_and_grads(how: str):
+        torch.manual_seed(0)
+        trainer = completion_loss_trainer(how != "trl")(
+            model=load_model(tiny_model_dir, args),
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=lora_config(RunArgs(ds=DS, lora_dropout=0.0)),
+        )
+        batch = next(iter(trainer.get_train_dataloader()))
+        model = trainer.model
+        if how == "full":  # every position's logits, transformers' own causal-LM loss
+            loss = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                labels=batch["labels"],
+            ).loss  # fmt: skip
+        else:
+            loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return loss.item(), grads, trainer._metrics["train"]
+
+    ours, our_grads, our_metrics = loss_and_grads("ours")
+    full, full_grads, _ = loss_and_grads("full")
+    trl, trl_grads, trl_metrics = loss_and_grads("trl")
+    assert ours == pytest.approx(full, rel=1e-5) == pytest.approx(trl, rel=1e-5) and ours > 0
+    assert our_grads.keys() == full_grads.keys() and len(our_grads) > 10
+    for name, grad in our_grads.items():
+        assert torch.allclose(grad, full_grads[name], rtol=1e-5, atol=1e-8), name
+        assert (grad - trl_grads[name]).norm() <= 1e-2 * trl_grads[name].norm() + 1e-9, name
+    for key in ("mean_token_accuracy", "entropy", "num_tokens"):
+        assert our_metrics[key] == pytest.approx(trl_metrics[key], rel=1e-4), key
+
+
+def test_grpo_samples_from_a_vllm_engine_serving_each_steps_adapter(train_lake, tiny_model_dir):
+    """The CPU rollout: completions come from vLLM with the current LoRA adapter."""
+    lake = train_lake
+    report = finish(
+        command(
+            "grpo",
+            lake,
+            tiny_model_dir,
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "2",
+            "--num_generations",
+            "2",
+            "--max_completion_length",
+            "8",
+            "--init_adapter",
+            "none",
+            "--rollout",
+            "vllm",
+            "--runs_dir",
+            str(Path(lake.root) / "rollout-runs"),
+            "--register",
+            "false",
+        )
+    )
+    assert report["status"] == "trained" and report["global_step"] == 2
+    run_dir = Path(report["run_dir"])
+    steps = [e for e in progress(run_dir) if "reward" in e]
+    assert [e["step"] for e in steps] == [1, 2]
+    assert all(0 < e["completions/mean_length"] <= 8 for e in steps)
+    # The adapter of the last step sampled from is on disk; earlier ones were removed.
+    assert [p.name for p in (run_dir / "rollout").iterdir()] == ["step-1"]
+    assert (run_dir / "rollout" / "step-1" / "adapter_config.json").is_file()
