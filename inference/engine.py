@@ -27,19 +27,23 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from r2rec.prompt import (
+    ANSWER_OPEN,
+    HISTORY_TRUNCATED,
     MAX_COMPLETION_TOKENS,
     PROMPT_VERSION,
+    SHAPE,
     RecPrompt,
+    fit_prompt,
     parse_completion,
+    reasoning_checks,
     render_messages,
 )
 
-ANSWER_OPEN = "</think>\n<answer>["
 PROMPT_TOO_LONG = "prompt_too_long"
 NO_CANDIDATES = "no_candidates"
 
@@ -53,9 +57,16 @@ class Candidate:
 
 @dataclass(frozen=True)
 class ScoreRequest:
+    """One prompt to score: built by the prompt contract (r2rec.prompt.build_prompt)."""
+
     key: str  # user id (serve) or sample id (eval): the caller's handle
-    history: tuple[str, ...]  # item texts, oldest first
-    candidates: tuple[Candidate, ...]  # display order
+    prompt: RecPrompt
+    candidates: tuple[Candidate, ...]  # display order, aligned with prompt.candidates
+    flags: tuple[str, ...] = ()  # how the prompt deviates from its full form (no_evidence)
+
+    @property
+    def history(self) -> tuple[str, ...]:
+        return tuple(self.prompt.history)
 
 
 @dataclass
@@ -64,28 +75,19 @@ class Scored:
     ranked: list[tuple[Candidate, float]]  # best first, with log P(label | prompt, reasoning)
     reasoning: str
     completion: str
-    answer_valid: bool
+    answer_valid: bool  # well formed and a candidate's label (docs/METHOD.md §9)
     errors: list[str] = field(default_factory=list)
-    history_truncated: bool = False
+    flags: list[str] = field(default_factory=list)  # no_evidence, evidence_trimmed, ...
     constrained: bool = False  # the first item came from the constrained decode
+    # names_top / grounded / no_repeat of the reasoning, judged against the prompt it saw
+    checks: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def history_truncated(self) -> bool:
+        return HISTORY_TRUNCATED in self.flags
 
 
 # ---- pure parts (unit-tested without an engine) -------------------------------------------
-
-
-def fit_history(
-    history: Sequence[str], prompt_tokens: Callable[[Sequence[str]], int], budget: int
-) -> tuple[list[str], bool] | None:
-    """Drop the oldest history items until the prompt fits ``budget`` tokens.
-
-    Returns (kept history, truncated?) or None when even an empty history does not fit.
-    """
-    kept = list(history)
-    while prompt_tokens(kept) > budget:
-        if not kept:
-            return None
-        kept = kept[1:]
-    return kept, len(kept) < len(history)
 
 
 class LabelTrie:
@@ -147,7 +149,8 @@ def reasoning_text(completion: str, thoughts: Sequence[str]) -> str:
 class _Prepared:
     request: ScoreRequest
     prompt_ids: list[int]
-    history_truncated: bool
+    prompt: RecPrompt  # as fitted to the context: what the model saw
+    flags: list[str]
     errors: list[str]
 
 
@@ -164,8 +167,9 @@ class LLMScorer:
     ):
         from vllm import LLM
 
-        from inference.models import merge_lora_by_default, merged_model_dir, resolve_model
+        from inference.serving import merge_lora_by_default, merged_model_dir
         from r2rec.assets import vllm_engine_args
+        from r2rec.models import resolve_model
 
         self.model = resolve_model(model, adapter)  # the version names base + adapter
         self.max_new_tokens = max_new_tokens
@@ -179,6 +183,9 @@ class LLMScorer:
         self.serve_path = serve_path
         self.max_model_len = int(args["max_model_len"])
         self._llm = LLM(model=serve_path, **args)
+        # What the engine actually runs (float32 | bfloat16 | ...): numerics, and so the
+        # tolerances any comparison may use, follow it.
+        self.dtype = str(self._llm.model_config.dtype).removeprefix("torch.")
         self._tokenizer = self._llm.get_tokenizer()
         self._lora = None
         if adapter:
@@ -197,29 +204,30 @@ class LLMScorer:
     def _encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False))
 
-    def _prompt_ids(self, history: Sequence[str], candidates: Sequence[Candidate]) -> list[int]:
-        prompt = RecPrompt(list(history), [(c.label, c.text) for c in candidates])
+    def _prompt_ids(self, prompt: RecPrompt) -> list[int]:
         text = self._tokenizer.apply_chat_template(
             render_messages(prompt), add_generation_prompt=True, tokenize=False
         )
         return self._encode(text)
 
     def _prepare(self, request: ScoreRequest) -> _Prepared:
+        flags = list(request.flags)
         if not request.candidates:
-            return _Prepared(request, [], False, [NO_CANDIDATES])
+            return _Prepared(request, [], request.prompt, flags, [NO_CANDIDATES])
         # Room for the reasoning, the closing tags and the longest label.
-        budget = self.max_model_len - self.max_new_tokens - 16
-        cache: dict[int, list[int]] = {}
+        budget = self.max_model_len - self.max_new_tokens - SHAPE.answer_margin
+        seen: list[tuple[RecPrompt, list[int]]] = []
 
-        def tokens(history: Sequence[str]) -> int:
-            cache[len(history)] = self._prompt_ids(history, request.candidates)
-            return len(cache[len(history)])
+        def tokens(prompt: RecPrompt) -> int:
+            seen.append((prompt, self._prompt_ids(prompt)))
+            return len(seen[-1][1])
 
-        fitted = fit_history(request.history, tokens, budget)
+        fitted = fit_prompt(request.prompt, tokens, budget)
         if fitted is None:
-            return _Prepared(request, [], False, [PROMPT_TOO_LONG])
-        kept, truncated = fitted
-        return _Prepared(request, cache[len(kept)], truncated, [])
+            return _Prepared(request, [], request.prompt, flags, [PROMPT_TOO_LONG])
+        prompt, cut = fitted
+        ids = next(x for p, x in reversed(seen) if p is prompt)
+        return _Prepared(request, ids, prompt, flags + cut, [])
 
     # -- waves
 
@@ -240,6 +248,30 @@ class LLMScorer:
         for i, out in zip(order, outs, strict=True):
             result[i] = out.outputs[0]
         return result
+
+    def token_logprobs(self, texts: Sequence[str]) -> list[list[float]]:
+        """Teacher-forced log P(token | the tokens before it) for every token of each text
+        after the first: what the model computes, with no generated branch to diverge.
+
+        One one-token request per position with ``logprob_token_ids`` set to the next
+        token, as for the label trie (vLLM's ``prompt_logprobs`` fails on CPU with an
+        unmerged LoRA adapter); the requests share their prefixes in the cache.
+        """
+        from vllm import SamplingParams
+
+        ids = [self._encode(t) for t in texts]
+        prompts, params, owner = [], [], []
+        for k, x in enumerate(ids):
+            for n in range(1, len(x)):
+                prompts.append(x[:n])
+                params.append(
+                    SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=[x[n]])
+                )
+                owner.append((k, x[n]))
+        out: list[list[float]] = [[] for _ in ids]
+        for (k, token), result in zip(owner, self._generate(prompts, params), strict=True):
+            out[k].append(result.logprobs[0][token].logprob)
+        return out
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
         from vllm import SamplingParams
@@ -312,16 +344,18 @@ class LLMScorer:
             by_label = {c.label: c for c in p.request.candidates}
             scores = tries[k].label_logprobs(node_logprobs[k])
             answer = parsed[k].answer or constrained.get(k)
-            ranked = [(by_label[x], scores[x]) for x in order_labels(answer, scores, labels)]
+            order = order_labels(answer, scores, labels)
+            ranked = [(by_label[x], scores[x]) for x in order]
             results[p.request.key] = Scored(
                 key=p.request.key,
                 ranked=ranked,
                 reasoning=reasoning_text(completions[k], parsed[k].thoughts),
                 completion=completions[k],
-                answer_valid=parsed[k].answer is not None,
+                answer_valid=parsed[k].valid,
                 errors=list(parsed[k].errors),
-                history_truncated=p.history_truncated,
+                flags=p.flags,
                 constrained=parsed[k].answer is None,
+                checks=reasoning_checks(parsed[k].thoughts, p.prompt, order[0] if order else None),
             )
         for p in prepared:
             if p.errors:
@@ -332,5 +366,7 @@ class LLMScorer:
                     completion="",
                     answer_valid=False,
                     errors=p.errors,
+                    flags=p.flags,
+                    checks={"names_top": False, "grounded": False, "no_repeat": False},
                 )
         return [results[r.key] for r in requests]

@@ -1,13 +1,18 @@
 """Evaluation job: classical baselines and the LLM on the valid/test samples of date D.
 
-    python -m inference.evaluate --ds 2026-11-25 [--models popularity,itemknn,als,sasrec,llm]
-        [--llm-model SPEC] [--adapter PATH] [--max-samples N] [--seeds 0,1,2]
+    python -m inference.evaluate --ds 2026-11-25
+        [--models popularity,itemknn,als,sasrec,evidence,llm] [--llm-model SPEC]
+        [--adapter PATH] [--evidence chains|none] [--max-samples N] [--seeds 0,1,2]
 
-Reads partition D of ``samples``, ``candidates`` and ``graph_edges``. Every model ranks
-the same candidate lists (sampled protocol, per seed and mean over seeds); the classical
-baselines are also ranked over all items (full protocol). Replaces the rows of (D, model)
-in ``eval_metrics`` per model, so a rerun replaces exactly that model's rows, and
-``reports/eval_<D>.md`` and ``.png`` under the lakehouse root (docs/METHOD.md §9).
+Reads partition D of ``samples``, ``candidates`` and ``graph_edges`` (and, for the
+evidence ranker and the LLM, ``candidate_evidence``). Every model ranks the same
+candidate lists (sampled protocol, per seed and mean over seeds, with a 95% interval
+over samples); the classical baselines are also ranked over all items (full protocol).
+``--max-samples N`` limits the LLM to the same N samples per split (a stable hash), and
+every other model is then also reported on exactly those samples (subset ``hash-N``),
+so the rows compare like with like. Replaces the rows of (D, model) in ``eval_metrics``
+per model, so a rerun replaces exactly that model's rows, and ``reports/eval_<D>.md``
+and ``.png`` under the lakehouse root (docs/METHOD.md §9).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from inference.baselines import BASELINES, ScoreRanker, make_baseline, sequences, training_edges
-from inference.metrics import aggregate, full_metrics, mean_metrics
+from inference.metrics import aggregate, full_metrics, interval, mean_metrics, per_sample
 from inference.ranking import EvalSample, Ranker, Ranking
 from r2rec.config import parse_ds
 from r2rec.contracts import CANDIDATES, EVAL_METRICS, GRAPH_EDGES, SAMPLES
@@ -36,9 +41,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 JOB = "evaluate"
 SPLITS = ("valid", "test")
-DEFAULT_MODELS = BASELINES
-MODELS = (*BASELINES, "llm")
+EVIDENCE_RANKER = "evidence"
+DEFAULT_MODELS = (*BASELINES, EVIDENCE_RANKER)
+MODELS = (*BASELINES, EVIDENCE_RANKER, "llm")
 FULL_K = 10
+ALL = "all"
+
+
+def subset_name(max_samples: int) -> str:
+    """The eval_metrics ``subset`` of the LLM's samples: all, or the first N by hash."""
+    return ALL if not max_samples else f"hash-{max_samples}"
 
 
 @dataclass
@@ -119,27 +131,53 @@ def check_rankings(name: str, samples: Sequence[EvalSample], rankings: Sequence[
             raise ValueError(f"{name}: ranking of {s.sample_id}/{s.seed} is not its candidates")
 
 
-def sampled_rows(samples: Sequence[EvalSample], rankings: Sequence[Ranking]) -> list[dict]:
-    """eval_metrics rows (without ds/model/run/detail) of the sampled protocol."""
+def sampled_rows(
+    samples: Sequence[EvalSample], rankings: Sequence[Ranking], subset: str = ALL
+) -> list[dict]:
+    """eval_metrics rows (without ds/model/run/detail) of the sampled protocol.
+
+    The seed-mean rows carry a 95% interval over samples (each sample's mean over seeds).
+    """
     counts: dict[tuple[str, int | None], set[str]] = {}
     for s in samples:
         counts.setdefault((s.split, s.seed), set()).add(s.sample_id)
         counts.setdefault((s.split, None), set()).add(s.sample_id)
+    pairs = list(zip(samples, rankings, strict=True))
+    by_sample = per_sample(pairs)
     rows = []
-    for (split, seed), metrics in aggregate(zip(samples, rankings, strict=True)).items():
+    for (split, seed), metrics in aggregate(pairs).items():
         n = len(counts[(split, seed)])
-        rows += [
-            {
-                "split": split,
-                "protocol": "sampled",
-                "seed": seed,
-                "metric": m,
-                "value": v,
-                "samples": n,
-            }
-            for m, v in metrics.items()
-        ]
+        for m, v in metrics.items():
+            low = high = None
+            if seed is None:
+                low, high = interval([r[m] for r in by_sample[split].values()])
+            rows.append(
+                {
+                    "split": split,
+                    "protocol": "sampled",
+                    "subset": subset,
+                    "seed": seed,
+                    "metric": m,
+                    "value": v,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "samples": n,
+                }
+            )
     return rows
+
+
+def subset_rows(
+    samples: Sequence[EvalSample], rankings: Sequence[Ranking], subset: list[EvalSample], name: str
+) -> list[dict]:
+    """The sampled rows of a model on the LLM's subsample only (none if it is all)."""
+    if name == ALL:
+        return []
+    keep = {(s.sample_id, s.seed) for s in subset}
+    pairs = [
+        (s, r) for s, r in zip(samples, rankings, strict=True) if (s.sample_id, s.seed) in keep
+    ]
+    return sampled_rows([s for s, _ in pairs], [r for _, r in pairs], name)
 
 
 def full_rows(model: ScoreRanker, data: EvalData, k: int = FULL_K) -> list[dict]:
@@ -166,9 +204,12 @@ def full_rows(model: ScoreRanker, data: EvalData, k: int = FULL_K) -> list[dict]
             {
                 "split": split,
                 "protocol": "full",
+                "subset": ALL,
                 "seed": None,
                 "metric": m,
                 "value": v,
+                "ci_low": None,
+                "ci_high": None,
                 "samples": len(samples),
             }
             for m, v in means.items()
@@ -176,12 +217,22 @@ def full_rows(model: ScoreRanker, data: EvalData, k: int = FULL_K) -> list[dict]
     return rows
 
 
-def make_llm_ranker(lakehouse: Lakehouse, ds: str, model: str | None, adapter: str | None):
+def make_llm_ranker(
+    lakehouse: Lakehouse, ds: str, model: str | None, adapter: str | None, evidence: str | None
+):
     from inference.llm import LLMRanker  # vLLM and torch load only when the LLM is asked for
-    from r2rec.registry import resolve_spec
+    from r2rec.registry import resolve_spec, trained_evidence
 
-    model, adapter = resolve_spec(lakehouse, model, adapter)
-    return LLMRanker(lakehouse, ds, model=model, adapter=adapter)
+    trained = trained_evidence(lakehouse, model, ds)
+    if evidence and trained and evidence != trained:
+        raise R2RecError(
+            f"{model} was trained on --evidence {trained} prompts; evaluating it on "
+            f"--evidence {evidence} would measure a prompt it never saw"
+        )
+    model, adapter = resolve_spec(lakehouse, model, adapter, ds)
+    return LLMRanker(
+        lakehouse, ds, model=model, adapter=adapter, evidence=evidence or trained or "chains"
+    )
 
 
 def training_runs(lakehouse: Lakehouse, rows: Sequence[dict]) -> list[dict]:
@@ -213,9 +264,16 @@ def _write(lakehouse, ds, name, run_id, detail, rows, seconds) -> dict[str, Any]
     quoted = name.replace("'", "''")
     lakehouse.overwrite(EVAL_METRICS, table, predicate=f"ds = '{ds}' AND model = '{quoted}'")
     summary = {
-        f"{r['split']}.{r['protocol']}.{r['metric']}": r["value"] for r in rows if r["seed"] is None
+        f"{r['split']}.{r['protocol']}.{r['metric']}"
+        + ("" if r["subset"] == ALL else f".{r['subset']}"): r["value"]
+        for r in rows
+        if r["seed"] is None
     }
-    counts = {f"samples.{r['split']}": r["samples"] for r in rows if r["protocol"] == "sampled"}
+    counts = {
+        f"samples.{r['split']}": r["samples"]
+        for r in rows
+        if r["protocol"] == "sampled" and r["subset"] == ALL
+    }
     record_metrics(
         lakehouse,
         f"{JOB}.{job_suffix(name)}",
@@ -237,6 +295,7 @@ def run(
     adapter: str | None = None,
     rankers: Sequence[Ranker] = (),
     baseline_options: dict[str, Any] | None = None,
+    evidence: str | None = None,
 ) -> dict:
     """Evaluate ``models`` (names) and ``rankers`` (ready Ranker objects, LLM-like).
 
@@ -259,20 +318,23 @@ def run(
         "splits": list(SPLITS),
     }
     results: dict[str, dict] = {}
+    subset = subsample(data.eval_samples, max_samples)
+    name = subset_name(max_samples) if len(subset) < len(data.eval_samples) else ALL
 
     baselines = [m for m in models if m in BASELINES]
     if baselines:
         train = training_edges(data.edges)
         all_items = sorted(set(data.edges["item_id"]))
-    for name in baselines:
-        model = make_baseline(name, spark, **(baseline_options or {}))
+    for model_name in baselines:
+        model = make_baseline(model_name, spark, **(baseline_options or {}))
         model.fit(train, items=all_items)
         start = time.perf_counter()
         rankings = model.rank(data.eval_samples)
         rank_s = time.perf_counter() - start
-        check_rankings(name, data.eval_samples, rankings)
+        check_rankings(model_name, data.eval_samples, rankings)
         start = time.perf_counter()
         rows = sampled_rows(data.eval_samples, rankings) + full_rows(model, data)
+        rows += subset_rows(data.eval_samples, rankings, subset, name)
         full_s = time.perf_counter() - start
         seconds = {"fit": model.fit_seconds, "rank": rank_s, "full": full_s}
         detail = {
@@ -286,12 +348,26 @@ def run(
         }
         if hasattr(model, "losses"):
             detail["train_loss"] = [round(x, 4) for x in model.losses]
-        results[name] = _write(lakehouse, ds, name, run_id, detail, rows, seconds)
+        results[model_name] = _write(lakehouse, ds, model_name, run_id, detail, rows, seconds)
+
+    if EVIDENCE_RANKER in models:  # every sample, like the baselines: it costs no model
+        from inference.prompts import EvidenceRanker
+
+        ranker = EvidenceRanker(lakehouse, ds)
+        start = time.perf_counter()
+        rankings = ranker.rank(data.eval_samples)
+        rank_s = time.perf_counter() - start
+        check_rankings(ranker.name, data.eval_samples, rankings)
+        rows = sampled_rows(data.eval_samples, rankings)
+        rows += subset_rows(data.eval_samples, rankings, subset, name)
+        detail = {"protocol": protocol, "rank_seconds": rank_s, **ranker.detail}
+        results[ranker.name] = _write(
+            lakehouse, ds, ranker.name, run_id, detail, rows, {"rank": rank_s}
+        )
 
     others: list[Ranker] = list(rankers)
     if "llm" in models:
-        others.append(make_llm_ranker(lakehouse, ds, llm_model, adapter))
-    subset = subsample(data.eval_samples, max_samples)
+        others.append(make_llm_ranker(lakehouse, ds, llm_model, adapter, evidence))
     for ranker in others:
         from r2rec.prompt import PROMPT_VERSION
 
@@ -308,7 +384,7 @@ def run(
             "rank_seconds": rank_s,
             **(getattr(ranker, "detail", None) or {}),
         }
-        rows = sampled_rows(subset, rankings)
+        rows = sampled_rows(subset, rankings, name)
         results[ranker.name] = _write(
             lakehouse, ds, ranker.name, run_id, detail, rows, {"rank": rank_s}
         )
@@ -338,14 +414,29 @@ def main(argv: list[str] | None = None) -> int:
         "(default: bundled SmolLM2)",
     )
     p.add_argument("--adapter", help="llm: LoRA adapter path")
+    p.add_argument(
+        "--evidence", choices=["chains", "none"],
+        help="llm prompt: with evidence or the paper's (default: what the model trained on)",
+    )  # fmt: skip
     p.add_argument("--max-samples", type=int, default=0, help="llm: samples per split (0 = all)")
     p.add_argument("--seeds", help="candidate seeds, comma-separated (default: all present)")
+    p.add_argument(
+        "--unless-champion", action="store_true",
+        help="do nothing once a champion exists (the base model's evaluation before the "
+        "first promotion)",
+    )  # fmt: skip
     p.add_argument("--sasrec-epochs", type=int, help="SASRec training epochs")
     p.add_argument("--als-rank", type=int, help="ALS factors")
     args = p.parse_args(argv)
 
     def body():
         from inference.baselines import ALSConfig
+        from r2rec import registry
+
+        if args.unless_champion:
+            current = registry.champion(Lakehouse(args.lakehouse))
+            if current is not None:
+                return {"ds": args.ds, "skipped": f"{current['model_version']} is the champion"}
 
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         options: dict[str, Any] = {}
@@ -355,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             options["als"] = ALSConfig(rank=args.als_rank)
         spark = None
         if "als" in models:
-            from spark_jobs.session import get_spark
+            from r2rec.spark import get_spark
 
             spark = get_spark()
         return run(
@@ -368,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             llm_model=args.llm_model,
             adapter=args.adapter,
             baseline_options=options,
+            evidence=args.evidence,
         )
 
     return run_main(body)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from inference.engine import Candidate, LLMScorer, ScoreRequest
+from inference.engine import LLMScorer
+from inference.prompts import SamplePrompts
 from inference.ranking import EvalSample, Ranking
-from r2rec.catalog import item_text, items_as_of
 from r2rec.lakehouse import Lakehouse
 from r2rec.prompt import MAX_COMPLETION_TOKENS
 
@@ -22,32 +22,26 @@ class LLMRanker:
         adapter: str | None = None,
         max_new_tokens: int = MAX_COMPLETION_TOKENS,
         batch_size: int = 256,
+        evidence: str = "chains",
     ):
-        self.items = items_as_of(lakehouse, ds)
+        self.prompts = SamplePrompts(lakehouse, ds, evidence)
         self.scorer = LLMScorer(model, adapter, max_new_tokens=max_new_tokens)
         self.name = f"llm:{self.scorer.version}"
         # Recorded with the metrics: a budget below the trace length scores ValidRatio 0.
-        self.detail = {"max_new_tokens": max_new_tokens}
+        self.detail = {
+            "max_new_tokens": max_new_tokens,
+            "evidence": evidence,
+            "dtype": self.scorer.dtype,
+        }
         self.batch_size = batch_size
-
-    def _request(self, key: str, sample: EvalSample) -> ScoreRequest:
-        return ScoreRequest(
-            key,
-            tuple(item_text(self.items, i).text for i in sample.history),
-            tuple(
-                Candidate(label, i, item_text(self.items, i).text)
-                for label, i in zip(sample.labels, sample.candidates, strict=True)
-            ),
-        )
 
     def rank(self, samples: Sequence[EvalSample]) -> list[Ranking]:
         out: list[Ranking] = []
+        self.prompts.prepare(samples)
         for start in range(0, len(samples), self.batch_size):
             batch = samples[start : start + self.batch_size]
-            keys = [f"{s.sample_id}#{s.seed}" for s in batch]
-            scored = self.scorer.score(
-                [self._request(k, s) for k, s in zip(keys, batch, strict=True)]
-            )
+            keyed = [(f"{s.sample_id}#{s.seed}", s) for s in batch]
+            scored = self.scorer.score(self.prompts.requests(keyed))
             for s, result in zip(batch, scored, strict=True):
                 out.append(
                     Ranking(
@@ -56,6 +50,7 @@ class LLMRanker:
                         [c.item_id for c, _ in result.ranked],
                         answer_valid=result.answer_valid,
                         scores=[v for _, v in result.ranked],
+                        checks=dict(result.checks),
                     )
                 )
         return out

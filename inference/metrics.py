@@ -16,6 +16,9 @@ from inference.ranking import EvalSample, Ranking
 SAMPLED_METRICS = ("hr@1", "valid_ratio", "hr@5", "ndcg@5", "ndcg@10")
 # Full protocol: the target's rank among all items the user had not seen before it.
 FULL_METRICS = ("hr@10", "ndcg@10")
+# The LLM's reasoning, judged against its prompt (r2rec.prompt.reasoning_checks).
+REASONING_METRICS = ("reasoning.names_top", "reasoning.grounded", "reasoning.no_repeat")
+Z95 = 1.959963984540054
 
 
 def rank_of(ranked_items: Sequence[str], target: str) -> int | None:
@@ -43,13 +46,16 @@ def sample_metrics(sample: EvalSample, ranking: Ranking) -> dict[str, float]:
     the target first. The others judge the ranking itself, valid or not.
     """
     items, target = ranking.items, sample.target_item_id
-    return {
+    out = {
         "hr@1": hit_at_k(items, target, 1) if ranking.answer_valid else 0.0,
         "valid_ratio": 1.0 if ranking.answer_valid else 0.0,
         "hr@5": hit_at_k(items, target, 5),
         "ndcg@5": ndcg_at_k(items, target, 5),
         "ndcg@10": ndcg_at_k(items, target, 10),
     }
+    if ranking.checks:
+        out.update({f"reasoning.{k}": float(v) for k, v in ranking.checks.items()})
+    return out
 
 
 def full_metrics(top_items: Sequence[str], target: str, k: int = 10) -> dict[str, float]:
@@ -90,11 +96,51 @@ def aggregate(
     out: dict[tuple[str, int | None], dict[str, float]] = {}
     for key in sorted(per_seed):
         rows = per_seed[key]
-        out[key] = {m: _mean([r[m] for r in rows]) for m in SAMPLED_METRICS}
+        out[key] = {m: _mean([r[m] for r in rows]) for m in rows[0]}
     for split in sorted({split for split, _ in per_seed}):
         seeds = [out[(sp, seed)] for sp, seed in per_seed if sp == split]
-        out[(split, None)] = {m: _mean([s[m] for s in seeds]) for m in SAMPLED_METRICS}
+        out[(split, None)] = {m: _mean([s[m] for s in seeds]) for m in seeds[0]}
     return out
+
+
+def per_sample(
+    pairs: Iterable[tuple[EvalSample, Ranking]],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """split -> sample_id -> metric averaged over the sample's seeds.
+
+    The unit of an interval: the seeds of one sample are not independent draws of the
+    model's quality, the samples are.
+    """
+    acc: dict[str, dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    for sample, ranking in pairs:
+        acc[sample.split][sample.sample_id].append(sample_metrics(sample, ranking))
+    return {
+        split: {sid: {m: _mean([r[m] for r in rows]) for m in rows[0]} for sid, rows in by.items()}
+        for split, by in acc.items()
+    }
+
+
+def interval(values: Sequence[float]) -> tuple[float, float]:
+    """95% normal interval of a mean (one value per sample); a point for fewer than 2."""
+    n = len(values)
+    mean = _mean(values)
+    if n < 2:
+        return mean, mean
+    var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+    half = Z95 * math.sqrt(var / n)
+    return mean - half, mean + half
+
+
+def paired_difference(
+    a: dict[str, dict[str, float]], b: dict[str, dict[str, float]], metric: str
+) -> tuple[float, float, float, int] | None:
+    """Mean of a - b over the samples both ranked, with its 95% interval (paired)."""
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    diffs = [a[s][metric] - b[s][metric] for s in common]
+    low, high = interval(diffs)
+    return _mean(diffs), low, high, len(common)
 
 
 def mean_metrics(rows: Iterable[dict[str, float]]) -> dict[str, float]:

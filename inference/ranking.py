@@ -32,6 +32,8 @@ class Ranking:
     items: list[str]  # every candidate exactly once, best first
     answer_valid: bool = True
     scores: list[float] = field(default_factory=list)  # aligned with items, if any
+    # The LLM's reasoning, judged against its prompt (names_top, grounded, no_repeat).
+    checks: dict[str, bool] = field(default_factory=dict)
 
 
 class Ranker(Protocol):

@@ -11,33 +11,55 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from inference.metrics import FULL_METRICS, SAMPLED_METRICS
+from inference.metrics import FULL_METRICS, REASONING_METRICS, SAMPLED_METRICS
 
 SPLITS = ("valid", "test")
-CLASSICAL = ("popularity", "itemknn", "als", "sasrec")
+CLASSICAL = ("popularity", "itemknn", "als", "sasrec", "evidence")
 CHART_METRICS = ("hr@1", "ndcg@5")
+ALL = "all"
 
 
 def model_order(models: Sequence[str]) -> list[str]:
-    """Classical baselines first in a fixed order, then the rest (LLMs) by name."""
+    """Classical baselines and the evidence ranker first, then the rest (LLMs) by name."""
     known = [m for m in CLASSICAL if m in models]
     return known + sorted(m for m in set(models) if m not in CLASSICAL)
 
 
-def _table(rows: list[dict], protocol: str) -> dict[str, dict[tuple[str, str], float]]:
+def _table(
+    rows: list[dict], protocol: str, subset: str = ALL
+) -> dict[str, dict[tuple[str, str], float]]:
     out: dict[str, dict[tuple[str, str], float]] = {}
     for r in rows:
-        if r["protocol"] == protocol and r["seed"] is None:
+        if r["protocol"] == protocol and r["seed"] is None and r.get("subset", ALL) == subset:
             out.setdefault(r["model"], {})[(r["split"], r["metric"])] = r["value"]
     return out
 
 
-def _samples(rows: list[dict], model: str, protocol: str, split: str) -> int | None:
+def _intervals(rows: list[dict], subset: str) -> dict[tuple[str, str, str], tuple]:
+    return {
+        (r["model"], r["split"], r["metric"]): (r["ci_low"], r["ci_high"])
+        for r in rows
+        if r["protocol"] == "sampled"
+        and r["seed"] is None
+        and r.get("subset", ALL) == subset
+        and r.get("ci_low") is not None
+    }
+
+
+def _samples(
+    rows: list[dict], model: str, protocol: str, split: str, subset: str = ALL
+) -> int | None:
     for r in rows:
-        key = (r["model"], r["protocol"], r["split"], r["seed"])
-        if key == (model, protocol, split, None):
+        key = (r["model"], r["protocol"], r["split"], r["seed"], r.get("subset", ALL))
+        if key == (model, protocol, split, None, subset):
             return r["samples"]
     return None
+
+
+def subsets(rows: list[dict]) -> list[str]:
+    """The sample sets of the date: all, and each LLM subsample (largest first)."""
+    names = {r.get("subset", ALL) for r in rows if r["protocol"] == "sampled"} - {ALL}
+    return [ALL, *sorted(names, key=lambda n: -int(n.split("-")[-1]))]
 
 
 def _seconds(rows: list[dict], model: str) -> str:
@@ -74,15 +96,51 @@ def training_section(runs: Sequence[dict]) -> list[str]:
     return lines
 
 
+def same_samples_table(rows: list[dict], subset: str) -> list[str]:
+    """Every model on one sample set: test HR@1 with its 95% interval first."""
+    table, ci = _table(rows, "sampled", subset), _intervals(rows, subset)
+    if not table:
+        return []
+    reasoning = any(("test", m) in v for v in table.values() for m in REASONING_METRICS)
+    head = ["model", "test HR@1 [95% CI]", "valid HR@1 [95% CI]", "test ValidRatio",
+            "test NDCG@5", "valid NDCG@5"]  # fmt: skip
+    if reasoning:
+        head += ["names top", "grounded", "no repeat"]
+    head += ["samples (valid/test)"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for model in model_order(list(table)):
+        v = table[model]
+
+        def with_ci(split: str, model=model, v=v) -> str:
+            low_high = ci.get((model, split, "hr@1"))
+            value = _fmt(v.get((split, "hr@1")))
+            return f"{value} [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else value
+
+        cells = [model, with_ci("test"), with_ci("valid"), _fmt(v.get(("test", "valid_ratio"))),
+                 _fmt(v.get(("test", "ndcg@5"))), _fmt(v.get(("valid", "ndcg@5")))]  # fmt: skip
+        if reasoning:
+            cells += [_fmt(v.get(("test", m))) for m in REASONING_METRICS]
+        counts = "/".join(str(_samples(rows, model, "sampled", s, subset) or 0) for s in SPLITS)
+        lines.append("| " + " | ".join([*cells, counts]) + " |")
+    return lines
+
+
 def markdown(ds: str, rows: list[dict], runs: Sequence[dict] = ()) -> str:
     sampled, full = _table(rows, "sampled"), _table(rows, "full")
     lines = [
         f"# Evaluation, ds = {ds}",
         "",
-        "Sampled protocol: the target among its N candidates, mean over candidate seeds. "
-        "HR@1 counts an invalid answer as a miss (docs/METHOD.md §9).",
+        "Sampled protocol: the target among its N candidates, mean over candidate seeds; "
+        "intervals are 95% over samples (each sample's mean over seeds). HR@1 counts an "
+        "invalid answer as a miss (docs/METHOD.md §9). The reasoning columns are shares of "
+        "the LLM's completions that name the item ranked first, cite only what the prompt "
+        "shows, and repeat no step.",
         "",
     ]
+    for subset in subsets(rows)[1:]:
+        lines += [f"## Every model on the same samples ({subset})", ""]
+        lines += [*same_samples_table(rows, subset), ""]
+    lines += ["## Every model on all samples", ""]
     cols = [(split, m) for split in SPLITS for m in SAMPLED_METRICS]
     lines.append(
         "| model | "
@@ -117,7 +175,8 @@ def chart_png(ds: str, rows: list[dict]) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    sampled = _table(rows, "sampled")
+    # The LLMs' sample set when there is one: every bar then stands on the same samples.
+    sampled = _table(rows, "sampled", subsets(rows)[-1])
     models = model_order(list(sampled))
     fig = Figure(figsize=(max(4.0, 1.3 * len(models) + 1.5), 3.6), dpi=100)
     FigureCanvasAgg(fig)  # a figure of its own, no pyplot global state

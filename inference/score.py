@@ -34,13 +34,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from inference.engine import Candidate, Scored, ScoreRequest
+from r2rec import faults
 from r2rec.catalog import item_text, items_as_of
 from r2rec.config import parse_ds
 from r2rec.contracts import CANDIDATES, RECOMMENDATIONS, SAMPLES, SCORE_CHUNKS, SERVE_CANDIDATES
 from r2rec.errors import DataQualityError, R2RecError
+from r2rec.evidence import load_evidence
 from r2rec.jobs import base_parser, record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
-from r2rec.prompt import MAX_COMPLETION_TOKENS, PROMPT_VERSION, SYSTEM_PROMPT
+from r2rec.models import resolve_model
+from r2rec.prompt import (
+    EVIDENCE_MODES,
+    MAX_COMPLETION_TOKENS,
+    PROMPT_VERSION,
+    SYSTEM_PROMPT,
+    build_prompt,
+    render_messages,
+)
 from r2rec.seeding import stable_hash
 
 JOB = "score"
@@ -67,9 +77,15 @@ class Chunk:
 
 
 def load_work(
-    lakehouse: Lakehouse, ds: str, mode: str, split: str = "test", seed: int = 0
+    lakehouse: Lakehouse,
+    ds: str,
+    mode: str,
+    split: str = "test",
+    seed: int = 0,
+    evidence: str = "chains",
 ) -> list[WorkItem]:
-    """One request per user: its history and labelled candidates, with item texts as of D."""
+    """One request per user: the prompt contract's prompt of its history and candidates,
+    with item texts as of D and, unless ``evidence="none"``, the candidates' evidence."""
     if mode not in MODES:
         raise R2RecError(f"unknown mode '{mode}' (expected one of {', '.join(MODES)})")
     needs = (SAMPLES, CANDIDATES) if mode == "eval" else (SERVE_CANDIDATES,)
@@ -81,39 +97,41 @@ def load_work(
     items = items_as_of(lakehouse, ds)
     on_ds = [("ds", "=", ds)]
 
-    def texts(ids: Sequence[str]) -> tuple[str, ...]:
-        return tuple(item_text(items, i).text for i in ids)
+    def item(item_id: str):
+        return item_text(items, item_id)
 
-    def candidates(ids: Sequence[str], labels: Sequence[str]) -> tuple[Candidate, ...]:
-        return tuple(
-            Candidate(label, i, item_text(items, i).text)
-            for label, i in zip(labels, ids, strict=True)
-        )
-
-    work = []
     if mode == "eval":
         samples = {
             r["sample_id"]: r
             for r in lakehouse.read_arrow(SAMPLES, partitions=on_ds).to_pylist()
             if r["split"] == split
         }
-        rows = lakehouse.read_arrow(CANDIDATES, partitions=on_ds).to_pylist()
-        for row in rows:
-            sample = samples.get(row["sample_id"])
-            if sample is None or row["seed"] != seed:
-                continue
-            request = ScoreRequest(
-                row["user_id"],
-                texts(sample["history"]),
-                candidates(row["items"], row["labels"]),
-            )
-            work.append(WorkItem(row["user_id"], row["sample_id"], request))
+        rows = [
+            {**row, "history": samples[row["sample_id"]]["history"], "context": row["sample_id"]}
+            for row in lakehouse.read_arrow(CANDIDATES, partitions=on_ds).to_pylist()
+            if row["sample_id"] in samples and row["seed"] == seed
+        ]
     else:
-        for row in lakehouse.read_arrow(SERVE_CANDIDATES, partitions=on_ds).to_pylist():
-            request = ScoreRequest(
-                row["user_id"], texts(row["history"]), candidates(row["items"], row["labels"])
-            )
-            work.append(WorkItem(row["user_id"], None, request))
+        rows = [
+            {**row, "sample_id": None, "context": row["user_id"]}
+            for row in lakehouse.read_arrow(SERVE_CANDIDATES, partitions=on_ds).to_pylist()
+        ]
+    found: dict = {}
+    if evidence != "none":
+        scope = "samples" if mode == "eval" else "serve"
+        found = load_evidence(lakehouse, ds, scope, [r["context"] for r in rows])
+    work = []
+    for row in rows:
+        prompt, flags = build_prompt(
+            row["history"], row["items"], row["labels"], item, found.get(row["context"], {}),
+            evidence,
+        )  # fmt: skip
+        candidates = tuple(
+            Candidate(label, i, shown)
+            for (label, shown), i in zip(prompt.candidates, row["items"], strict=True)
+        )
+        request = ScoreRequest(row["user_id"], prompt, candidates, tuple(flags))
+        work.append(WorkItem(row["user_id"], row["sample_id"], request))
     if not work:
         raise R2RecError(f"nothing to score for {ds} in mode {mode}")
     users = [w.user_id for w in work]
@@ -129,21 +147,26 @@ def subsample(work: list[WorkItem], max_users: int) -> list[WorkItem]:
     return sorted(work, key=lambda w: stable_hash("score-subsample", w.user_id))[:max_users]
 
 
-def input_hash(items: Sequence[WorkItem]) -> str:
+def input_hash(items: Sequence[WorkItem], settings: dict | None = None) -> str:
+    """What a committed chunk was made from: its prompts and every option that changes
+    the output (top-k, completion budget, ...), so a rerun reuses it only if all match."""
     payload = [
         (
             w.user_id,
             w.sample_id,
-            w.request.history,
+            w.request.prompt.to_json(),
             [tuple(c.__dict__.values()) for c in w.request.candidates],
+            list(w.request.flags),
         )
         for w in items
     ]
-    text = json.dumps([PROMPT_VERSION, payload], ensure_ascii=False)
+    text = json.dumps([PROMPT_VERSION, settings or {}, payload], ensure_ascii=False, sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def plan(work: Sequence[WorkItem], shards: int, chunk_size: int) -> list[Chunk]:
+def plan(
+    work: Sequence[WorkItem], shards: int, chunk_size: int, settings: dict | None = None
+) -> list[Chunk]:
     """Shards by a stable hash of the user; chunks of users in id order within a shard."""
     if shards < 1 or chunk_size < 1:
         raise R2RecError("--shards and --chunk-size must be at least 1")
@@ -155,7 +178,7 @@ def plan(work: Sequence[WorkItem], shards: int, chunk_size: int) -> list[Chunk]:
         members = sorted(by_shard[shard], key=lambda w: w.user_id)
         for start in range(0, len(members), chunk_size):
             part = tuple(members[start : start + chunk_size])
-            chunks.append(Chunk(shard, start // chunk_size, part, input_hash(part)))
+            chunks.append(Chunk(shard, start // chunk_size, part, input_hash(part, settings)))
     return chunks
 
 
@@ -175,7 +198,8 @@ def redact_user_id(reasoning: str, user_id: str, context: Sequence[str]) -> tupl
 
 
 def prompt_context(request: ScoreRequest) -> list[str]:
-    return [SYSTEM_PROMPT, *request.history, *(f"{c.label} {c.text}" for c in request.candidates)]
+    """The prompt's own text: a number in it (a year, a count) is no leaked user id."""
+    return [SYSTEM_PROMPT, *(m["content"] for m in render_messages(request.prompt))]
 
 
 # ---- rows ----------------------------------------------------------------------------------
@@ -205,6 +229,10 @@ def chunk_rows(
                     "answer_valid": result.answer_valid,
                     "errors": errors,
                     "history_truncated": result.history_truncated,
+                    "prompt_flags": list(result.flags),
+                    "reasoning_names_top": bool(result.checks.get("names_top")),
+                    "reasoning_grounded": bool(result.checks.get("grounded")),
+                    "reasoning_no_repeat": bool(result.checks.get("no_repeat")),
                     "shard": chunk.shard,
                     "chunk": chunk.chunk,
                     "input_hash": chunk.input_hash,
@@ -290,21 +318,30 @@ def run(
     split: str = "test",
     seed: int = 0,
     max_new_tokens: int = MAX_COMPLETION_TOKENS,
+    evidence: str = "chains",
     scorer_factory: Callable[[], object] | None = None,
     model_version: str | None = None,
 ) -> dict:
-    from inference.models import resolve_model
     from r2rec.registry import resolve_spec
 
     ds = parse_ds(ds)
-    if top_k < 1:
-        raise R2RecError("--top-k must be at least 1")
+    if top_k < 1 or max_new_tokens < 1:
+        raise R2RecError("--top-k and --max-new-tokens must be at least 1")
+    if evidence not in EVIDENCE_MODES:
+        raise R2RecError(f"--evidence must be one of {', '.join(EVIDENCE_MODES)}")
     model, adapter = resolve_spec(lakehouse, model, adapter)
     version = model_version or resolve_model(model, adapter).version
-    work = subsample(load_work(lakehouse, ds, mode, split, seed), max_users)
-    chunks = plan(work, shards, chunk_size)
+    work = subsample(load_work(lakehouse, ds, mode, split, seed, evidence), max_users)
+    # Every option that changes a chunk's rows: a rerun with another value rescores.
+    settings = {"top_k": top_k, "max_new_tokens": max_new_tokens, "evidence": evidence}
+    chunks = plan(work, shards, chunk_size, settings)
     run_id = uuid.uuid4().hex
-    meta = {"model_version": version, "prompt_version": PROMPT_VERSION, "run_id": run_id}
+    meta = {
+        "model_version": version,
+        "prompt_version": PROMPT_VERSION,
+        "run_id": run_id,
+        "evidence": evidence,
+    }
     report: dict = {"ds": ds, "mode": mode, "model_version": version, "run_id": run_id}
     report.update(users=len(work), chunks=len(chunks), generated_chunks=0, skipped_chunks=0)
 
@@ -325,6 +362,7 @@ def run(
             rows = chunk_rows(chunk, scored, ds, mode, top_k, meta)
             lakehouse.append(SCORE_CHUNKS, pa.Table.from_pylist(rows, SCORE_CHUNKS.arrow_schema()))
             report["generated_chunks"] += 1
+            faults.checkpoint("score.chunk_committed")
     if publish:
         report.update(_publish(lakehouse, ds, mode, version, chunks, top_k, max_invalid_share))
     return report
@@ -429,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=["valid", "test"], default="test", help="eval mode")
     p.add_argument("--seed", type=int, default=0, help="eval mode: candidate seed")
     p.add_argument("--max-new-tokens", type=int, default=MAX_COMPLETION_TOKENS)
+    p.add_argument(
+        "--evidence", choices=EVIDENCE_MODES, default="chains",
+        help="prompt with the candidates' evidence (candidate_evidence), or the paper's",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.shard is not None and args.publish_only:
         p.error("--shard and --publish-only exclude each other")
@@ -451,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             split=args.split,
             seed=args.seed,
             max_new_tokens=args.max_new_tokens,
+            evidence=args.evidence,
         )
 
     return run_main(body)

@@ -5,9 +5,14 @@ its metrics to ``eval_metrics`` under ``llm:<model version>``; :func:`promote` r
 them back, compares the candidate's validation HR@1 with the current champion's, and
 records the decision in ``model_promotions`` whether it promotes or not.
 
-Scoring and evaluation accept a registry reference wherever they take a model:
-``champion``, ``registry:<run id>``, ``registry:<model version>`` or
-``registry:latest-<stage>`` (the newest run of that stage).
+Every job that takes a model accepts the same references, resolved here and only here
+(:func:`resolve`), with one meaning each:
+
+* ``champion``: the version scoring serves by default;
+* ``registry:<run id>`` or ``registry:<model version>``: that exact row;
+* ``registry:latest-<stage>`` (``latest-<stage>`` alike): the newest run of that stage
+  trained on the job's own ``--ds``; never another date's;
+* ``base:<reference>``: the untuned base model of the referenced row.
 """
 
 from __future__ import annotations
@@ -23,10 +28,14 @@ from r2rec.lakehouse import Lakehouse
 
 CHAMPION = "champion"
 PREFIX = "registry:"
+BASE = "base:"
+LATEST = "latest-"
 
 
 def is_reference(spec: str | None) -> bool:
-    return bool(spec) and (spec == CHAMPION or spec.startswith(PREFIX))
+    return bool(spec) and (
+        spec == CHAMPION or spec.startswith((PREFIX, BASE)) or spec.startswith(LATEST)
+    )
 
 
 def _rows(lake: Lakehouse) -> list[dict[str, Any]]:
@@ -43,19 +52,28 @@ def champion(lake: Lakehouse) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def lookup(lake: Lakehouse, ref: str) -> dict[str, Any]:
-    """A registry row by ``champion``, ``registry:<run id>`` or ``registry:<version>``."""
+def resolve(lake: Lakehouse, ref: str, ds: str | None = None) -> dict[str, Any]:
+    """The registry row a reference names (see the module docstring for the grammar).
+
+    ``latest-<stage>`` needs the date it is for: the newest run of another date is a
+    different model, and evaluating one while promoting the other once did harm.
+    """
+    if ref.startswith(BASE):
+        raise R2RecError(f"'{ref}' names a base model, not a registry row")
     if ref == CHAMPION:
         row = champion(lake)
         if row is None:
             raise R2RecError("no champion in model_registry yet: train and promote a model")
         return row
     key = ref.removeprefix(PREFIX)
-    if key.startswith("latest-"):  # registry:latest-sft = the newest SFT run of any date
-        rows = [r for r in _rows(lake) if r["stage"] == key.removeprefix("latest-")]
-        if not rows:
-            raise R2RecError(f"no {key.removeprefix('latest-')} run in model_registry")
-        return max(rows, key=lambda r: r["registered_at"])
+    if key.startswith(LATEST):
+        stage = key.removeprefix(LATEST)
+        if ds is None:
+            raise R2RecError(f"'{ref}' means the newest {stage} run of a date: give --ds")
+        row = latest(lake, ds, stage)
+        if row is None:
+            raise R2RecError(f"no {stage} run registered for ds={ds}")
+        return row
     rows = [r for r in _rows(lake) if key in (r["run_id"], r["model_version"])]
     if not rows:
         raise R2RecError(f"'{key}' is neither a run id nor a model version in model_registry")
@@ -63,14 +81,35 @@ def lookup(lake: Lakehouse, ref: str) -> dict[str, Any]:
     return max(rows, key=lambda r: r["registered_at"])
 
 
-def resolve_spec(lake: Lakehouse, model: str | None, adapter: str | None):
-    """(model, adapter) with a registry reference replaced by its weights' paths."""
+def lookup(lake: Lakehouse, ref: str, ds: str | None = None) -> dict[str, Any]:
+    """A registry row by reference; a bare run id or version is taken as ``registry:``."""
+    return resolve(lake, ref if is_reference(ref) else PREFIX + ref, ds)
+
+
+def resolve_spec(
+    lake: Lakehouse, model: str | None, adapter: str | None, ds: str | None = None
+) -> tuple[str | None, str | None]:
+    """(model, adapter) with a reference replaced by its weights' paths."""
     if not is_reference(model):
         return model, adapter
     if adapter:
         raise R2RecError("give a registry reference or an adapter, not both")
-    row = lookup(lake, model)
+    if model.startswith(BASE):
+        row = lookup(lake, model.removeprefix(BASE), ds)
+        # A LoRA row's model_path is its base; a fully fine-tuned row's base is its spec.
+        return (row["model_path"] if row["adapter_path"] else row["base_model"]), None
+    row = resolve(lake, model, ds)
     return row["model_path"], row["adapter_path"]
+
+
+def trained_evidence(lake: Lakehouse, model: str | None, ds: str | None = None) -> str | None:
+    """The evidence mode a referenced model was trained with (its prompt), if known."""
+    import json
+
+    if not is_reference(model) or model.startswith(BASE):
+        return None
+    manifest = json.loads(resolve(lake, model, ds)["manifest"] or "{}")
+    return ((manifest.get("config") or {}).get("r2rec") or {}).get("evidence")
 
 
 def latest(lake: Lakehouse, ds: str, stage: str) -> dict[str, Any] | None:
@@ -78,16 +117,20 @@ def latest(lake: Lakehouse, ds: str, stage: str) -> dict[str, Any] | None:
     return max(rows, key=lambda r: r["registered_at"]) if rows else None
 
 
-def register(lake: Lakehouse, row: Mapping[str, Any]) -> None:
-    """Insert or update a version (MERGE on model_version); status defaults to registered."""
-    record = {c: row.get(c) for c in MODEL_REGISTRY.column_names}
-    record["status"] = record["status"] or "registered"
-    record["registered_at"] = record["registered_at"] or dt.datetime.now(dt.UTC)
-    if isinstance(record["metrics"], Mapping):  # rows read back hold [(key, value), ...]
-        record["metrics"] = sorted(record["metrics"].items())
+def register(lake: Lakehouse, *rows: Mapping[str, Any]) -> None:
+    """Insert or update versions in one MERGE on model_version (one Delta commit);
+    status defaults to registered."""
+    records = []
+    for row in rows:
+        record = {c: row.get(c) for c in MODEL_REGISTRY.column_names}
+        record["status"] = record["status"] or "registered"
+        record["registered_at"] = record["registered_at"] or dt.datetime.now(dt.UTC)
+        if isinstance(record["metrics"], Mapping):  # rows read back hold [(key, value), ...]
+            record["metrics"] = sorted(record["metrics"].items())
+        records.append(record)
     import pyarrow as pa  # typed explicitly: a dict column would be inferred as a struct
 
-    lake.merge(MODEL_REGISTRY, pa.Table.from_pylist([record], MODEL_REGISTRY.arrow_schema()))
+    lake.merge(MODEL_REGISTRY, pa.Table.from_pylist(records, MODEL_REGISTRY.arrow_schema()))
 
 
 @dataclass(frozen=True)
@@ -115,6 +158,9 @@ def eval_summary(lake: Lakehouse, ds: str, model_version: str) -> EvalSummary:
     return EvalSummary(hr1[0]["value"], hr1[0]["samples"], metrics)
 
 
+MIN_SAMPLES = 30  # validation samples below which a decision is noise
+
+
 def promote(
     lake: Lakehouse,
     ds: str,
@@ -122,15 +168,18 @@ def promote(
     *,
     min_gain: float = 0.0,
     baseline_version: str | None = None,
+    min_samples: int = MIN_SAMPLES,
 ) -> dict[str, Any]:
-    """Make ``candidate`` the champion if its valid HR@1 >= the champion's + ``min_gain``.
+    """Make ``candidate`` the champion if its valid HR@1 beats the champion's by > ``min_gain``.
 
-    With no champion yet the candidate is compared with ``baseline_version`` (the
-    untuned base model) when that was evaluated, else promoted on its own. The
-    candidate's metrics are copied into its registry row either way, and the decision
-    is appended to ``model_promotions``.
+    Before the first promotion the candidate must beat ``baseline_version``, the untuned
+    base model, which must have been evaluated on ds: a fine-tuned model is never
+    promoted for merely existing. Ties keep the incumbent, and a decision on fewer than
+    ``min_samples`` validation samples is refused as noise. The candidate's metrics are
+    copied into its registry row either way, and every decision is appended to
+    ``model_promotions``.
     """
-    row = lookup(lake, candidate if is_reference(candidate) else PREFIX + candidate)
+    row = lookup(lake, candidate, ds)
     mine = eval_summary(lake, ds, row["model_version"])
     if mine.valid_hr1 is None:
         raise R2RecError(
@@ -141,22 +190,25 @@ def promote(
     current = champion(lake)
     against_version = current["model_version"] if current else baseline_version
     theirs = eval_summary(lake, ds, against_version) if against_version else None
+    if current is None and (theirs is None or theirs.valid_hr1 is None):
+        base = f"base:registry:{row['run_id']}"
+        raise R2RecError(
+            f"no champion yet, and the base model {against_version} has no validation HR@1 "
+            f"on {ds}: evaluate it first (`r2rec evaluate --ds {ds} --models llm "
+            f"--llm-model {base}`), so the first champion has to beat it"
+        )
     if current is not None and current["model_version"] == row["model_version"]:
         decision, reason = "promoted", "already the champion"
-    elif theirs is None or theirs.valid_hr1 is None:
+    elif (mine.samples or 0) < min_samples:
+        decision = "rejected"
+        reason = f"{mine.samples} validation samples, fewer than {min_samples}: too few to decide"
+    elif mine.valid_hr1 > theirs.valid_hr1 + min_gain:
         decision = "promoted"
-        reason = (
-            f"no champion, and {against_version} has no validation HR@1 on {ds}"
-            if against_version
-            else "no champion yet"
-        )
-    elif mine.valid_hr1 >= theirs.valid_hr1 + min_gain:
-        decision = "promoted"
-        reason = f"valid HR@1 {mine.valid_hr1:.4f} >= {theirs.valid_hr1:.4f} + {min_gain}"
+        reason = f"valid HR@1 {mine.valid_hr1:.4f} > {theirs.valid_hr1:.4f} + {min_gain}"
     else:
         decision = "rejected"
-        reason = f"valid HR@1 {mine.valid_hr1:.4f} < {theirs.valid_hr1:.4f} + {min_gain}"
-    if theirs is not None and theirs.samples not in (None, mine.samples):
+        reason = f"valid HR@1 {mine.valid_hr1:.4f} <= {theirs.valid_hr1:.4f} + {min_gain}"
+    if theirs.samples not in (None, mine.samples):
         reason += f" (warning: {mine.samples} vs {theirs.samples} validation samples)"
     now = dt.datetime.now(dt.UTC)
     record = {
@@ -164,9 +216,9 @@ def promote(
         "candidate_version": row["model_version"],
         "champion_version": against_version,
         "candidate_valid_hr1": mine.valid_hr1,
-        "champion_valid_hr1": theirs.valid_hr1 if theirs else None,
+        "champion_valid_hr1": theirs.valid_hr1,
         "candidate_samples": mine.samples,
-        "champion_samples": theirs.samples if theirs else None,
+        "champion_samples": theirs.samples,
         "min_gain": float(min_gain),
         "decision": decision,
         "reason": reason,
@@ -181,11 +233,14 @@ def promote(
         "metrics": mine.metrics,
         "eval_samples": mine.samples,
     }
+    changes = [updated]
     if decision == "promoted":
         updated["status"] = "champion"
         if current is not None and current["model_version"] != row["model_version"]:
-            register(lake, {**current, "status": "retired"})
+            changes.append({**current, "status": "retired"})
     elif row["status"] != "champion":
         updated["status"] = "rejected"
-    register(lake, updated)
+    # One MERGE: the new champion and the retired one change in the same commit, so a
+    # crash can never leave the registry without a champion (or with two).
+    register(lake, *changes)
     return record

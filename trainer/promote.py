@@ -2,8 +2,10 @@
 
 ``python -m trainer.promote --ds D --candidate <run id | model version | latest-sft |
 latest-grpo>`` reads the candidate's validation HR@1 from ``eval_metrics`` of D (run the
-evaluation job on it first), compares it with the current champion's, or the untuned
-base model's when there is no champion yet, and records the decision.
+evaluation job on it first), compares it with the current champion's, or with the
+untuned base model's when there is no champion yet (evaluate the base first), and
+records the decision. References resolve through ``r2rec.registry`` (``latest-sft`` is
+the newest SFT run of D).
 """
 
 from __future__ import annotations
@@ -12,23 +14,26 @@ import sys
 
 from r2rec import registry
 from r2rec.config import parse_ds
-from r2rec.errors import R2RecError
 from r2rec.jobs import base_parser, run_main
 from r2rec.lakehouse import Lakehouse
 
 
-def run(lake: Lakehouse, ds: str, candidate: str, min_gain: float = 0.0) -> dict:
+def run(
+    lake: Lakehouse,
+    ds: str,
+    candidate: str,
+    min_gain: float = 0.0,
+    min_samples: int = registry.MIN_SAMPLES,
+) -> dict:
     ds = parse_ds(ds)
-    if candidate.startswith("latest-"):
-        row = registry.latest(lake, ds, candidate.removeprefix("latest-"))
-        if row is None:
-            raise R2RecError(f"no {candidate.removeprefix('latest-')} run registered for ds={ds}")
-    else:
-        row = registry.lookup(
-            lake, candidate if registry.is_reference(candidate) else registry.PREFIX + candidate
-        )
+    row = registry.lookup(lake, candidate, ds)
     return registry.promote(
-        lake, ds, row["model_version"], min_gain=min_gain, baseline_version=row["base_version"]
+        lake,
+        ds,
+        f"{registry.PREFIX}{row['model_version']}",
+        min_gain=min_gain,
+        baseline_version=row["base_version"],
+        min_samples=min_samples,
     )
 
 
@@ -38,10 +43,18 @@ def main(argv: list[str] | None = None) -> int:
         "--candidate", required=True, help="run id, model version, latest-sft or latest-grpo"
     )
     p.add_argument(
-        "--min-gain", type=float, default=0.0, help="required valid HR@1 gain over the champion"
+        "--min-gain", type=float, default=0.0, help="valid HR@1 the candidate must gain (> it)"
     )
+    p.add_argument(
+        "--min-samples", type=int, default=registry.MIN_SAMPLES,
+        help="validation samples below which no model is promoted",
+    )  # fmt: skip
     args = p.parse_args(argv)
-    return run_main(lambda: run(Lakehouse(args.lakehouse), args.ds, args.candidate, args.min_gain))
+    return run_main(
+        lambda: run(
+            Lakehouse(args.lakehouse), args.ds, args.candidate, args.min_gain, args.min_samples
+        )
+    )
 
 
 if __name__ == "__main__":

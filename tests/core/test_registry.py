@@ -46,9 +46,12 @@ def evaluated(lake, model_version: str, hr1: float, samples: int = 100) -> None:
             "model": f"llm:{model_version}",
             "split": split,
             "protocol": "sampled",
+            "subset": "all",
             "seed": seed,
             "metric": metric,
             "value": value,
+            "ci_low": None,
+            "ci_high": None,
             "samples": samples,
             "run_id": "e",
             "detail": None,
@@ -81,23 +84,37 @@ def test_lookup_by_run_id_version_and_champion(lakehouse):
         registry.resolve_spec(lakehouse, "champion", "/ad")
 
 
-def test_latest_is_the_newest_run_of_that_stage_and_date(lakehouse):
+def test_latest_means_the_newest_run_of_that_stage_for_the_date_asked(lakehouse):
     add(lakehouse, "a", minute=1)
     b = add(lakehouse, "b", minute=2)
     add(lakehouse, "c", stage="grpo", minute=3)
     assert registry.latest(lakehouse, DS, "sft")["model_version"] == b
     assert registry.latest(lakehouse, "2026-11-24", "sft") is None
-    assert registry.lookup(lakehouse, "registry:latest-sft")["model_version"] == b
-    assert registry.lookup(lakehouse, "registry:latest-grpo")["run_id"] == f"grpo-{DS}-c"
+    # One meaning, prefixed or not: the newest run of the stage trained on that date.
+    for ref in ("registry:latest-sft", "latest-sft"):
+        assert registry.lookup(lakehouse, ref, DS)["model_version"] == b
+        with pytest.raises(R2RecError, match="no sft run registered for ds=2026-11-24"):
+            registry.lookup(lakehouse, ref, "2026-11-24")
+        with pytest.raises(R2RecError, match="give --ds"):
+            registry.lookup(lakehouse, ref)
+    assert registry.lookup(lakehouse, "latest-grpo", DS)["run_id"] == f"grpo-{DS}-c"
+    # base:<ref> is the untuned model a run started from
+    assert registry.resolve_spec(lakehouse, "base:latest-sft", None, DS) == ("/models/base", None)
+    assert registry.resolve_spec(lakehouse, f"base:registry:{b}", None) == ("/models/base", None)
 
 
-def test_promotion_needs_metrics_then_compares_with_base_then_champion(lakehouse):
-    a, b, c = add(lakehouse, "a"), add(lakehouse, "b"), add(lakehouse, "c")
+def test_promotion_needs_metrics_and_the_base_then_beats_the_champion(lakehouse):
+    a, b, c, d = (add(lakehouse, n) for n in "abcd")
     with pytest.raises(R2RecError, match="run `r2rec evaluate"):
         registry.promote(lakehouse, DS, a, baseline_version=BASE)
+    evaluated(lakehouse, a, 0.20)
+    # Before the first promotion the base model must have been evaluated: a fine-tuned
+    # model is never promoted for merely existing.
+    with pytest.raises(R2RecError, match=r"evaluate it first .*--llm-model base:registry:sft"):
+        registry.promote(lakehouse, DS, a, baseline_version=BASE)
+    assert not lakehouse.exists(MODEL_PROMOTIONS)
 
     evaluated(lakehouse, BASE, 0.05)
-    evaluated(lakehouse, a, 0.20)
     first = registry.promote(lakehouse, DS, a, baseline_version=BASE)
     assert (first["decision"], first["champion_version"]) == ("promoted", BASE)
     assert (first["candidate_valid_hr1"], first["champion_valid_hr1"]) == (0.20, 0.05)
@@ -106,38 +123,53 @@ def test_promotion_needs_metrics_then_compares_with_base_then_champion(lakehouse
     evaluated(lakehouse, b, 0.19)  # worse than the champion: stays out
     second = registry.promote(lakehouse, DS, b, baseline_version=BASE)
     assert (second["decision"], second["champion_version"]) == ("rejected", a)
-    assert "0.1900 < 0.2000" in second["reason"]
+    assert "0.1900 <= 0.2000" in second["reason"]
 
-    evaluated(lakehouse, c, 0.20)  # a tie is enough with min_gain 0
-    assert registry.promote(lakehouse, DS, c)["decision"] == "promoted"
-    assert statuses(lakehouse) == {a: "retired", b: "rejected", c: "champion"}
-    assert registry.resolve_spec(lakehouse, "champion", None) == ("/models/base", "/runs/c/adapter")
+    evaluated(lakehouse, c, 0.20)  # a tie keeps the incumbent
+    assert registry.promote(lakehouse, DS, c)["decision"] == "rejected"
+    evaluated(lakehouse, d, 0.21)
+    assert registry.promote(lakehouse, DS, d)["decision"] == "promoted"
+    assert statuses(lakehouse) == {a: "retired", b: "rejected", c: "rejected", d: "champion"}
+    assert registry.resolve_spec(lakehouse, "champion", None) == ("/models/base", "/runs/d/adapter")
 
-    row = registry.lookup(lakehouse, f"registry:{c}")
-    assert row["valid_hr1"] == 0.20 and row["eval_samples"] == 100
-    assert dict(row["metrics"])["test/sampled/ndcg@5"] == pytest.approx(0.10)
+    row = registry.lookup(lakehouse, f"registry:{d}")
+    assert row["valid_hr1"] == 0.21 and row["eval_samples"] == 100
+    assert dict(row["metrics"])["test/sampled/ndcg@5"] == pytest.approx(0.105)
 
     log = sorted(lakehouse.read_arrow(MODEL_PROMOTIONS).to_pylist(), key=lambda r: r["decided_at"])
     assert [(r["candidate_version"], r["decision"]) for r in log] == [
         (a, "promoted"),
         (b, "rejected"),
-        (c, "promoted"),
+        (c, "rejected"),
+        (d, "promoted"),
     ]
 
 
-def test_min_gain_is_required_over_the_champion(lakehouse):
+def test_the_new_champion_and_the_retired_one_change_in_one_commit(lakehouse):
     a, b = add(lakehouse, "a"), add(lakehouse, "b")
+    evaluated(lakehouse, BASE, 0.0)
+    evaluated(lakehouse, a, 0.20)
+    evaluated(lakehouse, b, 0.30)
+    registry.promote(lakehouse, DS, a, baseline_version=BASE)
+    before = lakehouse.version(MODEL_REGISTRY)
+    registry.promote(lakehouse, DS, b)
+    assert lakehouse.version(MODEL_REGISTRY) == before + 1  # one MERGE: never no champion
+    assert statuses(lakehouse) == {a: "retired", b: "champion"}
+    # Every version of the table in between had exactly one champion.
+    for v in range(lakehouse.version(MODEL_REGISTRY) + 1):
+        rows = lakehouse.read_arrow(MODEL_REGISTRY, version=v).to_pylist()
+        assert sum(r["status"] == "champion" for r in rows) <= 1
+
+
+def test_min_gain_and_min_samples(lakehouse):
+    a, b, c = add(lakehouse, "a"), add(lakehouse, "b"), add(lakehouse, "c")
+    evaluated(lakehouse, BASE, 0.0)
     evaluated(lakehouse, a, 0.20)
     evaluated(lakehouse, b, 0.22)
-    registry.promote(lakehouse, DS, a)
+    evaluated(lakehouse, c, 0.90, samples=8)
+    registry.promote(lakehouse, DS, a, baseline_version=BASE)
     decision = registry.promote(lakehouse, DS, b, min_gain=0.05)
     assert decision["decision"] == "rejected"
+    few = registry.promote(lakehouse, DS, c)
+    assert few["decision"] == "rejected" and "8 validation samples, fewer than 30" in few["reason"]
     assert registry.champion(lakehouse)["model_version"] == a
-
-
-def test_first_promotion_without_any_baseline_says_so(lakehouse):
-    a = add(lakehouse, "a")
-    evaluated(lakehouse, a, 0.0)
-    out = registry.promote(lakehouse, DS, a, baseline_version=BASE)
-    assert out["decision"] == "promoted"
-    assert "has no validation HR@1" in out["reason"]

@@ -294,13 +294,15 @@ def demo_lake(lakehouse, write_partition):
          "item_id": f"i{r}", "label": f"C{r}", "score": math.log(1 / (r + 1)),
          "reasoning": f"u{u} liked i{r}'s neighbours", "answer_valid": r != 4, "errors": [],
          "history_truncated": False, "model_version": "m@1", "prompt_version": "p1",
-         "run_id": "score-1"}
+         "run_id": "score-1", "evidence": "chains", "prompt_flags": [],
+         "reasoning_names_top": True, "reasoning_grounded": r != 4, "reasoning_no_repeat": True}
         for u in range(1, 5)
         for r in range(1, 5)
     ])  # fmt: skip
     lakehouse.append(EVAL_METRICS, [
-        {"ds": ds, "model": model, "split": split, "protocol": "sampled", "seed": seed,
-         "metric": metric, "value": value, "samples": 8, "run_id": "eval-1", "detail": None}
+        {"ds": ds, "model": model, "split": split, "protocol": "sampled", "subset": "all",
+         "seed": seed, "metric": metric, "value": value, "ci_low": None, "ci_high": None,
+         "samples": 8, "run_id": "eval-1", "detail": None}
         for model, hr1 in (("popularity", 0.25), ("llm:m@1", 0.5))
         for split in ("valid", "test")
         for seed in (None, 0)

@@ -17,6 +17,7 @@ from inference.ranking import Ranking
 from r2rec.contracts import CANDIDATES, EVAL_METRICS, GRAPH_EDGES, JOB_METRICS, SAMPLES
 from r2rec.lakehouse import Lakehouse
 from r2rec.prompt import PROMPT_VERSION
+from spark_jobs import evidence as evidence_job
 from spark_jobs import graph as graph_job
 from spark_jobs import samples as samples_job
 from spark_jobs.params import CandidateParams, SampleParams
@@ -65,6 +66,7 @@ def built(spark, tmp_path_factory):
     write_interactions(lh, synthetic_interactions(seed=5, users=14, items=24, events=260))
     graph_job.run(spark, lh, DS)
     samples_job.run(spark, lh, DS, SampleParams(history_len=3), CandidateParams(n=6, seeds=SEEDS))
+    evidence_job.run(spark, lh, DS)
     return lh.root
 
 
@@ -80,14 +82,18 @@ def metrics(lh, model=None) -> list[dict]:
     return [r for r in rows if model is None or r["model"] == model]
 
 
-def value(rows, model, split, metric, seed=None, protocol="sampled") -> float:
+def row(rows, model, split, metric, seed=None, protocol="sampled", subset="all") -> dict:
     (hit,) = [
         r
         for r in rows
-        if (r["model"], r["split"], r["metric"], r["seed"], r["protocol"])
-        == (model, split, metric, seed, protocol)
+        if (r["model"], r["split"], r["metric"], r["seed"], r["protocol"], r["subset"])
+        == (model, split, metric, seed, protocol, subset)
     ]
-    return hit["value"]
+    return hit
+
+
+def value(rows, model, split, metric, seed=None, protocol="sampled", subset="all") -> float:
+    return row(rows, model, split, metric, seed, protocol, subset)["value"]
 
 
 def candidates(lh) -> list[dict]:
@@ -148,6 +154,20 @@ def test_metrics_rows_report_and_job_metrics(lh):
     assert value(rows, "popularity", "test", "hr@1", 0) == hits / len(lists)
     seed_mean = sum(value(rows, "popularity", "test", "hr@1", s) for s in SEEDS) / 2
     assert value(rows, "popularity", "test", "hr@1") == pytest.approx(seed_mean, abs=1e-15)
+    # The 95% interval is over samples, each sample's hits averaged over its seeds.
+    per_sample = {}
+    for c in [c for c in cands if c["split"] == "test"]:
+        top = min(c["items"], key=lambda i: (-count[i], i))
+        per_sample.setdefault(c["sample_id"], []).append(float(top == c["target_item_id"]))
+    means = [sum(v) / len(v) for v in per_sample.values()]
+    mean = sum(means) / len(means)
+    sd = (sum((m - mean) ** 2 for m in means) / (len(means) - 1)) ** 0.5
+    ci = row(rows, "popularity", "test", "hr@1")
+    assert (ci["ci_low"], ci["ci_high"]) == pytest.approx(
+        (mean - 1.959964 * sd / len(means) ** 0.5, mean + 1.959964 * sd / len(means) ** 0.5)
+    )
+    assert row(rows, "popularity", "test", "hr@1", 0)["ci_low"] is None  # per-seed rows: none
+    assert (row(rows, "llm:oracle", "test", "hr@1")["ci_low"], 1.0) == (1.0, 1.0)
 
     # full protocol: classical baselines only, seed null, one row per user of the split
     users = Counter(
@@ -180,7 +200,7 @@ def test_metrics_rows_report_and_job_metrics(lh):
         "| sasrec",
         "| llm:invalid",
         "| llm:oracle",
-    ]
+    ]  # classical baselines first, then the LLMs
     assert "| popularity | " in md.split("Full ranking")[1]
     assert "llm:oracle" not in md.split("Full ranking")[1]
     assert report["report"] == f"{lh.root}/reports/eval_{DS}.md"
@@ -212,13 +232,23 @@ def test_rerun_replaces_exactly_that_model(lh):
     assert "| popularity |" in md and "| llm:oracle |" in md
 
 
-def test_max_samples_is_the_same_hashed_subset_for_every_seed(lh):
+def test_max_samples_is_the_same_hashed_subset_for_every_seed_and_every_model(lh):
     oracle = Oracle()
-    evaluate.run(None, lh, DS, [], rankers=[oracle], max_samples=3)
+    evaluate.run(None, lh, DS, ["popularity"], rankers=[oracle], max_samples=3)
     by_seed = {s: {sid for sid, seed in oracle.seen if seed == s} for s in SEEDS}
     assert by_seed[0] == by_seed[7] and len(by_seed[0]) == 6  # 3 valid + 3 test
     rows = metrics(lh, "llm:oracle")
-    assert {r["samples"] for r in rows} == {3}
+    assert {r["samples"] for r in rows} == {3} and {r["subset"] for r in rows} == {"hash-3"}
+    # The baseline is reported on every sample, and on exactly the LLM's samples too.
+    pop = metrics(lh, "popularity")
+    assert {r["subset"] for r in pop} == {"all", "hash-3"}
+    assert {r["samples"] for r in pop if r["subset"] == "hash-3"} == {3}
+    edges = lh.read_arrow(GRAPH_EDGES, partitions=[("ds", "=", DS)]).to_pandas()
+    count = Counter(training_edges(edges)["item_id"])
+    lists = [c for c in candidates(lh) if c["split"] == "test" and c["seed"] == 0
+             and c["sample_id"] in by_seed[0]]  # fmt: skip
+    hits = [min(c["items"], key=lambda i: (-count[i], i)) == c["target_item_id"] for c in lists]
+    assert value(pop, "popularity", "test", "hr@1", 0, subset="hash-3") == sum(hits) / 3
     # deterministic: a rerun sees exactly the same samples
     again = Oracle()
     evaluate.run(None, lh, DS, [], rankers=[again], max_samples=3)
@@ -229,21 +259,43 @@ def test_llm_model_is_built_lazily_from_inference_llm(lh, monkeypatch):
     made = []
 
     class FakeLLMRanker(Oracle):
-        def __init__(self, lakehouse, ds, model=None, adapter=None):
+        def __init__(self, lakehouse, ds, model=None, adapter=None, evidence=None):
             super().__init__()
             self.name = f"llm:{model}"
-            made.append((lakehouse, ds, model, adapter))
+            made.append((lakehouse, ds, model, adapter, evidence))
 
     fake = types.ModuleType("inference.llm")
     fake.LLMRanker = FakeLLMRanker
     monkeypatch.setitem(sys.modules, "inference.llm", fake)
     evaluate.run(None, lh, DS, ["llm"], llm_model="tiny", adapter="/a", seeds=[7])
-    assert made == [(lh, DS, "tiny", "/a")]
+    assert made == [(lh, DS, "tiny", "/a", "chains")]  # a model directory: prompt v2's default
     rows = metrics(lh, "llm:tiny")
     assert {r["seed"] for r in rows} == {7, None}
     assert value(rows, "llm:tiny", "test", "hr@1", 7) == 1.0
     detail = json.loads(rows[0]["detail"])
     assert (detail["llm_model"], detail["adapter"]) == ("tiny", "/a")
+
+
+def test_the_evidence_ranker_orders_candidates_by_their_evidence(lh):
+    from r2rec.contracts import CANDIDATE_EVIDENCE
+
+    evaluate.run(None, lh, DS, ["evidence"])
+    score = {
+        (r["context_id"], r["item_id"]): (r["score"], r["users"])
+        for r in lh.read_arrow(CANDIDATE_EVIDENCE).to_pylist()
+    }
+    assert len(score) > 20
+    lists = [c for c in candidates(lh) if (c["split"], c["seed"]) == ("test", 7)]
+
+    def first(c) -> str:  # strongest evidence, then users, then display order
+        keyed = [(-score.get((c["sample_id"], i), (0, 0))[0],
+                  -score.get((c["sample_id"], i), (0, 0))[1], k, i)
+                 for k, i in enumerate(c["items"])]  # fmt: skip
+        return min(keyed)[3]
+
+    hits = sum(first(c) == c["target_item_id"] for c in lists) / len(lists)
+    assert value(metrics(lh, "evidence"), "evidence", "test", "hr@1", 7) == pytest.approx(hits)
+    assert {r["protocol"] for r in metrics(lh, "evidence")} == {"sampled"}
 
 
 def test_main_reports_and_errors(lh, capsys):

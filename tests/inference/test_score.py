@@ -16,13 +16,21 @@ from inference.engine import (
     Candidate,
     LabelTrie,
     Scored,
-    fit_history,
     order_labels,
     reasoning_prefix,
     reasoning_text,
 )
-from r2rec.contracts import CANDIDATES, ITEMS, JOB_METRICS, RECOMMENDATIONS, SAMPLES, SCORE_CHUNKS
+from r2rec.contracts import (
+    CANDIDATE_EVIDENCE,
+    CANDIDATES,
+    ITEMS,
+    JOB_METRICS,
+    RECOMMENDATIONS,
+    SAMPLES,
+    SCORE_CHUNKS,
+)
 from r2rec.errors import DataQualityError, R2RecError
+from r2rec.prompt import RecPrompt
 
 DS = "2026-03-01"
 USERS = [f"u{k}" for k in range(10)]
@@ -82,6 +90,17 @@ def write_eval_inputs(lakehouse, ds: str = DS, users=USERS, title_prefix: str = 
             )
     lakehouse.overwrite(SAMPLES, samples, partition={"ds": ds})
     lakehouse.overwrite(CANDIDATES, cands, partition={"ds": ds})
+    # The first half of the users have a chain to their target; the others have none.
+    lakehouse.overwrite(
+        CANDIDATE_EVIDENCE,
+        [
+            {"ds": ds, "scope": "samples", "context_id": f"{user}:9", "user_id": user,
+             "item_id": f"i{u}", "cutoff": datetime(2026, 2, 1, tzinfo=UTC), "users": 3,
+             "paths": 3, "overlap": 0.2, "score": 0.6, "via": [f"i{21 + u}"], "via_users": [3]}
+            for u, user in enumerate(users[: len(users) // 2])
+        ],
+        partition={"ds": ds, "scope": "samples"},
+    )  # fmt: skip
 
 
 class FakeScorer:
@@ -96,11 +115,16 @@ class FakeScorer:
             raise RuntimeError("killed")
         self.batches.append([r.key for r in requests])
         out = []
+        self.prompts = getattr(self, "prompts", []) + [r.prompt for r in requests]
         for r in requests:
             ranked = [(c, -float(k)) for k, c in enumerate(reversed(r.candidates))]
             text = f"Step 1: {r.key} likes sequels." if r.key in self.leak else "Step 1: ok."
             valid = r.key not in self.invalid
-            out.append(Scored(r.key, ranked, text, text, valid, [] if valid else ["bad"]))
+            checks = {"names_top": valid, "grounded": True, "no_repeat": True}
+            out.append(
+                Scored(r.key, ranked, text, text, valid, [] if valid else ["bad"], list(r.flags),
+                       checks=checks)
+            )  # fmt: skip
         return out
 
 
@@ -118,16 +142,6 @@ def recs(lakehouse, ds=DS, mode="eval"):
 
 
 # ---- pure parts of the engine -----------------------------------------------------------
-
-
-def test_fit_history_drops_oldest_items_until_the_prompt_fits():
-    def tokens(history):
-        return 10 + 5 * len(history)
-
-    assert fit_history(["a", "b", "c"], tokens, 24) == (["b", "c"], True)
-    assert fit_history(["a", "b", "c"], tokens, 25) == (["a", "b", "c"], False)
-    assert fit_history(["a", "b"], tokens, 100) == (["a", "b"], False)
-    assert fit_history(["a"], tokens, 9) is None  # even no history is too long
 
 
 def test_label_trie_gives_exact_label_logprobs():
@@ -199,6 +213,14 @@ def test_eval_run_publishes_top_k_candidates_per_user(lakehouse):
     assert "user_id_redacted" in by_user["u5"][0]["errors"]
     assert report["invalid_share"] == 0.1
     assert {r["model_version"] for r in rows} == {"fake@1"}
+    # The prompt contract built each prompt: evidence where a chain reaches a candidate,
+    # the paper's prompt (flagged) where none does.
+    assert {r["evidence"] for r in rows} == {"chains"}
+    assert {u for u in USERS if by_user[u][0]["prompt_flags"] == ["no_evidence"]} == set(USERS[5:])
+    with_evidence = [p for p in fake.prompts if p.evidence is not None]
+    assert len(with_evidence) == 5 and all(list(p.evidence) == ["C1"] for p in with_evidence)
+    assert by_user["u2"][0]["reasoning_names_top"] is False
+    assert by_user["u3"][0]["reasoning_names_top"] is True
     metrics = {
         r["metric"]: r["value"]
         for r in lakehouse.read_arrow(
@@ -283,11 +305,26 @@ def test_rerun_of_a_date_replaces_exactly_that_date_and_mode(lakehouse):
     assert recs(lakehouse, "2026-03-02") == other_day
 
 
+def request(key: str, *candidates: Candidate) -> score.ScoreRequest:
+    prompt = RecPrompt((), tuple((c.label, c.text) for c in candidates))
+    return score.ScoreRequest(key, prompt, tuple(candidates))
+
+
+def test_a_rerun_with_another_top_k_or_budget_scores_again(lakehouse):
+    write_eval_inputs(lakehouse)
+    run(lakehouse, FakeScorer())
+    for option in ({"top_k": 2}, {"max_new_tokens": 64}, {"evidence": "none"}):
+        again = FakeScorer()
+        report = run(lakehouse, again, **option)
+        assert report["skipped_chunks"] == 0 and again.batches, option  # nothing reused
+        assert report["published_users"] == 10
+    assert {len([r for r in recs(lakehouse) if r["user_id"] == u]) for u in USERS} == {3}
+    assert {r["evidence"] for r in recs(lakehouse)} == {"none"}
+
+
 def test_publish_check_catches_items_that_are_not_candidates():
     item = score.WorkItem(
-        "u1",
-        None,
-        score.ScoreRequest("u1", (), (Candidate("C1", "a", "A"), Candidate("C2", "b", "B"))),
+        "u1", None, request("u1", Candidate("C1", "a", "A"), Candidate("C2", "b", "B"))
     )
     chunk = score.Chunk(0, 0, (item,), "h")
     base = {"user_id": "u1", "reasoning": ""}
@@ -299,7 +336,7 @@ def test_publish_check_catches_items_that_are_not_candidates():
     dup = [{**base, "rank": 1, "item_id": "a"}, {**base, "rank": 2, "item_id": "a"}]
     assert score.check_rows(dup, [chunk], top_k=10)["k_distinct_items"] == 1
     # a user without candidates writes no rows and does not block the batch
-    empty = score.WorkItem("u2", None, score.ScoreRequest("u2", (), ()))
+    empty = score.WorkItem("u2", None, request("u2"))
     both = score.Chunk(0, 0, (item, empty), "h")
     assert set(score.check_rows(good, [both], top_k=10).values()) == {0}
     assert score.check_rows([], [both], top_k=10)["every_user_once"] == 1  # u1 is missing
@@ -316,10 +353,7 @@ def test_bad_mode_and_missing_inputs_are_clear_errors(lakehouse):
 
 
 def test_subsample_is_deterministic_and_plan_covers_every_user_once():
-    items = [
-        score.WorkItem(u, None, score.ScoreRequest(u, (), (Candidate("C1", "a", "A"),)))
-        for u in USERS
-    ]
+    items = [score.WorkItem(u, None, request(u, Candidate("C1", "a", "A"))) for u in USERS]
     assert score.subsample(items, 4) == score.subsample(list(reversed(items)), 4)
     chunks = score.plan(items, shards=3, chunk_size=2)
     users = [w.user_id for c in chunks for w in c.items]
@@ -329,11 +363,9 @@ def test_subsample_is_deterministic_and_plan_covers_every_user_once():
 
 
 def test_arrow_rows_match_the_contract():
-    chunk = score.Chunk(
-        1, 2, (score.WorkItem("u1", "u1:3", score.ScoreRequest("u1", (), ())),), "h"
-    )
+    chunk = score.Chunk(1, 2, (score.WorkItem("u1", "u1:3", request("u1")),), "h")
     result = Scored("u1", [(Candidate("C1", "a", "A"), -0.5)], "r", "r", True)
-    rows = score.chunk_rows(chunk, [result], DS, "eval", 10, {"model_version": "m",
-                            "prompt_version": "p", "run_id": "x"})  # fmt: skip
+    meta = {"model_version": "m", "prompt_version": "p", "run_id": "x", "evidence": "chains"}
+    rows = score.chunk_rows(chunk, [result], DS, "eval", 10, meta)
     table = pa.Table.from_pylist(rows, SCORE_CHUNKS.arrow_schema())
     assert table.num_rows == 1 and table.column("shard").to_pylist() == [1]

@@ -13,33 +13,48 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from inference import score
-from inference.engine import Candidate, LLMScorer, ScoreRequest
+from inference.engine import Candidate, LLMScorer, ScoreRequest, reasoning_prefix
+from r2rec import faults
+from r2rec.assets import DTYPE_ENV
 from r2rec.contracts import RECOMMENDATIONS, SCORE_CHUNKS
+from r2rec.prompt import ANSWER_OPEN, Evidence, RecPrompt, render_messages
 from tests.inference.test_score import DS, USERS, write_eval_inputs
 
 pytestmark = pytest.mark.slow
-ENV = {"R2REC_VLLM_MEMORY_FRACTION": "0.05"}
+ENV = {"R2REC_VLLM_KV_CACHE_GIB": "0.25"}
+# Both numeric paths run on every machine: bfloat16 is emulated (slowly) on CPUs without it.
+DTYPES = ("float32", "bfloat16")
+# Merged and unmerged LoRA serving round differently: float32 agrees to ~1e-6, bfloat16
+# (8 mantissa bits) to ~1e-2 on log-probabilities of this size.
+TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2}
 
 
-@pytest.fixture(scope="module")
-def scorer(tiny_model_dir):
+@pytest.fixture(scope="module", params=DTYPES)
+def scorer(request, tiny_model_dir):
     os.environ.update(ENV)
-    return LLMScorer(tiny_model_dir, max_new_tokens=12, max_model_len=1024)
+    engine = LLMScorer(tiny_model_dir, max_new_tokens=12, max_model_len=1024, dtype=request.param)
+    assert engine.dtype == request.param  # what the engine runs, not only what was asked
+    return engine
+
+
+def request(key: str, history: tuple[str, ...], cands: tuple[Candidate, ...], evidence=None):
+    prompt = RecPrompt(history, tuple((c.label, c.text) for c in cands), evidence)
+    return ScoreRequest(key, prompt, cands)
 
 
 def test_real_engine_ranks_every_candidate_by_label_logprob(scorer):
     cands = tuple(Candidate(f"C{k}", f"i{k}", f"Movie {k}") for k in range(1, 13))
+    evidence = {"C3": Evidence(4, 0.2, ("Alien (1979)",), 0.8)}
     requests = [
-        ScoreRequest("a", ("Alien (1979)", "Brazil (1985)"), cands),
-        ScoreRequest("b", ("Heat (1995)",), cands[:5]),
-        # titles are capped at 120 characters, so only a long history outgrows 1024 tokens
-        ScoreRequest("too-long", tuple(f"A long title {k} " * 8 for k in range(150)), cands[:3]),
-        ScoreRequest("empty", ("Heat (1995)",), ()),
+        request("a", ("Alien (1979)", "Brazil (1985)"), cands, evidence),
+        request("b", ("Heat (1995)",), cands[:5]),
+        # titles are capped at 80 characters, so only a long history outgrows 1024 tokens
+        request("too-long", tuple(f"A long title {k} " * 8 for k in range(150)), cands[:3]),
+        request("empty", ("Heat (1995)",), ()),
     ]
     out = {s.key: s for s in scorer.score(requests)}
     for key, n in (("a", 12), ("b", 5)):
@@ -53,6 +68,7 @@ def test_real_engine_ranks_every_candidate_by_label_logprob(scorer):
         assert result.answer_valid is False and result.constrained  # a random model's output
         assert result.errors
     assert out["too-long"].history_truncated is True and out["too-long"].errors
+    assert out["too-long"].flags == ["history_truncated"]
     assert len(out["too-long"].ranked) == 3
     assert out["a"].history_truncated is False
     assert out["empty"].errors == ["no_candidates"] and out["empty"].ranked == []
@@ -62,39 +78,32 @@ def test_real_engine_ranks_every_candidate_by_label_logprob(scorer):
     assert again["a"].reasoning == out["a"].reasoning
 
 
+KILL_AFTER = 2  # chunks committed before the injected SIGKILL
+
+
 def test_sigkill_half_way_then_rerun_scores_each_chunk_once(lakehouse, tiny_model_dir, scorer):
     write_eval_inputs(lakehouse)
     cmd = [
         sys.executable, "-m", "inference.score", "--ds", DS, "--lakehouse", lakehouse.root,
-        "--model", tiny_model_dir, "--max-new-tokens", "256", "--chunk-size", "1",
+        "--model", tiny_model_dir, "--max-new-tokens", "12", "--chunk-size", "1",
         "--shards", "2", "--top-k", "3",
     ]  # fmt: skip
-    # 256 new tokens make each one-user chunk take about a second: slow enough for the
-    # poll below to kill the run between chunks, even with cheap prefix-cached ranking.
-    proc = subprocess.Popen(
+    # The job kills its own process group (the engine core with it) right after its
+    # second chunk commit: a real SIGKILL at a known point, whatever the machine's speed.
+    fault = {faults.ENV: f"score.chunk_committed:{KILL_AFTER}"}
+    proc = subprocess.run(
         cmd,
-        env={**os.environ, **ENV},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # SIGKILL the whole group: the engine core process too
+        env={**os.environ, **ENV, **fault, DTYPE_ENV: scorer.dtype},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,  # the job leads its own group, so only it and its engine die
     )
-    killed_after = None
-    deadline = time.monotonic() + 600
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if lakehouse.exists(SCORE_CHUNKS):
-                done = {r["chunk"] for r in lakehouse.read_arrow(SCORE_CHUNKS).to_pylist()}
-                if done:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    killed_after = len(lakehouse.read_arrow(SCORE_CHUNKS).to_pylist()) // 3
-                    break
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert killed_after is not None, "the scoring run committed no chunk before it ended"
-    assert 1 <= killed_after < len(USERS), "the kill came too late to test a resume"
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert f"score.chunk_committed #{KILL_AFTER}" in proc.stderr
+    committed = lakehouse.read_arrow(SCORE_CHUNKS).to_pylist()
+    killed_after = len({(r["shard"], r["chunk"]) for r in committed})
+    assert killed_after == KILL_AFTER and len(committed) == 3 * KILL_AFTER
     assert not lakehouse.exists(RECOMMENDATIONS)
 
     report = score.run(
@@ -104,6 +113,7 @@ def test_sigkill_half_way_then_rerun_scores_each_chunk_once(lakehouse, tiny_mode
         top_k=3,
         shards=2,
         chunk_size=1,
+        max_new_tokens=12,
         scorer_factory=lambda: scorer,
     )
     assert report["skipped_chunks"] == killed_after
@@ -118,7 +128,7 @@ def test_sigkill_half_way_then_rerun_scores_each_chunk_once(lakehouse, tiny_mode
     assert len(set().union(*runs.values())) == 2  # the killed run's chunks were kept
 
 
-def test_a_lora_adapter_changes_the_scores_served_unmerged_or_merged(
+def test_a_lora_adapter_changes_the_model_served_unmerged_or_merged(
     tiny_model_dir, tmp_path, scorer, monkeypatch
 ):
     import torch
@@ -132,28 +142,70 @@ def test_a_lora_adapter_changes_the_scores_served_unmerged_or_merged(
                         init_lora_weights=False, task_type="CAUSAL_LM")  # fmt: skip
     get_peft_model(base, config).save_pretrained(tmp_path / "adapter")
 
-    adapted = LLMScorer(
-        tiny_model_dir, str(tmp_path / "adapter"), max_new_tokens=12, max_model_len=1024,
-        merge_lora=False,
-    )  # fmt: skip
+    def serve(**kwargs) -> LLMScorer:
+        return LLMScorer(tiny_model_dir, str(tmp_path / "adapter"), max_new_tokens=12,
+                         max_model_len=1024, dtype=scorer.dtype, **kwargs)  # fmt: skip
+
+    adapted = serve(merge_lora=False)
     assert adapted.version.startswith(scorer.version + "+adapter@")
     assert adapted.serve_path == tiny_model_dir and adapted._lora is not None
-    cands = tuple(Candidate(f"C{k}", f"i{k}", f"Movie {k}") for k in range(1, 7))
-    request = [ScoreRequest("a", ("Alien (1979)", "Brazil (1985)"), cands)]
-    (plain,), (lora,) = scorer.score(request), adapted.score(request)
-    assert sorted(c.label for c, _ in lora.ranked) == [c.label for c in cands]
-    lora_scores = dict((c.label, v) for c, v in lora.ranked)
-    assert lora_scores != pytest.approx(dict((c.label, v) for c, v in plain.ranked))
-
+    assert adapted.dtype == scorer.dtype
     monkeypatch.setenv("R2REC_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("R2REC_MERGE_LORA", raising=False)
-    # CPU default: the adapter merged into a cached copy of the base, same version, same
-    # scores (up to float32 rounding), no LoRA kernels.
-    merged = LLMScorer(
-        tiny_model_dir, str(tmp_path / "adapter"), max_new_tokens=12, max_model_len=1024,
-    )  # fmt: skip
+    # CPU default: the adapter merged into a cached copy of the base, same version, no
+    # LoRA kernels.
+    merged = serve()
     assert merged._lora is None and merged.serve_path.startswith(str(tmp_path / "cache"))
-    assert merged.version == adapted.version
-    (fused,) = merged.score(request)
-    assert dict((c.label, v) for c, v in fused.ranked) == pytest.approx(lora_scores, abs=1e-3)
-    assert fused.completion == lora.completion
+    assert merged.version == adapted.version and merged.dtype == scorer.dtype
+
+    # Teacher-forced log-probabilities of fixed texts: the function each engine computes,
+    # with no greedy branch that a rounding difference could send elsewhere.
+    texts = [
+        "The user interacted with Alien (1979) and Brazil (1985). Candidates: [C1] Heat",
+        "<think>\nStep 1: the user likes science fiction.\n</think>\n<answer>[C3]</answer>",
+    ]
+    plain, lora, fused = (engine.token_logprobs(texts) for engine in (scorer, adapted, merged))
+    tol = TOLERANCE[scorer.dtype]
+    for p, a, f in zip(plain, lora, fused, strict=True):
+        assert len(p) == len(a) == len(f) > 10
+        assert all(math.isfinite(x) for x in a + f)
+        assert max(abs(x - y) for x, y in zip(a, f, strict=True)) <= tol  # merged == LoRA
+        assert max(abs(x - y) for x, y in zip(a, p, strict=True)) > 4 * tol  # LoRA changed it
+
+    cands = tuple(Candidate(f"C{k}", f"i{k}", f"Movie {k}") for k in range(1, 7))
+    batch = [request("a", ("Alien (1979)", "Brazil (1985)"), cands)]
+    (by_lora,), (by_merged,) = adapted.score(batch), merged.score(batch)
+    assert sorted(c.label for c, _ in by_lora.ranked) == [c.label for c in cands]
+    if scorer.dtype == "float32":  # greedy decoding agrees exactly only without rounding noise
+        assert by_merged.completion == by_lora.completion
+        merged_scores = dict((c.label, v) for c, v in by_merged.ranked)
+        assert merged_scores == pytest.approx(dict((c.label, v) for c, v in by_lora.ranked),
+                                              abs=tol)  # fmt: skip
+
+
+def test_label_logprobs_equal_an_independent_transformers_log_softmax(scorer, tiny_model_dir):
+    """Every label's log-probability given prompt + reasoning, from vLLM's trie requests,
+    equals teacher forcing in transformers (float32): all N finite, one by one."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cands = tuple(Candidate(f"C{k}", f"i{k}", f"Movie {k}") for k in range(1, 13))
+    req = request("a", ("Alien (1979)", "Brazil (1985)"), cands)
+    (result,) = scorer.score([req])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    text = tokenizer.apply_chat_template(
+        render_messages(req.prompt), add_generation_prompt=True, tokenize=False
+    )
+    prefix = tokenizer.encode(text, add_special_tokens=False) + tokenizer.encode(
+        reasoning_prefix(result.completion) + ANSWER_OPEN, add_special_tokens=False
+    )
+    got = {c.label: v for c, v in result.ranked}
+    assert len(got) == 12 and all(math.isfinite(v) for v in got.values())
+    for label, value in got.items():
+        tokens = tokenizer.encode(f"{label}]", add_special_tokens=False)
+        ids = torch.tensor([prefix + tokens])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
+        want = sum(logp[len(prefix) - 1 + k, t].item() for k, t in enumerate(tokens))
+        assert value == pytest.approx(want, abs=TOLERANCE[scorer.dtype] / 2), label
