@@ -119,8 +119,12 @@ def serving_model(requested: str, lakehouse: str = LAKEHOUSE) -> str:
     """The model a scoring run uses, pinned once for all its shards and the publish.
 
     'champion' becomes ``registry:<its model version>`` so a promotion during the run
-    cannot split it across two models; before the first promotion it is the base model.
+    cannot split it across two models. With no champion the run fails: recommendations
+    from the untuned base model are never published by accident, only when the run's
+    ``model`` param names it.
     """
+    from airflow.sdk.exceptions import AirflowFailException
+
     from r2rec import registry
     from r2rec.assets import DEFAULT_MODEL
     from r2rec.lakehouse import Lakehouse
@@ -128,7 +132,30 @@ def serving_model(requested: str, lakehouse: str = LAKEHOUSE) -> str:
     if requested != registry.CHAMPION:
         return requested
     champion = registry.champion(Lakehouse(lakehouse))
-    return DEFAULT_MODEL if champion is None else registry.PREFIX + champion["model_version"]
+    if champion is None:
+        raise AirflowFailException(
+            "no champion in model_registry: train and promote a model (r2rec_train), or "
+            f"trigger with the param model={DEFAULT_MODEL} to serve the untuned base"
+        )
+    return registry.PREFIX + champion["model_version"]
+
+
+def trained_reference(report: str | None) -> str:
+    """``registry:<model version>`` from the JSON line a training job prints last (the
+    BashOperator's XCom), whether it trained or found the run already complete."""
+    import json
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        version = json.loads((report or "").strip().splitlines()[-1])["model_version"]
+    except (IndexError, KeyError, TypeError, ValueError):
+        raise AirflowFailException(
+            f"the training task reported no model version: {report!r}"
+        ) from None
+    if not re.fullmatch(r"[A-Za-z0-9_.@+:/=-]+", str(version)):
+        raise AirflowFailException(f"the training task reported a malformed version {version!r}")
+    return f"registry:{version}"
 
 
 def args_param(example: str):

@@ -1,4 +1,4 @@
-"""r2rec_data: ingest -> graph -> samples and candidates -> chains -> traces, daily.
+"""r2rec_data: ingest -> graph -> samples and candidates -> chains, evidence -> traces, daily.
 
 Each Spark job runs through ``spark-submit`` on the ``spark_default`` connection
 (``local[2]`` unless the connection names a cluster master) and is followed by a task
@@ -25,7 +25,7 @@ from dags.r2rec_common import (
 from spark_jobs.ingest.sources import SOURCES
 
 TABLES = ("interactions", "items", "graph_edges", "samples", "candidates", "chains",
-          "reasoning_traces", "sft_examples", "rl_prompts")  # fmt: skip
+          "candidate_evidence", "reasoning_traces", "sft_examples", "rl_prompts")  # fmt: skip
 
 with DAG(
     dag_id="r2rec_data",
@@ -68,6 +68,11 @@ with DAG(
         "samples", "spark_jobs/samples.py", outlets=[asset("samples"), asset("candidates")]
     )
     chains = spark_job("chains", "spark_jobs/chains.py", outlets=[asset("chains")])
+    # The chains that reach every candidate of every sample's prompt (prompt v2).
+    evidence = spark_job(
+        "evidence", "spark_jobs/evidence.py", "--scope", "samples",
+        outlets=[asset("candidate_evidence")],
+    )  # fmt: skip
     traces = cli_job("traces", "traces", "--teacher", sh("params.teacher"))
 
     @task(outlets=[asset(t) for t in TABLES])
@@ -79,6 +84,8 @@ with DAG(
 
     ds >> ingest >> graph
     graph >> dq_check("graph")(ds) >> samples
-    samples >> dq_check("samples")(ds) >> chains
+    gate = dq_check("samples")(ds)
+    samples >> gate >> [chains, evidence]
     chains >> dq_check("chains")(ds) >> traces
+    evidence >> dq_check("evidence.samples")(ds) >> traces
     traces >> dq_check("traces.template")(ds) >> publish_assets(ds)

@@ -1,6 +1,7 @@
 """r2rec_score: nightly recommendations with their reasoning, then evaluation.
 
-Waits for the date's training data, retrieves serve candidates (Spark), scores every
+Waits for the date's training data, retrieves serve candidates and finds the chains that
+reach each of them (Spark, the prompt's evidence), scores every
 active user with the champion model (or the base model before any promotion) as
 dynamically mapped shard tasks in the ``gpu`` pool, publishes partition (ds, serve) of
 ``recommendations`` in one commit, and records evaluation metrics for the date.
@@ -24,6 +25,7 @@ from dags.r2rec_common import (
     asset,
     bash_kwargs,
     cli_job,
+    dq_check,
     run_date,
     serving_model,
     sh,
@@ -85,6 +87,10 @@ with DAG(
     retrieval = spark_job(
         "retrieval", "spark_jobs/retrieval.py", outlets=[asset("serve_candidates")]
     )
+    evidence = spark_job(
+        "evidence", "spark_jobs/evidence.py", "--scope", "serve",
+        outlets=[asset("candidate_evidence")],
+    )  # fmt: skip
     score_shards = BashOperator.partial(task_id="score_shard", **bash_kwargs(gpu=1)).expand(
         bash_command=commands("{{ params.shards }}", model, ds, "{{ params.score_args }}")
     )
@@ -103,5 +109,5 @@ with DAG(
     )  # fmt: skip
 
     ds >> data_ready(ds) >> [retrieval, model]
-    retrieval >> score_shards
+    retrieval >> evidence >> dq_check("evidence.serve")(ds) >> score_shards
     score_shards >> publish >> evaluate

@@ -1,16 +1,19 @@
-"""r2rec_train: SFT -> evaluate -> promote -> GRPO -> evaluate -> promote.
+"""r2rec_train: SFT -> evaluate (+ the base) -> promote -> GRPO -> evaluate -> promote.
 
 Triggered when ``r2rec_data`` publishes new SFT examples and RL prompts (the ds rides
 on the asset events), or manually with a logical date; ``R2REC_TRAIN_SCHEDULE=@weekly``
 (or any cron) schedules it instead. Training and LLM evaluation run in the ``gpu``
-pool; a candidate becomes the champion only if its validation HR@1 holds up.
+pool; a candidate becomes the champion only if its validation HR@1 beats the
+champion's, or, before the first promotion, the untuned base model's (evaluated here
+then). Evaluation, promotion and GRPO's starting adapter all use the exact version
+the training task reported, never a "latest" that a rerun could change in between.
 """
 
 from __future__ import annotations
 
 import os
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Param, task
 
 from dags.r2rec_common import (
     CONFIG_PATTERN,
@@ -26,6 +29,15 @@ from dags.r2rec_common import (
 )
 
 SCHEDULE = os.environ.get("R2REC_TRAIN_SCHEDULE") or (asset("sft_examples") & asset("rl_prompts"))
+
+
+@task(retries=0)
+def trained_version(report: str) -> str:
+    """``registry:<model version>`` from a training task's JSON report (its last line)."""
+    from dags.r2rec_common import trained_reference
+
+    return trained_reference(report)
+
 
 with DAG(
     dag_id="r2rec_train",
@@ -44,23 +56,42 @@ with DAG(
         "grpo_config": Param("trainer/configs/grpo.yaml", type="string", pattern=CONFIG_PATTERN),
         "sft_args": args_param("--max_steps 8 --model /models/x"),
         "grpo_args": args_param("--max_steps 2"),
-        "min_gain": Param(0.0, type="number"),
+        "min_gain": Param(0.0, type="number", description="valid HR@1 a candidate must gain"),
+        "min_samples": Param(
+            30, type="integer", minimum=0, description="fewer validation samples decide nothing"
+        ),
     },
 ) as dag:
     ds = run_date()
     previous = ds
     for stage in ("sft", "grpo"):
+        # GRPO starts from the SFT version this run trained (after any user override).
+        start = ("--init_adapter", sh("ti.xcom_pull(task_ids='sft_version')"))
         train = cli_job(
             stage, stage, "--config", sh(f"params.{stage}_config"),
-            sh_args(f"params.{stage}_args"), gpu=1,
+            sh_args(f"params.{stage}_args"), *(start if stage == "grpo" else ()), gpu=1,
         )  # fmt: skip
+        version = trained_version.override(task_id=f"{stage}_version")(
+            f"{{{{ ti.xcom_pull(task_ids='{stage}') }}}}"
+        )
+        exact = sh(f"ti.xcom_pull(task_ids='{stage}_version')")
         evaluate = cli_job(
-            f"evaluate_{stage}", "evaluate", "--models", "llm", "--llm-model",
-            f"registry:latest-{stage}", "--max-samples", sh("params.eval_samples"), gpu=1,
+            f"evaluate_{stage}", "evaluate", "--models", "llm", "--llm-model", exact,
+            "--max-samples", sh("params.eval_samples"), gpu=1,
         )  # fmt: skip
         promote = cli_job(
-            f"promote_{stage}", "promote", "--candidate", f"latest-{stage}",
-            "--min-gain", sh("params.min_gain"), outlets=[asset("model_registry")],
+            f"promote_{stage}", "promote", "--candidate", exact, "--min-gain",
+            sh("params.min_gain"), "--min-samples", sh("params.min_samples"),
+            outlets=[asset("model_registry")],
         )  # fmt: skip
-        previous >> train >> evaluate >> promote
+        previous >> train >> version >> evaluate >> promote
+        if stage == "sft":
+            # The first champion must beat the untuned base: evaluate it on the same
+            # samples (a no-op once a champion exists).
+            base = cli_job(
+                "evaluate_base", "evaluate", "--models", "llm", "--llm-model",
+                sh(f"'base:' ~ ti.xcom_pull(task_ids='{stage}_version')"),
+                "--max-samples", sh("params.eval_samples"), "--unless-champion", gpu=1,
+            )  # fmt: skip
+            version >> base >> promote
         previous = promote

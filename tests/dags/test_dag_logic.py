@@ -105,10 +105,15 @@ def test_extra_args_keep_options_paths_and_lists():
     assert common.extra_args("") == [] and common.extra_args(None) == []
 
 
-def test_serving_model_is_the_base_until_a_promotion_then_the_pinned_champion(lakehouse):
+def test_serving_model_is_the_pinned_champion_and_never_a_silent_fallback(lakehouse):
+    from airflow.sdk.exceptions import AirflowFailException
+
     from r2rec import registry
 
-    assert common.serving_model("champion", lakehouse.root) == "smollm2-135m-instruct"
+    with pytest.raises(AirflowFailException, match="no champion .* model=smollm2-135m-instruct"):
+        common.serving_model("champion", lakehouse.root)
+    # the base model, asked for explicitly, is served
+    assert common.serving_model("smollm2-135m-instruct", lakehouse.root) == "smollm2-135m-instruct"
     assert common.serving_model("registry:sft-x", lakehouse.root) == "registry:sft-x"
     registry.register(
         lakehouse,
@@ -174,15 +179,17 @@ def test_every_bash_command_passes_hostile_values_as_single_arguments(dags, run_
         params = {k: "--max-users 3" if k.endswith("_args") else value for k in dag.params}
         for task_id in bash_tasks(dag):
             template = dag.get_task(task_id).bash_command
-            command = render(dag, task_id, params, {"run_date": value, "model_spec": value})
+            xcom = dict.fromkeys(("run_date", "model_spec", "sft_version", "grpo_version"), value)
+            command = render(dag, task_id, params, xcom)
 
             args, files = run_bash(command)
 
             assert files == [], (task_id, files)  # PWNED was never created
-            assert args.count(value) == template.count("| shquote"), (task_id, args)
+            whole = [a for a in args if a in (value, f"base:{value}")]
+            assert len(whole) == template.count("| shquote"), (task_id, args)
             assert args[1:5] == ["--ds", value, "--lakehouse", common.LAKEHOUSE]
             tasks += 1
-    assert tasks == 9  # traces; sft, grpo and their evaluate/promote; publish, evaluate
+    assert tasks == 10  # traces; sft, grpo, their evaluate/promote, the base's; publish, evaluate
 
 
 def test_publish_gets_exactly_the_pinned_model_and_the_shards_plan(dags, run_bash):
@@ -238,3 +245,13 @@ def test_a_template_in_a_runtime_value_is_refused_not_rendered():
 def test_a_raw_template_cannot_enter_a_command_unquoted():
     with pytest.raises(ValueError, match=r"is a template: pass it as sh\(expr\)"):
         common.cli_command("traces", "--teacher", "{{ params.teacher }}")
+
+
+def test_the_trained_version_comes_from_the_training_reports_last_line():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    report = 'progress\n{"model_version": "m@1+adapter@2", "status": "already complete"}'
+    assert common.trained_reference(report) == "registry:m@1+adapter@2"
+    for bad in ("", "no json", '{"status": "trained"}', '{"model_version": "m; rm -rf /"}'):
+        with pytest.raises(AirflowFailException):
+            common.trained_reference(bad)

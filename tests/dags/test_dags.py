@@ -53,7 +53,7 @@ def test_every_dag_has_explicit_scheduling_and_docs(bag):
 def test_every_task_retries_with_a_delay_and_a_timeout(bag):
     for dag in bag["dags"].values():
         for task_id, t in dag["tasks"].items():
-            if task_id == "run_date" or task_id.startswith("dq_"):
+            if task_id == "run_date" or task_id.startswith("dq_") or task_id.endswith("_version"):
                 assert t["retries"] == 0  # a missing date or failed check is not transient
                 continue
             assert t["retries"] >= 2 and t["retry_delay_s"] > 0, task_id
@@ -66,8 +66,11 @@ def test_data_dag_wiring(bag):
              "dq_chains", "traces", "dq_traces_template", "publish_assets"]  # fmt: skip
     for up, down in pairwise(chain):
         assert up in tasks[down]["upstream"], (up, down)
+    # the prompt's evidence, beside the chains, gated before the traces read it
+    for up, down in pairwise(["dq_samples", "evidence", "dq_evidence_samples", "traces"]):
+        assert up in tasks[down]["upstream"], (up, down)
     spark = {k for k, t in tasks.items() if t["type"] == "SparkSubmitOperator"}
-    assert spark == {"ingest", "graph", "samples", "chains"}
+    assert spark == {"ingest", "graph", "samples", "chains", "evidence"}
     assert all(tasks[k]["conn_id"] == "spark_default" for k in spark)
     assert "r2rec.sft_examples" in tasks["publish_assets"]["outlets"]
     assert "r2rec.graph_edges" in tasks["graph"]["outlets"]
@@ -75,11 +78,14 @@ def test_data_dag_wiring(bag):
 
 def test_train_dag_wiring_and_gpu_pool(bag):
     tasks = bag["dags"]["r2rec_train"]["tasks"]
-    chain = ["run_date", "sft", "evaluate_sft", "promote_sft", "grpo", "evaluate_grpo",
-             "promote_grpo"]  # fmt: skip
+    chain = ["run_date", "sft", "sft_version", "evaluate_sft", "promote_sft", "grpo",
+             "grpo_version", "evaluate_grpo", "promote_grpo"]  # fmt: skip
     for up, down in pairwise(chain):
-        assert tasks[down]["upstream"] == [up]
-    for k in ("sft", "grpo", "evaluate_sft", "evaluate_grpo"):
+        assert up in tasks[down]["upstream"], (up, down)
+    # the base is evaluated before the first promotion can compare with it
+    assert tasks["evaluate_base"]["upstream"] == ["sft_version"]
+    assert sorted(tasks["promote_sft"]["upstream"]) == ["evaluate_base", "evaluate_sft"]
+    for k in ("sft", "grpo", "evaluate_sft", "evaluate_grpo", "evaluate_base"):
         assert (tasks[k]["pool"], tasks[k]["pool_slots"]) == ("gpu", 1)
     assert tasks["promote_sft"]["pool"] == "default_pool"
 
@@ -87,7 +93,8 @@ def test_train_dag_wiring_and_gpu_pool(bag):
 def test_score_dag_maps_shards_then_publishes_then_evaluates(bag):
     tasks = bag["dags"]["r2rec_score"]["tasks"]
     assert tasks["score_shard"]["mapped"] and tasks["score_shard"]["pool"] == "gpu"
-    assert {"retrieval", "shard_commands"} <= set(tasks["score_shard"]["upstream"])
+    assert {"dq_evidence_serve", "shard_commands"} <= set(tasks["score_shard"]["upstream"])
+    assert tasks["evidence"]["upstream"] == ["retrieval"]
     assert tasks["publish"]["upstream"] == ["score_shard"]
     assert tasks["evaluate"]["upstream"] == ["publish"]
     assert tasks["data_ready"]["upstream"] == ["run_date"]
