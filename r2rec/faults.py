@@ -1,4 +1,4 @@
-"""Fault injection: a real crash at a named point of a real job, for the tests that need one.
+"""Fault injection: a real crash, or a real race, at a named point of a real job.
 
 ``R2REC_FAULT_KILL=<point>:<n>`` makes the job SIGKILL its own process group the n-th
 time it passes ``point`` (counted per process). Nothing is mocked: the job, its engine
@@ -6,12 +6,19 @@ processes and the files it left are exactly what a power cut at that moment leav
 the test then checks what a rerun does with them. A poll from outside ("kill when the
 first chunk shows up") races the job; this fires at one known point, every time.
 
-Unset (the default) it costs one dictionary lookup per call. Points in use:
+``R2REC_FAULT_BARRIER=<point>:<n>:<dir>`` makes every process that reaches ``point``
+wait there until ``n`` processes have (each leaves a file in ``dir``): two writers that
+both read a table's snapshot and then both commit, the race a backfill with
+``max_active_runs > 1`` produces by chance, every time.
+
+Unset (the default) each costs one dictionary lookup per call. Points in use:
 
 * ``score.chunk_committed`` (inference.score): after a chunk's commit to score_chunks;
 * ``<sft|grpo>.checkpoint_partial`` (trainer.common): a checkpoint's weights are written,
   its trainer state not yet, i.e. a half-written checkpoint;
-* ``<sft|grpo>.checkpoint_saved`` (trainer.common): after a complete checkpoint.
+* ``<sft|grpo>.checkpoint_saved`` (trainer.common): after a complete checkpoint;
+* ``lakehouse.before_commit`` (r2rec.lakehouse): a Spark write has read the snapshot it
+  commits against (barrier).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import signal
 import sys
 
 ENV = "R2REC_FAULT_KILL"
+BARRIER_ENV = "R2REC_FAULT_BARRIER"
 _passed: dict[str, int] = {}
 
 
@@ -49,3 +57,25 @@ def checkpoint(point: str) -> None:
     if os.getpgrp() == os.getpid():
         os.killpg(os.getpgrp(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def barrier(point: str, timeout: float = 120.0) -> None:
+    """Wait at ``point`` until the configured number of processes have reached it."""
+    import time
+    from pathlib import Path
+
+    spec = os.environ.get(BARRIER_ENV, "").strip()
+    if not spec:
+        return
+    name, count, directory = spec.split(":", 2)
+    if name != point or _passed.get(f"barrier:{point}"):
+        return  # one pass per process: a retry after the race must not wait again
+    _passed[f"barrier:{point}"] = 1
+    here = Path(directory)
+    here.mkdir(parents=True, exist_ok=True)
+    (here / str(os.getpid())).touch()
+    deadline = time.monotonic() + timeout
+    while len(list(here.iterdir())) < int(count):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{BARRIER_ENV}: fewer than {count} processes reached {point}")
+        time.sleep(0.05)

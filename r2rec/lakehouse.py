@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
 Filters = Sequence[tuple[str, str, Any]]
+COMMIT_ATTEMPTS = 8  # retries of a Spark write's commit after concurrent commits
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,9 @@ class Lakehouse:
         spec = self._spec(table)
         if not self.exists(spec):
             try:
+                # One commit: schema and properties together, so no reader ever sees the
+                # table without its schema version (two commits left a crash or a
+                # concurrent creator with "schema_version None ... migrate the table").
                 DeltaTable.create(
                     self.uri(spec),
                     schema=spec.arrow_schema(),
@@ -163,13 +167,10 @@ class Lakehouse:
                     partition_by=list(spec.partition_by) or None,
                     name=spec.name,
                     description=spec.doc,
+                    configuration=spec.properties,
+                    raise_if_key_not_exists=False,
                     storage_options=self.storage_options,
                 )
-                # delta-rs refuses unknown keys at create time but accepts them through
-                # ALTER with raise_if_not_exists=False, hence the second commit.
-                DeltaTable(
-                    self.uri(spec), storage_options=self.storage_options
-                ).alter.set_table_properties(spec.properties, raise_if_not_exists=False)
             except Exception as exc:
                 # Another writer created it first (e.g. two backfill dates at once).
                 if not self.exists(spec):
@@ -195,7 +196,19 @@ class Lakehouse:
                 raise SchemaMismatchError(
                     spec.name, field.name, f"is stored as {stored}, contract says {field.type}"
                 )
+        for name in found.names:
+            if name not in expected.names:
+                # A write would drop it without a word (a Spark overwrite writes the
+                # contract's columns): refuse, naming it.
+                raise SchemaMismatchError(
+                    spec.name, name, "is in the stored table but not in the contract"
+                )
         stored_version = dt.metadata().configuration.get("r2rec.schema_version")
+        if stored_version is None and set(found.names) == set(expected.names):
+            # Created by a process that died before its properties commit (older code
+            # wrote them separately): the schema is the contract's, so finish the job.
+            dt.alter.set_table_properties(spec.properties, raise_if_not_exists=False)
+            return
         if stored_version != str(spec.schema_version):
             raise R2RecError(
                 f"table '{spec.name}' has schema_version {stored_version}, code expects "
@@ -307,7 +320,7 @@ class Lakehouse:
     def _write_spark_files(
         self, spec: TableSpec, df: DataFrame, *, mode: str, partition: Mapping[str, Any] | None
     ) -> int:
-        from deltalake.transaction import AddAction, CommitProperties
+        from deltalake.transaction import AddAction
 
         run_id = uuid.uuid4().hex[:12]
         writer = make_partition_writer(spec, self.uri(spec), run_id)
@@ -331,22 +344,62 @@ class Lakehouse:
                     f"[{partition_predicate(partition)}], e.g. {values}; nothing was written"
                 )
             actions.append(AddAction(f["path"], f["size"], values, now_ms, True, f["stats"]))
-        dt = self.delta_table(spec)
         filters = [(k, "=", str(v)) for k, v in (partition or {}).items()] or None
-        dt.create_write_transaction(
-            actions,
-            mode=mode,
-            schema=spec.arrow_schema(),
-            partition_by=list(spec.partition_by) or None,
-            partition_filters=filters if mode == "overwrite" else None,
-            commit_properties=CommitProperties(
-                custom_metadata={
-                    "r2rec.writer": "spark-executors",
-                    "r2rec.files": str(len(actions)),
-                }
-            ),
-        )
-        return self.delta_table(spec).version()
+        return self._commit_files(spec, actions, mode, filters, partition)
+
+    def _commit_files(self, spec, actions, mode, filters, partition) -> int:
+        """Commit files others wrote, surviving concurrent writers of the same table.
+
+        delta-rs' ``create_write_transaction`` records no predicate, so a concurrent
+        commit makes ours fail (CommitFailedError) even on another partition, and two
+        writers of one *new* partition both succeed, doubling its rows. Hence: an
+        overwrite carries an idempotent transaction id per (table, partition) (app id +
+        version), which makes a second writer of the same partition conflict; and after a
+        conflict the snapshot is read again and the commit retried, its removes recomputed
+        from that snapshot, so a disjoint partition just commits and the same partition
+        is replaced exactly (the last writer wins, nothing doubles).
+        """
+        import random
+
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import CommitProperties, Transaction
+
+        from r2rec import faults
+
+        app = None
+        if mode == "overwrite" and partition:
+            app = f"r2rec:{spec.name}:" + ",".join(f"{k}={v}" for k, v in partition.items())
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            dt = self.delta_table(spec)  # the snapshot this attempt's removes come from
+            txns = None
+            if app is not None:
+                txns = [Transaction(app, (dt.transaction_version(app) or 0) + 1)]
+            faults.barrier("lakehouse.before_commit")
+            try:
+                dt.create_write_transaction(
+                    actions,
+                    mode=mode,
+                    schema=spec.arrow_schema(),
+                    partition_by=list(spec.partition_by) or None,
+                    partition_filters=filters if mode == "overwrite" else None,
+                    commit_properties=CommitProperties(
+                        custom_metadata={
+                            "r2rec.writer": "spark-executors",
+                            "r2rec.files": str(len(actions)),
+                            "r2rec.attempt": str(attempt),
+                        },
+                        app_transactions=txns,
+                    ),
+                )
+                return self.delta_table(spec).version()
+            except CommitFailedError as exc:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise R2RecError(
+                        f"table '{spec.name}': commit failed {attempt} times against "
+                        f"concurrent writers: {exc}"
+                    ) from None
+                time.sleep(random.uniform(0.05, 0.2) * attempt)
+        raise AssertionError("unreachable")
 
     def _delete_files(self, rel_paths: list[str], spec: TableSpec) -> None:
         import pyarrow.fs as pafs
@@ -460,6 +513,21 @@ class Lakehouse:
 
     def partitions(self, table: str | TableSpec) -> list[dict[str, str]]:
         return self.delta_table(table).partitions()
+
+    def partition_fingerprint(self, table: str | TableSpec, partition: Mapping[str, Any]) -> str:
+        """A hash of the live files of one partition: it changes exactly when that
+        partition is rewritten, not when another date of the table is."""
+        import hashlib
+
+        spec = self._spec(table)
+        _check_partition(spec, partition)
+        want = {k: str(v) for k, v in partition.items()}
+        files = sorted(
+            (a["path"], a["size_bytes"])
+            for a in _arro3_to_pylist(self.delta_table(spec).get_add_actions(flatten=True))
+            if all(a.get(f"partition.{k}") == v for k, v in want.items())
+        )
+        return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
 
     def info(self, table: str | TableSpec) -> TableInfo:
         spec = self._spec(table)

@@ -47,6 +47,7 @@ def test_root_comes_from_env_then_default(monkeypatch, tmp_path):
 
 def test_create_records_contract_properties(lakehouse):
     dt = lakehouse.ensure(INTERACTIONS)
+    assert dt.version() == 0  # schema and properties in one commit
     conf = dt.metadata().configuration
     assert conf["r2rec.schema_version"] == "1"
     assert conf["r2rec.key"] == "source,user_id,item_id,ts"
@@ -190,6 +191,57 @@ def test_stored_schema_drift_is_detected(lakehouse):
     )
     with pytest.raises(SchemaMismatchError, match="'rating' is stored as double"):
         lakehouse.ensure(drifted)
+
+
+def test_an_extra_stored_column_is_refused_by_name_before_any_write(lakehouse):
+    from deltalake import Field
+
+    lakehouse.append(INTERACTIONS, events("2026-01-01", ["a"]))
+    dt = lakehouse.delta_table(INTERACTIONS)
+    dt.alter.add_columns([Field("note", "string", nullable=True)])
+    version = lakehouse.version(INTERACTIONS)
+    with pytest.raises(SchemaMismatchError, match="'note' is in the stored table but not in"):
+        lakehouse.overwrite(INTERACTIONS, events("2026-01-01", ["b"]),
+                            partition={"ds": "2026-01-01", "source": "s"})  # fmt: skip
+    assert lakehouse.version(INTERACTIONS) == version  # nothing written, nothing dropped
+
+
+def test_many_threads_creating_fresh_lakehouses_at_once_all_succeed(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    roots = [Lakehouse(str(tmp_path / f"lake{k}")) for k in range(10)]
+
+    def create(lake: Lakehouse) -> int:
+        return lake.ensure(INTERACTIONS).version()
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        versions = list(pool.map(create, roots * 3))  # three creators per lakehouse
+    assert versions == [0] * 30
+    assert all(r.delta_table(INTERACTIONS).metadata().configuration["r2rec.schema_version"]
+               == "1" for r in roots)  # fmt: skip
+
+
+def test_a_table_left_without_its_properties_is_repaired_not_refused(lakehouse):
+    from deltalake import DeltaTable
+
+    # What the old two-commit creation left when it died after the first commit.
+    DeltaTable.create(lakehouse.uri(INTERACTIONS), schema=INTERACTIONS.arrow_schema(),
+                      partition_by=list(INTERACTIONS.partition_by))  # fmt: skip
+    lakehouse.append(INTERACTIONS, events("2026-01-01", ["a"]))
+    conf = lakehouse.delta_table(INTERACTIONS).metadata().configuration
+    assert conf["r2rec.schema_version"] == "1" and rows(lakehouse) == [("2026-01-01", "a", 4.0)]
+
+
+def test_a_partitions_fingerprint_changes_only_when_it_is_rewritten(lakehouse):
+    part = {"ds": "2026-01-01", "source": "s"}
+    lakehouse.overwrite(INTERACTIONS, events("2026-01-01", ["a"]), partition=part)
+    first = lakehouse.partition_fingerprint(INTERACTIONS, part)
+    other = {"ds": "2026-01-02", "source": "s"}
+    lakehouse.overwrite(INTERACTIONS, events("2026-01-02", ["b"]), partition=other)
+    assert lakehouse.partition_fingerprint(INTERACTIONS, part) == first  # another date
+    lakehouse.overwrite(INTERACTIONS, events("2026-01-01", ["a"]), partition=part)
+    assert lakehouse.partition_fingerprint(INTERACTIONS, part) != first  # rewritten
+    assert lakehouse.partition_fingerprint(INTERACTIONS, other) != first
 
 
 def test_missing_table_is_a_clear_error(lakehouse):
