@@ -277,14 +277,35 @@ def cli_job(task_id: str, job: str, *args: str, outlets=(), gpu: int = 0, **kwar
     )
 
 
-def dq_check(job: str):
-    """A task that fails when ``job`` recorded a failing data-quality check for ds."""
+def dq_check(job: str, task_id: str | None = None):
+    """A task that fails when ``job`` recorded a failing data-quality check for ds.
 
-    @task(task_id=f"dq_{job.replace('.', '_')}", retries=0)
-    def check(run_ds: str) -> dict:  # 'ds' is a reserved context key
-        return check_quality(job, run_ds)
+    ``job`` may be a template (``traces.{{ params.teacher }}``): it is rendered per run.
+    """
 
-    return check
+    @task(task_id=task_id or f"dq_{job.replace('.', '_')}", retries=0)
+    def check(run_ds: str, job_name: str) -> dict:  # 'ds' is a reserved context key
+        return check_quality(job_name, run_ds)
+
+    return lambda run_ds: check(run_ds, job)
+
+
+TEACHERS = ("template", "vllm", "openai")
+
+
+def teacher_of(context, default: str) -> str:
+    """The teacher whose traces a run trains on: the one the data DAG's asset events name
+    (an asset-triggered run), else the run's own param."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    events = context.get("triggering_asset_events") or {}
+    named = {e.extra.get("teacher") for evs in events.values() for e in evs} - {None}
+    if len(named) > 1:
+        raise AirflowFailException(f"asset events name several teachers: {sorted(named)}")
+    teacher = named.pop() if named else default
+    if teacher not in TEACHERS:
+        raise AirflowFailException(f"unknown teacher {teacher!r} (known: {', '.join(TEACHERS)})")
+    return teacher
 
 
 def check_quality(job: str, ds: str, lakehouse: str = LAKEHOUSE) -> dict:

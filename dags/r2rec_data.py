@@ -15,6 +15,7 @@ from dags.r2rec_common import (
     PATH_PATTERN,
     SHELL_FILTERS,
     START,
+    TEACHERS,
     asset,
     cli_job,
     dq_check,
@@ -46,7 +47,7 @@ with DAG(
             pattern=PATH_PATTERN,
             description="ingest --path ('' = the source's default), under $R2REC_INGEST_ROOTS",
         ),
-        "teacher": Param("template", enum=["template", "vllm", "openai"]),
+        "teacher": Param("template", enum=list(TEACHERS)),
     },
 ) as dag:
     ds = run_date()
@@ -76,10 +77,10 @@ with DAG(
     traces = cli_job("traces", "traces", "--teacher", sh("params.teacher"))
 
     @task(outlets=[asset(t) for t in TABLES])
-    def publish_assets(run_ds: str, *, outlet_events=None) -> str:
+    def publish_assets(run_ds: str, teacher: str, *, outlet_events=None) -> str:
         # The date rides on the events, so the runs they trigger know which data is new.
         for table in TABLES:
-            outlet_events[asset(table)].extra = {"ds": run_ds}
+            outlet_events[asset(table)].extra = {"ds": run_ds, "teacher": teacher}
         return run_ds
 
     ds >> ingest >> graph
@@ -88,4 +89,7 @@ with DAG(
     samples >> gate >> [chains, evidence]
     chains >> dq_check("chains")(ds) >> traces
     evidence >> dq_check("evidence.samples")(ds) >> traces
-    traces >> dq_check("traces.template")(ds) >> publish_assets(ds)
+    # The gate reads the metrics of the teacher this run used, and the asset events
+    # carry it on to training.
+    gate = dq_check("traces.{{ params.teacher }}", task_id="dq_traces")(ds)
+    traces >> gate >> publish_assets(ds, "{{ params.teacher }}")

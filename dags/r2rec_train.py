@@ -20,6 +20,7 @@ from dags.r2rec_common import (
     DEFAULT_ARGS,
     SHELL_FILTERS,
     START,
+    TEACHERS,
     args_param,
     asset,
     cli_job,
@@ -29,6 +30,14 @@ from dags.r2rec_common import (
 )
 
 SCHEDULE = os.environ.get("R2REC_TRAIN_SCHEDULE") or (asset("sft_examples") & asset("rl_prompts"))
+
+
+@task(retries=0)
+def data_teacher(default: str, **context) -> str:
+    """The teacher of the traces this run trains on (asset events, else the param)."""
+    from dags.r2rec_common import teacher_of
+
+    return teacher_of(context, default)
 
 
 @task(retries=0)
@@ -54,6 +63,9 @@ with DAG(
         "eval_samples": Param(64, type="integer", minimum=0, description="LLM eval samples/split"),
         "sft_config": Param("trainer/configs/sft.yaml", type="string", pattern=CONFIG_PATTERN),
         "grpo_config": Param("trainer/configs/grpo.yaml", type="string", pattern=CONFIG_PATTERN),
+        "teacher": Param(
+            "template", enum=list(TEACHERS), description="traces to train on (manual runs)"
+        ),
         "sft_args": args_param("--max_steps 8 --model /models/x"),
         "grpo_args": args_param("--max_steps 2"),
         "min_gain": Param(0.0, type="number", description="valid HR@1 a candidate must gain"),
@@ -63,13 +75,19 @@ with DAG(
     },
 ) as dag:
     ds = run_date()
-    previous = ds
+    teacher = data_teacher("{{ params.teacher }}")
+    ds >> teacher
+    previous = teacher
     for stage in ("sft", "grpo"):
-        # GRPO starts from the SFT version this run trained (after any user override).
-        start = ("--init_adapter", sh("ti.xcom_pull(task_ids='sft_version')"))
+        # SFT trains on the data run's teacher; GRPO starts from the SFT version this run
+        # trained. Both after any user override.
+        fixed = {
+            "sft": ("--teacher", sh("ti.xcom_pull(task_ids='data_teacher')")),
+            "grpo": ("--init_adapter", sh("ti.xcom_pull(task_ids='sft_version')")),
+        }[stage]
         train = cli_job(
             stage, stage, "--config", sh(f"params.{stage}_config"),
-            sh_args(f"params.{stage}_args"), *(start if stage == "grpo" else ()), gpu=1,
+            sh_args(f"params.{stage}_args"), *fixed, gpu=1,
         )  # fmt: skip
         version = trained_version.override(task_id=f"{stage}_version")(
             f"{{{{ ti.xcom_pull(task_ids='{stage}') }}}}"

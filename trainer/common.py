@@ -33,6 +33,9 @@ DONE = "complete.json"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # Fields of transformers' TrainingArguments that name places, not what is trained.
 _VOLATILE = {"output_dir", "logging_dir", "run_name", "hub_model_id", "hub_token", "push_to_hub"}
+# ... and ours: where the lakehouse and runs live is not what is trained (the input
+# partitions' fingerprints are), so --lakehouse X and $R2REC_LAKEHOUSE=X are one run.
+_PLACES = {"lakehouse", "runs_dir", "register"}
 
 
 @dataclass
@@ -146,6 +149,7 @@ def run_id(stage: str, run_args: RunArgs, train_args, identity: dict | None = No
     indirectly (GRPO's ``latest-sft`` resolves to a different adapter after a new SFT run,
     and that must be a new run, not an "already complete" old one)."""
     config = config_dict(run_args, train_args)
+    config["r2rec"] = {k: v for k, v in config["r2rec"].items() if k not in _PLACES}
     if identity:
         config["identity"] = identity
     blob = json.dumps(config, sort_keys=True, default=str)
@@ -185,6 +189,15 @@ class Run:
     def completed(self) -> dict | None:
         done = self.dir / DONE
         return json.loads(done.read_text()) if done.is_file() else None
+
+
+def input_fingerprint(run_args: RunArgs, table, partition: dict) -> str | None:
+    """The training partition's file fingerprint (None if the table does not exist yet:
+    loading the examples then fails with the message that says what to run)."""
+    lake = Lakehouse(run_args.lakehouse)
+    if not lake.exists(table):
+        return None
+    return lake.partition_fingerprint(table, partition)
 
 
 def start(stage: str, run_args: RunArgs, train_args, identity: dict | None = None) -> Run:

@@ -22,6 +22,7 @@ from r2rec.models import resolve_model
 from trainer.common import (
     RunArgs,
     finish,
+    input_fingerprint,
     load_model,
     load_tokenizer,
     lora_config,
@@ -157,7 +158,11 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
     adapter, parent_version = starting_adapter(
         Lakehouse(run_args.lakehouse), run_args, base.version
     )
-    run = start("grpo", run_args, train_args, identity={"parent_version": parent_version})
+    data = input_fingerprint(
+        run_args, RL_PROMPTS, {"ds": run_args.ds, "evidence": run_args.evidence}
+    )
+    identity = {"parent_version": parent_version, "rl_prompts": data}
+    run = start("grpo", run_args, train_args, identity=identity)
     if done := run.completed():
         return {"status": "already complete", "run_dir": str(run.dir), **done}
     tokenizer = load_tokenizer(base.path)

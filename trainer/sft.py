@@ -24,6 +24,7 @@ from r2rec.models import resolve_model
 from trainer.common import (
     RunArgs,
     finish,
+    input_fingerprint,
     load_model,
     load_tokenizer,
     lora_config,
@@ -120,7 +121,14 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import set_seed
 
-    run = start("sft", run_args, train_args)
+    # The data is part of the run's identity: after a rerun of the date rewrote the
+    # examples, the same command trains a new run instead of reporting the stale one.
+    data = input_fingerprint(
+        run_args,
+        SFT_EXAMPLES,
+        {"ds": run_args.ds, "teacher": run_args.teacher, "evidence": run_args.evidence},
+    )
+    run = start("sft", run_args, train_args, identity={"sft_examples": data})
     if done := run.completed():
         return {"status": "already complete", "run_dir": str(run.dir), **done}
     base = resolve_model(run_args.model)

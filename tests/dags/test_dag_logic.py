@@ -110,7 +110,7 @@ def test_serving_model_is_the_pinned_champion_and_never_a_silent_fallback(lakeho
 
     from r2rec import registry
 
-    with pytest.raises(AirflowFailException, match="no champion .* model=smollm2-135m-instruct"):
+    with pytest.raises(AirflowFailException, match=r"no champion .* model=smollm2-135m-instruct"):
         common.serving_model("champion", lakehouse.root)
     # the base model, asked for explicitly, is served
     assert common.serving_model("smollm2-135m-instruct", lakehouse.root) == "smollm2-135m-instruct"
@@ -179,7 +179,8 @@ def test_every_bash_command_passes_hostile_values_as_single_arguments(dags, run_
         params = {k: "--max-users 3" if k.endswith("_args") else value for k in dag.params}
         for task_id in bash_tasks(dag):
             template = dag.get_task(task_id).bash_command
-            xcom = dict.fromkeys(("run_date", "model_spec", "sft_version", "grpo_version"), value)
+            keys = ("run_date", "model_spec", "sft_version", "grpo_version", "data_teacher")
+            xcom = dict.fromkeys(keys, value)
             command = render(dag, task_id, params, xcom)
 
             args, files = run_bash(command)
@@ -255,3 +256,19 @@ def test_the_trained_version_comes_from_the_training_reports_last_line():
     for bad in ("", "no json", '{"status": "trained"}', '{"model_version": "m; rm -rf /"}'):
         with pytest.raises(AirflowFailException):
             common.trained_reference(bad)
+
+
+def test_the_teacher_travels_from_the_asset_events_or_the_param():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    def event(**extra):
+        return SimpleNamespace(extra=extra)
+
+    assert common.teacher_of({}, "template") == "template"  # a manual run: its param
+    events = {"a": [event(ds="2026-11-25", teacher="vllm")], "b": [event(teacher="vllm")]}
+    assert common.teacher_of({"triggering_asset_events": events}, "template") == "vllm"
+    mixed = {"a": [event(teacher="vllm")], "b": [event(teacher="openai")]}
+    with pytest.raises(AirflowFailException, match="several teachers"):
+        common.teacher_of({"triggering_asset_events": mixed}, "template")
+    with pytest.raises(AirflowFailException, match="unknown teacher"):
+        common.teacher_of({"triggering_asset_events": {"a": [event(teacher="x; rm")]}}, "t")

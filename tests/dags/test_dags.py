@@ -53,7 +53,11 @@ def test_every_dag_has_explicit_scheduling_and_docs(bag):
 def test_every_task_retries_with_a_delay_and_a_timeout(bag):
     for dag in bag["dags"].values():
         for task_id, t in dag["tasks"].items():
-            if task_id == "run_date" or task_id.startswith("dq_") or task_id.endswith("_version"):
+            if (
+                task_id in ("run_date", "data_teacher")
+                or task_id.startswith("dq_")
+                or (task_id.endswith("_version"))
+            ):
                 assert t["retries"] == 0  # a missing date or failed check is not transient
                 continue
             assert t["retries"] >= 2 and t["retry_delay_s"] > 0, task_id
@@ -63,7 +67,7 @@ def test_every_task_retries_with_a_delay_and_a_timeout(bag):
 def test_data_dag_wiring(bag):
     tasks = bag["dags"]["r2rec_data"]["tasks"]
     chain = ["run_date", "ingest", "graph", "dq_graph", "samples", "dq_samples", "chains",
-             "dq_chains", "traces", "dq_traces_template", "publish_assets"]  # fmt: skip
+             "dq_chains", "traces", "dq_traces", "publish_assets"]  # fmt: skip
     for up, down in pairwise(chain):
         assert up in tasks[down]["upstream"], (up, down)
     # the prompt's evidence, beside the chains, gated before the traces read it
@@ -78,8 +82,8 @@ def test_data_dag_wiring(bag):
 
 def test_train_dag_wiring_and_gpu_pool(bag):
     tasks = bag["dags"]["r2rec_train"]["tasks"]
-    chain = ["run_date", "sft", "sft_version", "evaluate_sft", "promote_sft", "grpo",
-             "grpo_version", "evaluate_grpo", "promote_grpo"]  # fmt: skip
+    chain = ["run_date", "data_teacher", "sft", "sft_version", "evaluate_sft", "promote_sft",
+             "grpo", "grpo_version", "evaluate_grpo", "promote_grpo"]  # fmt: skip
     for up, down in pairwise(chain):
         assert up in tasks[down]["upstream"], (up, down)
     # the base is evaluated before the first promotion can compare with it

@@ -147,6 +147,13 @@ def test_run_id_hashes_config_and_identity():
     a = run_id("grpo", args, trl_args, {"parent_version": "m@1+adapter@a"})
     b = run_id("grpo", args, trl_args, {"parent_version": "m@1+adapter@b"})
     assert len({plain, a, b}) == 3
+    # New data (a rerun of the date rewrote the examples) is a new run ...
+    assert run_id("sft", args, trl_args, {"sft_examples": "f1"}) != run_id(
+        "sft", args, trl_args, {"sft_examples": "f2"}
+    )
+    # ... but where the lakehouse lives is not what is trained.
+    moved = RunArgs(ds=DS, lakehouse="/elsewhere", runs_dir="/runs")
+    assert run_id("sft", moved, trl_args) == run_id("sft", args, trl_args)
 
 
 def test_throughput_of_a_resumed_run_counts_only_its_own_steps():
