@@ -88,25 +88,56 @@ def tables(lakehouse: LakehouseOpt = None) -> None:
             Text(f"No tables under {lh.root} yet; `r2rec ingest` creates them.", style="yellow")
         )
         return
-    out = Table(title=f"Tables in {lh.root}", title_justify="left", box=box.SIMPLE_HEAD)
-    # Short values never wrap; the long ones (partition columns, uri) fold instead.
-    for col in ("name", "layer", "rows", "version", "partitions", "schema"):
-        out.add_column(col, no_wrap=True, justify="left" if col in ("name", "layer") else "right")
-    out.add_column("partitioned by")
-    out.add_column("uri", overflow="fold")
+    # Every table lives at <root>/<name>: the root goes in the title, not in a column
+    # that would wrap one character per line in an 80-column terminal or a log.
+    headers = ["name", "layer", "rows", "version", "partitions", "schema", "partitioned by"]
+    rows = []
     for spec in specs:
         info = lh.info(spec)
-        out.add_row(
-            info.name,
-            spec.layer,
-            str(info.rows),
-            str(info.version),
-            str(info.partitions),
-            info.schema_version,
-            ", ".join(spec.partition_by) or "-",
-            Text(info.uri),
-        )
-    console.print(out)
+        rows.append([info.name, spec.layer, info.rows, info.version, info.partitions,
+                     info.schema_version, ", ".join(spec.partition_by) or "-"])  # fmt: skip
+    _print_rows(f"Tables in {lh.root}", headers, rows, numeric={2, 3, 4})
+
+
+CELL_WIDTH = 48  # characters of a value shown in a table; longer ones end in "…"
+
+
+def _is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _cell(value: Any, width: int = CELL_WIDTH) -> str:
+    text = "NULL" if value is None else " ".join(str(value).split())  # one line per cell
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_rows(title: str | None, headers: list[str], rows: list[list], numeric: set[int]) -> None:
+    """A table that reads well anywhere: rich on a terminal, plain aligned text in a log
+    or a pipe (Airflow's task logs, CI), values cut with an ellipsis, never wrapped."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    if _is_terminal():
+        out = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+        for k, name in enumerate(headers):
+            out.add_column(name, justify="right" if k in numeric else "left", no_wrap=True,
+                           overflow="ellipsis")  # fmt: skip
+        for row, raw in zip(cells, rows, strict=True):
+            out.add_row(*(Text(c, style="dim") if v is None else Text(c)
+                          for c, v in zip(row, raw, strict=True)))  # fmt: skip
+        _console().print(out)
+        return
+    widths = [max([len(h), *(len(r[k]) for r in cells)]) for k, h in enumerate(headers)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if k in numeric else v.ljust(w)
+            for k, (v, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    if title:
+        sys.stdout.write(title + "\n")
+    sys.stdout.write(line(headers) + "\n" + line(["-" * w for w in widths]) + "\n")
+    for row in cells:
+        sys.stdout.write(line(row) + "\n")
 
 
 class OutputFormat(StrEnum):
@@ -191,17 +222,16 @@ def _write_csv(result: pa.Table) -> None:
 
 
 def _print_table(result: pa.Table) -> None:
-    out = Table(show_lines=False)
-    for name, typ in zip(result.column_names, result.schema.types, strict=True):
-        numeric = str(typ).startswith(("int", "uint", "float", "double", "decimal"))
-        out.add_column(name, justify="right" if numeric else "left", overflow="fold")
-    for row in result.to_pylist():
-        out.add_row(
-            *(Text("NULL", style="dim") if v is None else Text(str(v)) for v in row.values())
-        )
-    console = _console()
-    console.print(out)
-    console.print(Text(f"{result.num_rows} row(s)", style="dim"))
+    numeric = {
+        k for k, typ in enumerate(result.schema.types)
+        if str(typ).startswith(("int", "uint", "float", "double", "decimal"))
+    }  # fmt: skip
+    rows = [list(row.values()) for row in result.to_pylist()]
+    _print_rows(None, result.column_names, rows, numeric)
+    if _is_terminal():
+        _console().print(Text(f"{result.num_rows} row(s)", style="dim"))
+    else:
+        sys.stdout.write(f"{result.num_rows} row(s)\n")
 
 
 @app.command()
