@@ -4,10 +4,18 @@
     r2rec ingest --source movielens-latest --path ~/data/ml-latest-small --ds 2026-11-25
 
 Writes exactly partition (ds=D, source=S) of interactions_raw, items_raw, interactions
-and items, and (ds=D, job=ingest, source=S) of quarantine, so a rerun replaces that
-date and nothing else. Order matters for "nothing already written is lost": bronze and
-quarantine are written first; silver only if the quarantined share is within limits,
-so a bad batch leaves yesterday's silver untouched and today's reasons inspectable.
+and items, (ds=D, job=ingest, source=S) of quarantine and (ds=D, job=ingest.S) of
+job_metrics, so a rerun replaces that date and nothing else.
+
+Replay: the files may hold events after the end of D (a log replayed date by date, or a
+dump re-read nightly). Those are *deferred*: counted, neither quarantined nor written,
+and brought by the run of their own date. Events no earlier run brought are written
+once, however late they appear (counted as ``late`` when they fall before the end of
+the previous ingested date). Items are written only when new or changed.
+
+Order matters for "nothing already written is lost": bronze and quarantine are written
+first; silver only if the quarantined share is within limits, so a bad batch leaves
+yesterday's silver untouched and today's reasons inspectable.
 ``--path`` and ``--items-path`` must lie under ``$R2REC_INGEST_ROOTS`` (r2rec.ingest_roots).
 """
 
@@ -17,11 +25,11 @@ import argparse
 import sys
 from dataclasses import asdict, dataclass, field
 
-from r2rec.config import parse_ds
+from r2rec.config import ds_end, parse_ds
 from r2rec.contracts import INTERACTIONS, INTERACTIONS_RAW, ITEMS, ITEMS_RAW, QUARANTINE
 from r2rec.errors import DataQualityError, R2RecError
 from r2rec.ingest_roots import check_ingest_path
-from r2rec.jobs import run_main
+from r2rec.jobs import record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
 from spark_jobs.ingest.sources import SOURCES, ColumnMapping, SourceFormat, resolve_source
 
@@ -62,11 +70,32 @@ class IngestReport:
     interactions: EntityReport
     items: EntityReport
     already_ingested: int = 0
+    deferred: int = 0  # valid events after the end of D, left for their own date
+    late: int = 0  # events written now that fall before the end of the previous run's date
+    items_unchanged: int = 0  # items already known with the same metadata
     versions: dict[str, int] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """The report as job_metrics rows (ingest.<source>)."""
+        out = {
+            "interactions.records": self.interactions.records,
+            "interactions.written": self.interactions.written,
+            "interactions.already_ingested": self.already_ingested,
+            "interactions.deferred": self.deferred,
+            "interactions.late": self.late,
+            "items.records": self.items.records,
+            "items.written": self.items.written,
+            "items.unchanged": self.items_unchanged,
+        }
+        for kind in ("interactions", "items"):
+            for reason, n in getattr(self, kind).quarantined.items():
+                out[f"{kind}.quarantined.{reason}"] = n
+        return {k: float(v) for k, v in out.items()}
 
 
 def run_ingest(spark, lakehouse: Lakehouse, config: IngestConfig) -> IngestReport:
     from pyspark import StorageLevel
+    from pyspark.sql import functions as F
 
     from spark_jobs.ingest import transforms as tf
 
@@ -109,9 +138,17 @@ def run_ingest(spark, lakehouse: Lakehouse, config: IngestConfig) -> IngestRepor
     try:
         for kind, df in normalized.items():
             entity: EntityReport = getattr(report, kind)
-            counts = df.groupBy("reason").count().collect()
+            deferred = F.col("deferred") if "deferred" in df.columns else F.lit(False)
+            counts = df.groupBy("reason", deferred.alias("deferred")).count().collect()
             entity.records = sum(r["count"] for r in counts)
-            entity.quarantined = {r["reason"]: r["count"] for r in counts if r["reason"]}
+            entity.quarantined = {}
+            for r in counts:
+                if r["reason"]:
+                    entity.quarantined[r["reason"]] = (
+                        entity.quarantined.get(r["reason"], 0) + r["count"]
+                    )
+            if kind == "interactions":
+                report.deferred = sum(r["count"] for r in counts if r["deferred"])
 
         # 3. quarantine, always: the reasons must be inspectable even when we fail below.
         report.versions[QUARANTINE.name] = lakehouse.overwrite(
@@ -131,27 +168,39 @@ def run_ingest(spark, lakehouse: Lakehouse, config: IngestConfig) -> IngestRepor
                 )
 
         # 4. silver.
-        earlier = (
-            lakehouse.read_spark(
-                spark, INTERACTIONS, partitions=[("ds", "<", ds), ("source", "=", fmt.name)]
-            )
-            if lakehouse.exists(INTERACTIONS)
-            else spark.createDataFrame([], INTERACTIONS.spark_schema())
-        )
+        before = [("ds", "<", ds), ("source", "=", fmt.name)]
+        earlier = _earlier(spark, lakehouse, INTERACTIONS, before)
         silver = tf.silver_interactions(norm_inter, earlier, ds, fmt.name).persist(
             StorageLevel.MEMORY_AND_DISK
         )
         report.interactions.written = silver.count()
         valid = report.interactions.records - sum(report.interactions.quarantined.values())
-        report.already_ingested = valid - report.interactions.written
+        report.already_ingested = valid - report.deferred - report.interactions.written
+        previous = _previous_ds(lakehouse, fmt.name, ds)
+        if previous is not None:
+            cutoff = F.lit(ds_end(previous)).cast("timestamp")
+            report.late = silver.filter(F.col("ts") < cutoff).count()
         report.versions[INTERACTIONS.name] = lakehouse.overwrite(
             INTERACTIONS, silver, partition=part
         )
         silver.unpersist()
+        if report.interactions.written == 0 and report.deferred:
+            print(
+                f"ingest {fmt.name} {ds}: no event before the end of {ds}; all "
+                f"{report.deferred} valid events are later and deferred to their dates",
+                file=sys.stderr,
+            )
         if "items" in normalized:
-            items = tf.silver_items(normalized["items"], ds, fmt.name)
-            report.items.written = report.items.records - sum(report.items.quarantined.values())
+            items = tf.silver_items(
+                normalized["items"], ds, fmt.name, _earlier(spark, lakehouse, ITEMS, before)
+            ).persist(StorageLevel.MEMORY_AND_DISK)
+            report.items.written = items.count()
+            report.items_unchanged = (
+                report.items.records - sum(report.items.quarantined.values()) - report.items.written
+            )
             report.versions[ITEMS.name] = lakehouse.overwrite(ITEMS, items, partition=part)
+            items.unpersist()
+        record_metrics(lakehouse, f"{tf.JOB}.{fmt.name}", ds, report.metrics())
     finally:
         for df in normalized.values():
             df.unpersist()
@@ -162,6 +211,24 @@ def _eq(partition: dict[str, str]) -> list[tuple[str, str, str]]:
     return [(k, "=", v) for k, v in partition.items()]
 
 
+def _earlier(spark, lakehouse: Lakehouse, table, partitions):
+    if lakehouse.exists(table):
+        return lakehouse.read_spark(spark, table, partitions=partitions)
+    return spark.createDataFrame([], table.spark_schema())
+
+
+def _previous_ds(lakehouse: Lakehouse, source: str, ds: str) -> str | None:
+    """The latest date before D that ingested this source's interactions."""
+    if not lakehouse.exists(INTERACTIONS):
+        return None
+    dates = [
+        p["ds"]
+        for p in lakehouse.partitions(INTERACTIONS)
+        if p.get("source") == source and p["ds"] < ds
+    ]
+    return max(dates) if dates else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m spark_jobs.ingest",
@@ -169,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--source", required=True, choices=SOURCES)
     p.add_argument(
-        "--ds", required=True, help="run date YYYY-MM-DD; events after it are quarantined"
+        "--ds",
+        required=True,
+        help="run date YYYY-MM-DD; events after it are deferred to their date",
     )
     p.add_argument(
         "--path",

@@ -186,11 +186,6 @@ def normalize_interactions(bronze: DataFrame, fmt: SourceFormat, ds: str) -> Dat
                 F.lit(f"' is not a valid {fmt.ts_unit} time"),
             ),
         ),
-        (
-            ts >= end,
-            "ts_after_run_date",
-            F.concat(F.lit("event at "), ts.cast("string"), F.lit(f" is after run date {ds}")),
-        ),
     )
     typed = bronze.select(
         "*",
@@ -201,7 +196,11 @@ def normalize_interactions(bronze: DataFrame, fmt: SourceFormat, ds: str) -> Dat
         reason.alias("reason"),
         detail.alias("detail"),
     )
-    return _mark_duplicates(typed, ["user_id", "item_id", "ts"], "duplicate_event")
+    marked = _mark_duplicates(typed, ["user_id", "item_id", "ts"], "duplicate_event")
+    # A valid event after the end of D is not bad data: the log holds the future of a
+    # replayed date. It is deferred (counted, left for the run of its own date), never
+    # quarantined.
+    return marked.withColumn("deferred", F.col("reason").isNull() & (F.col("ts") >= end))
 
 
 def _mark_duplicates(df: DataFrame, key: list[str], why: str) -> DataFrame:
@@ -258,8 +257,10 @@ def item_text(title, year, genres):
 def silver_interactions(
     normalized: DataFrame, earlier: DataFrame, ds: str, source: str
 ) -> DataFrame:
-    """Valid events of this batch that no earlier ingest run already brought."""
-    fresh = normalized.filter(F.col("reason").isNull()).select("user_id", "item_id", "rating", "ts")
+    """Valid events of this batch up to the end of D that no earlier ingest run brought."""
+    fresh = normalized.filter(F.col("reason").isNull() & ~F.col("deferred")).select(
+        "user_id", "item_id", "rating", "ts"
+    )
     seen = earlier.filter(F.col("source") == source).select("user_id", "item_id", "ts")
     fresh = fresh.join(seen, on=["user_id", "item_id", "ts"], how="left_anti")
     return fresh.select(
@@ -267,20 +268,35 @@ def silver_interactions(
     ).select(*INTERACTIONS.column_names)
 
 
-def silver_items(normalized: DataFrame, ds: str, source: str) -> DataFrame:
-    return (
-        normalized.filter(F.col("reason").isNull())
-        .select(
-            "item_id",
-            "title",
-            "year",
-            "genres",
-            "text",
-            F.lit(ds).alias("ds"),
-            F.lit(source).alias("source"),
-        )
-        .select(*ITEMS.column_names)
+def silver_items(normalized: DataFrame, ds: str, source: str, earlier: DataFrame) -> DataFrame:
+    """Items that are new, or whose metadata changed, since the latest earlier version.
+
+    Each run re-reads the whole catalogue; writing all of it again would make every
+    reader of "items as of D" (the latest version per item) read one catalogue per date.
+    """
+    latest = Window.partitionBy("item_id").orderBy(F.col("ds").desc())
+    known = (
+        earlier.filter(F.col("source") == source)
+        .withColumn("_rn", F.row_number().over(latest))
+        .filter(F.col("_rn") == 1)
+        .select("item_id", "title", "year", "genres", "text")
     )
+    same = ["item_id", "title", "year", "genres", "text"]
+    current = normalized.filter(F.col("reason").isNull()).select(*same)
+    changed = current.alias("n").join(
+        known.alias("k"),
+        [F.col(f"n.{c}").eqNullSafe(F.col(f"k.{c}")) for c in same],
+        "left_anti",
+    )
+    return changed.select(
+        "item_id",
+        "title",
+        "year",
+        "genres",
+        "text",
+        F.lit(ds).alias("ds"),
+        F.lit(source).alias("source"),
+    ).select(*ITEMS.column_names)
 
 
 def quarantine_rows(normalized: DataFrame, ds: str, source: str, entity: str) -> DataFrame:

@@ -405,8 +405,8 @@ def test_bronze_and_report(formats, source):
     assert report.items.quarantined == {}
     assert report.already_ingested == 0
     # Sources ran in EXPECTED's order, one commit per table each, after the table's
-    # creation (version 0) and properties (version 1).
-    assert report.versions == {t: 2 + list(EXPECTED).index(source) for t in TABLES}
+    # creation with its properties (version 0).
+    assert report.versions == {t: 1 + list(EXPECTED).index(source) for t in TABLES}
 
 
 def test_latin1_raw_record_round_trips(formats):
@@ -516,7 +516,7 @@ DIRTY_RATINGS = (
     "11,1,great,1704067200\n"  # 7  bad_rating
     "11,2,7.0,1704067200\n"  # 8  rating_out_of_range
     "11,3,4.0,yesterday\n"  # 9  bad_timestamp
-    "11,4,4.0,1704240000\n"  # 10 ts_after_run_date (for DS1; fine for DS2)
+    "11,4,4.0,1704240000\n"  # 10 after DS1 ends: deferred on DS1, written on DS2
     "12,1,2.0,1704100000\n"  # 11 duplicate_event of line 12
     "12,1,5.0,1704100000\n"  # 12 ok: the last of the duplicates is kept
     "13, 7 ,0.5,1704100000\n"  # 13 ok: ids are trimmed, 0.5 is the lowest rating
@@ -595,17 +595,6 @@ def _expected_quarantine(ds: str, dirty: Path) -> list[tuple]:
             f"same key as {dirty}/movies.csv:6",
         ),
     ]
-    if ds == DS1:
-        rows.append(
-            (
-                "interaction",
-                "ratings.csv",
-                10,
-                "11,4,4.0,1704240000",
-                "ts_after_run_date",
-                "event at 2024-01-03 00:00:00 is after run date 2024-01-02",
-            )
-        )
     return sorted(rows)
 
 
@@ -647,10 +636,9 @@ def test_quarantine_holds_one_row_per_reason(quality):
         "missing_item",
         "missing_user",
         "rating_out_of_range",
-        "ts_after_run_date",
         "unparseable",
         "unparseable",
-    ]
+    ]  # the event after DS1 (line 10) is deferred, not quarantined
 
 
 def test_quarantine_silver_holds_exactly_the_good_rows(quality):
@@ -660,13 +648,8 @@ def test_quarantine_silver_holds_exactly_the_good_rows(quality):
         ("12", "1", 5.0, utc(2024, 1, 1, 9, 6, 40)),  # the last duplicate wins
         ("13", "7", 0.5, utc(2024, 1, 1, 9, 6, 40)),
     ]
+    # Toy Story came on DS0 with the same metadata: DS1 writes only what is new.
     assert item_rows(quality.lh, DS1, SRC) == {
-        "1": (
-            "Toy Story",
-            1995,
-            ["Adventure", "Animation", "Children", "Comedy", "Fantasy"],
-            "Toy Story (1995). Genres: Adventure, Animation, Children, Comedy, Fantasy",
-        ),
         "5": (
             "Father of the Bride Part II",
             1995,
@@ -693,24 +676,35 @@ def test_quarantine_report(quality):
         "bad_rating": 1,
         "rating_out_of_range": 1,
         "bad_timestamp": 1,
-        "ts_after_run_date": 1,
         "duplicate_event": 1,
     }
-    assert report.interactions.malformed == 7  # duplicates do not count
+    assert report.interactions.malformed == 6  # duplicates do not count
+    assert report.deferred == 1  # line 10 waits for DS2
+    # Three events of DS0 that DS0's run (the clean batch) did not see arrive now.
+    assert report.late == 3
     assert report.items.records == 6
-    assert report.items.written == 3
+    # Toy Story was ingested on DS0 with the same metadata: only new items are written.
+    assert report.items.written == 2 and report.items_unchanged == 1
     assert report.items.quarantined == {"unparseable": 1, "missing_item": 1, "duplicate_item": 1}
     assert report.items.malformed == 2
     assert report.already_ingested == 0
+    metrics = {
+        r["metric"]: r["value"]
+        for r in quality.lh.read_arrow(
+            "job_metrics", partitions=[("ds", "=", DS1), ("job", "=", f"ingest.{SRC}")]
+        ).to_pylist()
+    }
+    assert metrics["interactions.deferred"] == 1 and metrics["interactions.written"] == 4
+    assert metrics["interactions.quarantined.bad_timestamp"] == 1
+    assert metrics["items.unchanged"] == 1
 
 
 def test_time_boundary_depends_on_the_run_date(quality):
-    """2024-01-03 00:00 UTC is after run date DS1 but within DS2."""
-    ds1 = {(r[2], r[4]) for r in quarantine_rows(quality.lh, DS1, SRC)}
-    ds2 = {(r[2], r[4]) for r in quarantine_rows(quality.lh, DS2, SRC)}
-    assert (10, "ts_after_run_date") in ds1
-    assert (3, "ts_after_run_date") not in ds1  # 2024-01-02 23:59:59 is on DS1
-    assert not any(line == 10 for line, _ in ds2)
+    """2024-01-03 00:00 UTC is after run date DS1: deferred there, quarantined nowhere."""
+    for ds in (DS1, DS2):
+        assert not any(line == 10 for _, _, line, *_ in quarantine_rows(quality.lh, ds, SRC))
+    assert ("11", "4") not in {(u, i) for u, i, *_ in silver_rows(quality.lh, DS1, SRC)}
+    assert ("10", "2") in {(u, i) for u, i, *_ in silver_rows(quality.lh, DS1, SRC)}  # 23:59:59
 
 
 def test_over_the_limit_fails_with_reasons(quality):
@@ -836,3 +830,54 @@ def test_cli_dataset_file_linked_out_of_the_root_is_refused(capsys, tmp_path, mo
     assert rc == 1
     assert err.startswith(f"error: ingest --path '{base}' (it holds '{base}/ratings.dat', a link")
     assert not (tmp_path / "lakehouse").exists()
+
+
+# --- replaying a log date by date --------------------------------------------------------
+
+REPLAY = [  # (user, item, rating, epoch): one event a day, 2024-01-01 .. 2024-01-04, 10:00
+    ("1", "1", 4.0, 1704103200), ("2", "1", 3.0, 1704103200), ("1", "11", 5.0, 1704189600),
+    ("2", "11", 2.0, 1704276000), ("3", "1", 1.0, 1704362400),
+]  # fmt: skip
+
+
+def dump(path: Path, events) -> Path:
+    write(path / "ratings.csv", "userId,movieId,rating,timestamp\n"
+          + "".join(f"{u},{i},{r},{t}\n" for u, i, r, t in events))  # fmt: skip
+    write(path / "movies.csv", CLEAN_MOVIES)
+    return path
+
+
+def test_a_replayed_log_equals_the_log_arriving_day_by_day(spark, tmp_path, capsys):
+    """Each date of a replay takes the events before its end that no earlier run brought
+    and defers the rest: the partitions equal those of dumps cut at each date."""
+    from r2rec.config import ds_end
+
+    full = dump(tmp_path / "full", REPLAY)
+    replay, daily = Lakehouse(str(tmp_path / "replay")), Lakehouse(str(tmp_path / "daily"))
+    dates = ["2023-12-30", "2024-01-01", "2024-01-02", "2024-01-03"]
+    reports = []
+    for ds in dates:
+        reports.append(run_ingest(spark, replay, IngestConfig(resolve_source(SRC, str(full)), ds)))
+        cut = [e for e in REPLAY if datetime.fromtimestamp(e[3], UTC) < ds_end(ds)]
+        src = resolve_source(SRC, str(dump(tmp_path / f"cut-{ds}", cut)))
+        run_ingest(spark, daily, IngestConfig(src, ds))
+    for ds in dates:
+        assert silver_rows(replay, ds, SRC) == silver_rows(daily, ds, SRC), ds
+        assert item_rows(replay, ds, SRC) == item_rows(daily, ds, SRC), ds
+    assert [len(silver_rows(replay, ds, SRC)) for ds in dates] == [0, 2, 1, 1]
+    assert [r.deferred for r in reports] == [5, 3, 2, 1]
+    assert [r.already_ingested for r in reports] == [0, 0, 2, 3]
+    # A date before the first event: empty partitions, and it says why.
+    assert "no event before the end of 2023-12-30; all 5 valid events are later" in (
+        capsys.readouterr().err
+    )
+    assert all(not r.quarantined for r in (reports[0].interactions,))  # nothing quarantined
+
+    # Late data: an event of 2024-01-01 appears in the log after that date was ingested.
+    late = dump(tmp_path / "late", [*REPLAY, ("9", "7", 4.0, 1704110000)])
+    report = run_ingest(spark, replay, IngestConfig(resolve_source(SRC, str(late)), "2024-01-04"))
+    assert report.late == 1 and report.interactions.written == 2  # the late one and 01-04's
+    again = run_ingest(spark, replay, IngestConfig(resolve_source(SRC, str(late)), "2024-01-05"))
+    assert again.interactions.written == 0 and again.already_ingested == 6  # never twice
+    everything = replay.read_arrow("interactions").to_pylist()
+    assert len(everything) == len({(r["user_id"], r["item_id"], r["ts"]) for r in everything}) == 6
