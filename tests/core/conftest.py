@@ -33,8 +33,8 @@ def _interactions(user_ids: list[str], ds: str) -> pa.Table:
 def write_partition(lakehouse: Lakehouse) -> Callable[..., int]:
     """Overwrite the (ds, SOURCE) partition of ``interactions``; returns the new version.
 
-    A new table is created at version 0 and gets its properties at version 1, so the
-    first write is version 2.
+    A new table is created, schema and properties in one commit, at version 0, so the
+    first write is version 1.
     """
 
     def write(users: list[str], ds: str = DS) -> int:

@@ -62,7 +62,7 @@ def test_time_travel_reads_the_old_version(lakehouse, write_partition):
     new = write_partition(["x"])
     query = "SELECT count(*) AS n FROM interactions"
 
-    assert (old, new) == (2, 3)
+    assert (old, new) == (1, 2)
     assert run_sql(query, lakehouse, version={"interactions": old}).to_pylist() == [{"n": 3}]
     assert run_sql(query, lakehouse, version={"interactions": new}).to_pylist() == [{"n": 1}]
     assert run_sql(query, lakehouse).to_pylist() == [{"n": 1}]
@@ -232,7 +232,7 @@ def test_a_query_cannot_see_python_objects_in_scope(lakehouse, write_partition):
 def test_views_time_travel_and_utc_still_work_on_the_locked_connection(lakehouse, write_partition):
     write_partition(["a", "b", "c"])
     write_partition(["x"])
-    con = connect(lakehouse, {"interactions": 2})
+    con = connect(lakehouse, {"interactions": 1})
     try:
         settings = dict(
             con.sql(
@@ -270,7 +270,7 @@ def demo_lake(lakehouse, write_partition):
         RECOMMENDATIONS,
     )
 
-    write_partition(["a", "b", "c"])  # version 2: what --as-of interactions=2 reads
+    write_partition(["a", "b", "c"])  # version 1: what --as-of interactions=1 reads
     write_partition(["x"])
     ds, src = DEMO_DS, "movielens-100k"
     lakehouse.append(QUARANTINE, [
@@ -343,7 +343,7 @@ DOCUMENTED = {
         [["unparseable", 2], ["bad_rating", 1]],
     "SELECT metric, value FROM job_metrics WHERE job = 'chains'":
         [["chain_coverage", 0.75], ["chains", 12.0]],
-    "SELECT count(*) FROM interactions": [[3]],  # with --as-of interactions=2
+    "SELECT count(*) FROM interactions": [[3]],  # with --as-of interactions=1
     "SELECT r.user_id, r.rank, i.title, round(exp(r.score), 3) AS p_label, r.answer_valid, "
     "CASE WHEN r.rank = 1 THEN r.reasoning END AS reasoning FROM recommendations r JOIN items i "
     "ON i.item_id = r.item_id AND i.ds = r.ds WHERE r.ds = '2026-11-25' AND r.mode = 'serve' "
@@ -417,7 +417,7 @@ def test_documented_query_gives_its_rows_through_the_cli(demo_lake, query):
 
     from r2rec.cli import app
 
-    as_of = ["--as-of", "interactions=2"] if query == "SELECT count(*) FROM interactions" else []
+    as_of = ["--as-of", "interactions=1"] if query == "SELECT count(*) FROM interactions" else []
     args = ["sql", query, *as_of, "--format", "json", "--limit", "0", "-L", demo_lake.root]
     result = CliRunner(env={"R2REC_LAKEHOUSE": None}).invoke(app, args)
 
