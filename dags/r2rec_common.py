@@ -231,10 +231,19 @@ def spark_job(task_id: str, application: str, *args: str, outlets=(), **kwargs):
         name=f"r2rec-{task_id}",
         # spark-submit starts the driver JVM, so its memory is set here, not in the job.
         driver_memory=os.environ.get("R2REC_SPARK_DRIVER_MEMORY", "2g"),
+        # Likewise its JVM options: the collector, and WARN logging from the first line.
+        conf={"spark.driver.extraJavaOptions": spark_driver_java_options()},
         env_vars=JOB_ENV,
         outlets=list(outlets),
         **kwargs,
     )
+
+
+def spark_driver_java_options() -> str:
+    from r2rec.config import SparkConfig
+    from r2rec.spark import log_java_options
+
+    return f"{SparkConfig().driver_java_options} {log_java_options()}".strip()
 
 
 def cli_command(job: str, *args: str, ds: str | None = None) -> str:

@@ -433,6 +433,16 @@ def _sasrec_net(n_items: int, cfg: SASRecConfig):
 BASELINES = ("popularity", "itemknn", "als", "sasrec")
 
 
+def spark_for(models: Iterable[str]) -> SparkSession | None:
+    """A Spark session only when a model needs one (ALS is MLlib's): the others start
+    no JVM."""
+    if "als" not in set(models):
+        return None
+    from r2rec.spark import get_spark
+
+    return get_spark()
+
+
 def make_baseline(name: str, spark: SparkSession | None = None, **options: Any) -> ScoreRanker:
     """A fresh baseline by name; ``options`` go to SASRec (e.g. ``epochs``)."""
     if name == "popularity":

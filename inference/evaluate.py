@@ -26,9 +26,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from inference.baselines import BASELINES, ScoreRanker, make_baseline, sequences, training_edges
+from inference.baselines import (
+    BASELINES,
+    ScoreRanker,
+    make_baseline,
+    sequences,
+    spark_for,
+    training_edges,
+)
 from inference.metrics import aggregate, full_metrics, interval, mean_metrics, per_sample
 from inference.ranking import EvalSample, Ranker, Ranking
+from r2rec import faults
 from r2rec.config import parse_ds
 from r2rec.contracts import CANDIDATES, EVAL_METRICS, GRAPH_EDGES, SAMPLES
 from r2rec.errors import R2RecError
@@ -280,6 +288,7 @@ def _write(lakehouse, ds, name, run_id, detail, rows, seconds) -> dict[str, Any]
         ds,
         {**summary, **counts, **{f"seconds.{k}": v for k, v in seconds.items()}},
     )
+    faults.checkpoint("evaluate.model_written")
     return {**summary, **{f"seconds.{k}": round(v, 3) for k, v in seconds.items()}}
 
 
@@ -444,13 +453,8 @@ def main(argv: list[str] | None = None) -> int:
             options["sasrec"] = {"epochs": args.sasrec_epochs}
         if args.als_rank is not None:
             options["als"] = ALSConfig(rank=args.als_rank)
-        spark = None
-        if "als" in models:
-            from r2rec.spark import get_spark
-
-            spark = get_spark()
         return run(
-            spark,
+            spark_for(models),
             Lakehouse(args.lakehouse),
             args.ds,
             models,
@@ -462,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             evidence=args.evidence,
         )
 
-    return run_main(body)
+    return run_main(body, job="evaluate", argv=argv, ds=args.ds, lakehouse=args.lakehouse)
 
 
 if __name__ == "__main__":  # pragma: no cover - vLLM spawns its engine: keep the guard

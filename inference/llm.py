@@ -8,6 +8,7 @@ from inference.engine import LLMScorer
 from inference.prompts import SamplePrompts
 from inference.ranking import EvalSample, Ranking
 from r2rec.lakehouse import Lakehouse
+from r2rec.progress import Progress
 from r2rec.prompt import MAX_COMPLETION_TOKENS
 
 
@@ -21,7 +22,7 @@ class LLMRanker:
         model: str | None = None,
         adapter: str | None = None,
         max_new_tokens: int = MAX_COMPLETION_TOKENS,
-        batch_size: int = 256,
+        batch_size: int = 128,
         evidence: str = "chains",
     ):
         self.prompts = SamplePrompts(lakehouse, ds, evidence)
@@ -38,19 +39,21 @@ class LLMRanker:
     def rank(self, samples: Sequence[EvalSample]) -> list[Ranking]:
         out: list[Ranking] = []
         self.prompts.prepare(samples)
-        for start in range(0, len(samples), self.batch_size):
-            batch = samples[start : start + self.batch_size]
-            keyed = [(f"{s.sample_id}#{s.seed}", s) for s in batch]
-            scored = self.scorer.score(self.prompts.requests(keyed))
-            for s, result in zip(batch, scored, strict=True):
-                out.append(
-                    Ranking(
-                        s.sample_id,
-                        s.seed,
-                        [c.item_id for c, _ in result.ranked],
-                        answer_valid=result.answer_valid,
-                        scores=[v for _, v in result.ranked],
-                        checks=dict(result.checks),
+        with Progress(f"evaluate {self.name}", len(samples), "rankings") as progress:
+            for start in range(0, len(samples), self.batch_size):
+                batch = samples[start : start + self.batch_size]
+                keyed = [(f"{s.sample_id}#{s.seed}", s) for s in batch]
+                scored = self.scorer.score(self.prompts.requests(keyed))
+                for s, result in zip(batch, scored, strict=True):
+                    out.append(
+                        Ranking(
+                            s.sample_id,
+                            s.seed,
+                            [c.item_id for c, _ in result.ranked],
+                            answer_valid=result.answer_valid,
+                            scores=[v for _, v in result.ranked],
+                            checks=dict(result.checks),
+                        )
                     )
-                )
+                progress.advance(len(batch))
         return out

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             write_readme(Path(args.readme), text)
         sys.stdout.write(text)
 
-    return run_main(body)
+    return run_main(body, job="results", argv=argv, ds=args.ds, lakehouse=args.lakehouse)
 
 
 if __name__ == "__main__":  # pragma: no cover

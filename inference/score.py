@@ -43,6 +43,7 @@ from r2rec.evidence import load_evidence
 from r2rec.jobs import base_parser, record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
 from r2rec.models import resolve_model
+from r2rec.progress import Progress
 from r2rec.prompt import (
     EVIDENCE_MODES,
     MAX_COMPLETION_TOKENS,
@@ -351,18 +352,23 @@ def run(
         todo = [c for c in mine if _chunk_key(c.shard, c.chunk, c.input_hash) not in done]
         report["skipped_chunks"] = len(mine) - len(todo)
         scorer = None
-        for chunk in todo:
-            if scorer is None:  # no engine start when everything is committed already
-                scorer = (
-                    scorer_factory()
-                    if scorer_factory
-                    else _default_scorer(model, adapter, max_new_tokens)
-                )
-            scored = scorer.score([w.request for w in chunk.items])
-            rows = chunk_rows(chunk, scored, ds, mode, top_k, meta)
-            lakehouse.append(SCORE_CHUNKS, pa.Table.from_pylist(rows, SCORE_CHUNKS.arrow_schema()))
-            report["generated_chunks"] += 1
-            faults.checkpoint("score.chunk_committed")
+        users = sum(len(c.items) for c in todo)
+        shard = "" if only_shard is None else f" shard {only_shard}"
+        with Progress(f"score {mode} ds={ds}{shard}", users, "users") as progress:
+            for chunk in todo:
+                if scorer is None:  # no engine start when everything is committed already
+                    scorer = (
+                        scorer_factory()
+                        if scorer_factory
+                        else _default_scorer(model, adapter, max_new_tokens)
+                    )
+                scored = scorer.score([w.request for w in chunk.items])
+                rows = chunk_rows(chunk, scored, ds, mode, top_k, meta)
+                table = pa.Table.from_pylist(rows, SCORE_CHUNKS.arrow_schema())
+                lakehouse.append(SCORE_CHUNKS, table)
+                report["generated_chunks"] += 1
+                progress.advance(len(chunk.items))
+                faults.checkpoint("score.chunk_committed")
     if publish:
         report.update(_publish(lakehouse, ds, mode, version, chunks, top_k, max_invalid_share))
     return report
@@ -496,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             evidence=args.evidence,
         )
 
-    return run_main(body)
+    return run_main(body, job="score", argv=argv, ds=args.ds, lakehouse=args.lakehouse)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -181,13 +181,28 @@ def sql(
     if fmt is OutputFormat.csv:
         _write_csv(result)
     elif fmt is OutputFormat.json:
-        rows = _finite(result.to_pylist())
+        rows = _finite(_pylist(result))
         sys.stdout.write(json.dumps(rows, default=_json_value, allow_nan=False) + "\n")
     else:
         _print_table(result)
     if cut:
         note = f"showing the first {limit} rows; --limit 0 shows all"
         Console(stderr=True, highlight=False).print(Text(note, style="dim"))
+
+
+def _pylist(result: pa.Table) -> list[dict]:
+    """Rows as dicts, a MAP column as an object (Arrow gives a list of pairs), so
+    `inputs` of job_runs reads {"interactions": 2} in every output format."""
+    import pyarrow as pa
+
+    rows = result.to_pylist()
+    maps = [n for n, t in zip(result.column_names, result.schema.types, strict=True)
+            if pa.types.is_map(t)]  # fmt: skip
+    for row in rows if maps else ():
+        for name in maps:
+            if row[name] is not None:
+                row[name] = dict(row[name])
+    return rows
 
 
 def _json_value(value: Any) -> Any:
@@ -217,7 +232,7 @@ def _csv_cell(value: Any) -> Any:
 def _write_csv(result: pa.Table) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(result.column_names)
-    for row in result.to_pylist():
+    for row in _pylist(result):
         writer.writerow([_csv_cell(v) for v in row.values()])
 
 
@@ -226,7 +241,7 @@ def _print_table(result: pa.Table) -> None:
         k for k, typ in enumerate(result.schema.types)
         if str(typ).startswith(("int", "uint", "float", "double", "decimal"))
     }  # fmt: skip
-    rows = [list(row.values()) for row in result.to_pylist()]
+    rows = [list(row.values()) for row in _pylist(result)]
     _print_rows(None, result.column_names, rows, numeric)
     if _is_terminal():
         _console().print(Text(f"{result.num_rows} row(s)", style="dim"))
@@ -278,6 +293,7 @@ _JOBS = {
     "grpo": ("trainer.grpo", "GRPO from the SFT adapter with accuracy/format/grounding rewards."),
     "promote": ("trainer.promote", "Promote a trained version if its validation HR@1 holds up."),
     "results": ("inference.results", "The results table of a date, from eval_metrics."),
+    "backtest": ("inference.backtest", "Published recommendations against what users did next."),
 }
 
 

@@ -260,6 +260,32 @@ JOB_METRICS = TableSpec(
     doc="Per-run measurements and data-quality results, one partition per (ds, job).",
 )
 
+JOB_RUNS = TableSpec(
+    name="job_runs",
+    layer="ops",
+    columns=_cols(
+        ("ds", "string", True, "run date (null: the job failed before reading its options)"),
+        ("job", "string", False, "ingest, graph, ..., score, evaluate, promote, backtest"),
+        ("run_id", "string", False, "this run (matches the job's start and end log lines)"),
+        ("status", "string", False, "success | failed"),
+        ("started_at", "timestamp", False, "when the job started"),
+        ("ended_at", "timestamp", False, "when it ended"),
+        ("elapsed_s", "double", False, "wall seconds"),
+        ("inputs", "map<string,int64>", True, "table -> version it read"),
+        ("outputs", "map<string,int64>", True, "table -> version it committed last"),
+        ("config", "string", True, "its command line as JSON, secrets redacted"),
+        ("report", "string", True, "its JSON report (success)"),
+        ("error", "string", True, "its error line (failed)"),
+        ("git_commit", "string", True, "the code's commit ($R2REC_GIT_COMMIT or HEAD)"),
+        ("host", "string", True, "where it ran"),
+        ("pid", "int64", True, "its process id"),
+        ("peak_rss_mb", "double", True, "peak resident MiB of the job's Python process"),
+        ("jvm_peak_rss_mb", "double", True, "peak resident MiB of its Spark driver JVM"),
+    ),
+    key=("run_id",),
+    doc="One row per job run, failures included: what ran, on what, for how long.",
+)
+
 # --- graph, samples, candidates, chains (docs/METHOD.md §1-3, §10) -----------------------
 GRAPH_EDGES = TableSpec(
     name="graph_edges",
@@ -492,6 +518,47 @@ _REC_COLUMNS = (
     ("reasoning_no_repeat", "boolean", False, "no step of the reasoning repeats another"),
 )
 
+# The order retrieval ranks its candidates in (chains first, then popular; each by score,
+# then item id): spark_jobs.retrieval picks the N best by it, the backtest replays it.
+SOURCE_PRIORITY = ("chain", "popular")
+
+
+def retrieval_order(items, sources, scores) -> list[str]:
+    """A serve_candidates row's items in retrieval order (its display order is shuffled)."""
+    ranked = sorted(
+        zip(items, sources, scores, strict=True),
+        key=lambda c: (SOURCE_PRIORITY.index(c[1]), -c[2], c[0]),
+    )
+    return [item for item, _, _ in ranked]
+
+
+BACKTEST_METRICS = TableSpec(
+    name="backtest_metrics",
+    layer="gold",
+    columns=_cols(
+        ("ds", "string", False, "served date D"),
+        ("horizon_days", "int64", False, "H: interactions in [D, D + H) count"),
+        ("model", "string", False, "llm:<version> (published) | retrieval | popularity | ..."),
+        (
+            "metric",
+            "string",
+            False,
+            "hr@k, recall@k, ndcg@k, mrr@k, coverage@k, novelty@k, "
+            "share_active, users, users_with_future",
+        ),
+        ("value", "double", False, ""),
+        ("ci_low", "double", True, "95% interval over users (per-user metrics only)"),
+        ("ci_high", "double", True, ""),
+        ("users", "int64", False, "users the value is over"),
+        ("k", "int64", False, "list length compared"),
+        ("run_id", "string", False, "the backtest run"),
+        ("detail", "string", True, "fit seconds, training edges, catalogue size"),
+    ),
+    partition_by=("ds",),
+    key=("ds", "horizon_days", "model", "metric"),
+    doc="Published recommendations (and baselines as of D) against what users did next.",
+)
+
 SCORE_CHUNKS = TableSpec(
     name="score_chunks",
     layer="ops",
@@ -598,6 +665,7 @@ TABLES: dict[str, TableSpec] = {
         ITEMS,
         QUARANTINE,
         JOB_METRICS,
+        JOB_RUNS,
         GRAPH_EDGES,
         GRAPH_STATS,
         SAMPLES,
@@ -610,6 +678,7 @@ TABLES: dict[str, TableSpec] = {
         SERVE_CANDIDATES,
         SCORE_CHUNKS,
         RECOMMENDATIONS,
+        BACKTEST_METRICS,
         EVAL_METRICS,
         MODEL_REGISTRY,
         MODEL_PROMOTIONS,

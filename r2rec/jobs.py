@@ -25,13 +25,32 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def run_main(run: Callable[[], Any]) -> int:
-    """Run a job body; print its report as one JSON line, or its error as one line."""
+def run_main(
+    run: Callable[[], Any],
+    *,
+    job: str,
+    argv: Sequence[str] | None = None,
+    ds: str | None = None,
+    lakehouse: str | None = None,
+) -> int:
+    """Run a job body; print its report as one JSON line, or its error as one line.
+
+    Either way the run is recorded (:mod:`r2rec.runlog`): a start and an end line on
+    stderr and a ``job_runs`` row, failures included.
+    """
+    from r2rec import runlog
+
+    runlog.begin(job, ds=ds, lakehouse=lakehouse, argv=sys.argv[1:] if argv is None else argv)
     try:
         report = run()
     except R2RecError as exc:
+        runlog.finish("failed", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BaseException as exc:  # a programming error keeps its traceback, and its row
+        runlog.finish("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    runlog.finish("success", report=report)
     if report is not None:
         print(json.dumps(report, sort_keys=True, default=str))
     return 0

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from r2rec import progress, runlog
 from r2rec.config import lakehouse_root
 from r2rec.conform import arrow_cast_allowed, conform_arrow, conform_spark
 from r2rec.contracts import TableSpec, get_table
@@ -256,10 +257,13 @@ class Lakehouse:
                 "overwrite needs a partition or a predicate (whole-table overwrite is refused)"
             )
         if _is_spark_df(data):
-            return self._write_spark(
+            version = self._write_spark(
                 spec, data, mode=mode, partition=partition, predicate=predicate
             )
-        return self._write_arrow(spec, conform_arrow(spec, data), mode, partition, predicate)
+        else:
+            version = self._write_arrow(spec, conform_arrow(spec, data), mode, partition, predicate)
+        runlog.note_write(spec.name, version)
+        return version
 
     def _write_arrow(
         self,
@@ -304,6 +308,8 @@ class Lakehouse:
     ) -> int:
         df = conform_spark(spec, df)
         self.ensure(spec)
+        where = f" {partition_predicate(partition)}" if partition else ""
+        progress.step(f"write {spec.name}{where}")
         if spark_has_native_delta(df.sparkSession):
             writer = df.write.format("delta").mode(mode)
             where = partition_predicate(partition) if partition is not None else predicate
@@ -423,12 +429,14 @@ class Lakehouse:
         source = conform_arrow(spec, data)
         dt = self.ensure(spec)
         on = " AND ".join(f"t.{k} = s.{k}" for k in key)
-        return (
+        metrics = (
             dt.merge(source=source, predicate=on, source_alias="s", target_alias="t")
             .when_matched_update_all()
             .when_not_matched_insert_all()
             .execute()
         )
+        runlog.note_write(spec.name, self.version(spec))
+        return metrics
 
     # --- reading --------------------------------------------------------------------------
     def read_arrow(
@@ -452,6 +460,7 @@ class Lakehouse:
     ):
         """A lazy ``pyarrow.dataset.Dataset`` of the table's live files (via the log)."""
         dt = self.delta_table(table, version)
+        runlog.note_read(self._spec(table).name, dt.version())
         return dt.to_pyarrow_dataset(
             partitions=list(partitions) if partitions else None,
             filesystem=arrow_filesystem(dt.table_uri),
@@ -477,10 +486,12 @@ class Lakehouse:
             if version is not None:
                 reader = reader.option("versionAsOf", version)
             df = reader.load(self.uri(spec))
+            runlog.note_read(spec.name, self.version(spec) if version is None else version)
             for col, op, val in partitions or ():
                 df = df.filter(F.expr(f"{col} {'=' if op == '==' else op} {_sql_literal(val)}"))
             return df.select(*spec.column_names)
         dt = self.delta_table(spec, version)
+        runlog.note_read(spec.name, dt.version())
         schema = spec.spark_schema()
         data_schema = type(schema)([f for f in schema.fields if f.name not in spec.partition_by])
         groups: dict[tuple, list[str]] = {}
@@ -522,9 +533,11 @@ class Lakehouse:
         spec = self._spec(table)
         _check_partition(spec, partition)
         want = {k: str(v) for k, v in partition.items()}
+        dt = self.delta_table(spec)
+        runlog.note_read(spec.name, dt.version())
         files = sorted(
             (a["path"], a["size_bytes"])
-            for a in _arro3_to_pylist(self.delta_table(spec).get_add_actions(flatten=True))
+            for a in _arro3_to_pylist(dt.get_add_actions(flatten=True))
             if all(a.get(f"partition.{k}") == v for k, v in want.items())
         )
         return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from r2rec.config import SparkConfig
+from r2rec.errors import R2RecError
 
 
 def get_spark(config: SparkConfig | None = None):
@@ -46,12 +48,41 @@ def get_spark(config: SparkConfig | None = None):
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
         )
-        if cfg.driver_java_options and not launched_by_spark_submit():
+        if not launched_by_spark_submit():
             # Read only when this process launches the JVM, i.e. local runs.
-            builder = builder.config("spark.driver.extraJavaOptions", cfg.driver_java_options)
+            options = f"{cfg.driver_java_options} {log_java_options()}".strip()
+            builder = builder.config("spark.driver.extraJavaOptions", options)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("R2REC_SPARK_LOG_LEVEL", "ERROR"))
+    spark.sparkContext.setLogLevel(log_level())
+    global _WATCH
+    if _WATCH is None:
+        from r2rec.progress import SparkWatch
+
+        _WATCH = SparkWatch(spark).start()
     return spark
+
+
+_WATCH = None  # one status-tracker thread per process, for the session's lifetime
+
+
+LOG4J2 = Path(__file__).with_name("log4j2.properties")
+_LEVELS = ("ALL", "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF")
+
+
+def log_level() -> str:
+    """Spark's log level: $R2REC_SPARK_LOG_LEVEL (WARN unless set; INFO for debugging)."""
+    level = os.environ.get("R2REC_SPARK_LOG_LEVEL", "WARN").strip().upper() or "WARN"
+    if level not in _LEVELS:
+        raise R2RecError(
+            f"R2REC_SPARK_LOG_LEVEL must be one of {', '.join(_LEVELS)}, got {level!r}"
+        )
+    return level
+
+
+def log_java_options() -> str:
+    """JVM options that make the driver log at :func:`log_level` from its first line
+    (setLogLevel only applies after start-up, which is where most INFO lines come from)."""
+    return f"-Dlog4j2.configurationFile=file:{LOG4J2} -Dr2rec.spark.log.level={log_level()}"
 
 
 def launched_by_spark_submit() -> bool:

@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         params = ChainParams(args.top_k, args.fanout, args.seed, args.recency_weight)
         return run(get_spark(), Lakehouse(args.lakehouse), args.ds, params)
 
-    return run_main(body)
+    return run_main(body, job="chains", argv=argv, ds=args.ds, lakehouse=args.lakehouse)
 
 
 if __name__ == "__main__":  # pragma: no cover

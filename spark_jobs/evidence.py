@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         params = ChainParams(fanout=args.fanout, seed=args.seed)
         return run(get_spark(), Lakehouse(args.lakehouse), args.ds, args.scope, params)
 
-    return run_main(body)
+    return run_main(body, job="evidence", argv=argv, ds=args.ds, lakehouse=args.lakehouse)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(get_spark(), Lakehouse(args.lakehouse), args.ds)
 
-    return run_main(body)
+    return run_main(body, job="graph", argv=argv, ds=args.ds, lakehouse=args.lakehouse)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,10 @@ from r2rec.jobs import CheckResult
 
 
 def run_checks(checks: dict[str, DataFrame]) -> list[CheckResult]:
+    from r2rec.progress import step
+
     results = []
+    step(f"data-quality checks: {', '.join(checks)}")
     for name, offending in checks.items():
         failing = offending.count()
         example = str(offending.limit(1).collect()[0].asDict()) if failing else None

@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         cp = CandidateParams(args.candidates, seeds, args.sampler, args.alpha)
         return run(get_spark(), Lakehouse(args.lakehouse), args.ds, sp, cp)
 
-    return run_main(body)
+    return run_main(body, job="samples", argv=argv, ds=args.ds, lakehouse=args.lakehouse)
 
 
 if __name__ == "__main__":  # pragma: no cover

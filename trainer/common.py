@@ -127,16 +127,34 @@ def apply_shape(train_args) -> None:
             setattr(train_args, name, value)
 
 
-def stage_main(config_name: str, train, argv: list[str] | None) -> int:
+def stage_main(job: str, config_name: str, train, argv: list[str] | None) -> int:
     """``main`` of a training stage: parse the config into trl's ``config_name``, train."""
+    from r2rec import runlog
     from r2rec.jobs import run_main
 
     def body():
         import trl
 
-        return train(*parse(getattr(trl, config_name), argv))
+        run_args, train_args = parse(getattr(trl, config_name), argv)
+        # The config file may set ds and the lakehouse, so the record learns them here.
+        record = runlog.current()
+        if record is not None:
+            record.describe(ds=run_args.ds, lakehouse=run_args.lakehouse)
+        return train(run_args, train_args)
 
-    return run_main(body)
+    return run_main(body, job=job, argv=argv, ds=_option(argv, "--ds"),
+                    lakehouse=_option(argv, "--lakehouse"))  # fmt: skip
+
+
+def _option(argv: list[str] | None, name: str) -> str | None:
+    """An option's value on the command line, before the config is parsed (for the log)."""
+    args = sys.argv[1:] if argv is None else argv
+    for i, word in enumerate(args):
+        if word == name and i + 1 < len(args):
+            return args[i + 1]
+        if word.startswith(name + "="):
+            return word.split("=", 1)[1]
+    return None
 
 
 def config_dict(run_args: RunArgs, train_args) -> dict[str, Any]:
@@ -219,15 +237,42 @@ def progress_callback(run: Run):
     """
     from transformers import TrainerCallback
 
+    from r2rec.progress import Progress
+
     path = run.dir / "progress.jsonl"
 
     class _Progress(TrainerCallback):
+        bar: Progress | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = Progress(f"{run.stage} {run.run_id}", state.max_steps, "steps")
+            self.bar.start_at(state.global_step)  # resumed from a checkpoint
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.advance()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             entry = {"pid": os.getpid(), "step": state.global_step, **(logs or {})}
             with open(path, "a") as fh:
                 fh.write(json.dumps(entry, default=str) + "\n")
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.note = f"loss {float(logs['loss']):.4f}"
 
     return _Progress()
+
+
+def own_progress_only(trainer) -> None:
+    """Drop transformers' tqdm bar and log printer: :func:`progress_callback` reports
+    steps, rate and ETA as a bar on a terminal and as plain lines in a task log."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
 
 
 def load_tokenizer(path: str):

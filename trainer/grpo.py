@@ -26,6 +26,7 @@ from trainer.common import (
     load_model,
     load_tokenizer,
     lora_config,
+    own_progress_only,
     progress_callback,
     stage_main,
     start,
@@ -194,6 +195,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         peft_config=peft_config,
         rollout_func=make_rollout(run_args, train_args, base.path, run.dir),
     )
+    own_progress_only(trainer)
     resumed_from = run.last_checkpoint()
     trainer.train(resume_from_checkpoint=resumed_from)
     history = trainer.state.log_history
@@ -223,7 +225,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("GRPOConfig", train, argv)
+    return stage_main("grpo", "GRPOConfig", train, argv)
 
 
 if __name__ == "__main__":

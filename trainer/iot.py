@@ -153,16 +153,27 @@ class Trace:
     reject_reason: str | None
 
 
+WAVE_PART = 512  # requests per teacher call: big enough to batch, small enough to report
+
+
 def generate_traces(keyed_facts: Sequence[tuple[str, ChainFacts]], teacher) -> list[Trace]:
     """Write every trace step by step, one teacher batch ("wave") per step."""
+    from r2rec.progress import Progress
+
     thoughts: list[list[str]] = [[] for _ in keyed_facts]
-    for step in range(1, len(HOPS) + 1):
-        wave = [
-            StepRequest(step, facts, tuple(thoughts[k]), key)
-            for k, (key, facts) in enumerate(keyed_facts)
-        ]
-        for k, text in enumerate(teacher.think(wave)):
-            thoughts[k].append(" ".join((text or "").split()))
+    total = len(HOPS) * len(keyed_facts)
+    with Progress(f"traces teacher={teacher.name}", total, "steps") as progress:
+        for step in range(1, len(HOPS) + 1):
+            wave = [
+                StepRequest(step, facts, tuple(thoughts[k]), key)
+                for k, (key, facts) in enumerate(keyed_facts)
+            ]
+            # In parts, so a slow LLM teacher shows progress within a wave.
+            for start in range(0, len(wave), WAVE_PART):
+                part = wave[start : start + WAVE_PART]
+                for k, text in enumerate(teacher.think(part), start=start):
+                    thoughts[k].append(" ".join((text or "").split()))
+                progress.advance(len(part))
     return [judge(key, facts, th) for (key, facts), th in zip(keyed_facts, thoughts, strict=True)]
 
 

@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(
         lambda: run(
             Lakehouse(args.lakehouse), args.ds, args.candidate, args.min_gain, args.min_samples
-        )
+        ),
+        job="promote",
+        argv=argv,
+        ds=args.ds,
+        lakehouse=args.lakehouse,
     )
 
 

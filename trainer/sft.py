@@ -28,6 +28,7 @@ from trainer.common import (
     load_model,
     load_tokenizer,
     lora_config,
+    own_progress_only,
     progress_callback,
     stage_main,
     start,
@@ -150,6 +151,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         callbacks=[progress_callback(run)],
         peft_config=lora_config(run_args) if run_args.use_lora else None,
     )
+    own_progress_only(trainer)
     resumed_from = run.last_checkpoint()
     result = trainer.train(resume_from_checkpoint=resumed_from)
     manifest = finish(
@@ -176,7 +178,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("SFTConfig", train, argv)
+    return stage_main("sft", "SFTConfig", train, argv)
 
 
 if __name__ == "__main__":

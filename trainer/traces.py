@@ -266,7 +266,11 @@ def main(argv: list[str] | None = None) -> int:
             make_teacher(args.teacher, args.model, args.base_url),
             args.max_chains,
             args.evidence,
-        )
+        ),
+        job="traces",
+        argv=argv,
+        ds=args.ds,
+        lakehouse=args.lakehouse,
     )
 
 

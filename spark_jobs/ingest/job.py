@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return asdict(run_ingest(get_spark(), Lakehouse(args.lakehouse), config))
 
-    return run_main(body)
+    return run_main(body, job="ingest", argv=argv, ds=args.ds, lakehouse=args.lakehouse)
 
 
 if __name__ == "__main__":  # pragma: no cover

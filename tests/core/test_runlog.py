@@ -68,6 +68,10 @@ def test_an_operator_error_mid_job_is_recorded_with_its_line(lakehouse, write_pa
 
 
 def test_a_programming_error_is_recorded_and_keeps_its_traceback(lakehouse):
+    from pathlib import Path
+
+    Path(lakehouse.root).mkdir(parents=True)  # an existing lakehouse, no table yet
+
     def body():
         return {}["missing"]
 
@@ -76,6 +80,20 @@ def test_a_programming_error_is_recorded_and_keeps_its_traceback(lakehouse):
     (row,) = rows(lakehouse)
     assert row["status"] == "failed" and row["error"] == "KeyError: 'missing'"
     assert runlog.current() is None  # the next run in this process starts clean
+
+
+def test_a_run_refused_before_writing_creates_no_lakehouse(tmp_path, capsys):
+    from r2rec.errors import R2RecError
+
+    def body():
+        raise R2RecError("ingest --path '/etc' is outside the allowed ingest roots")
+
+    root = tmp_path / "typo-lakehouse"
+    assert run_main(body, job="ingest", argv=[], ds=DS, lakehouse=str(root)) == 1
+    assert not root.exists()  # the refused run wrote nothing, not even its record
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == "error: ingest --path '/etc' is outside the allowed ingest roots"
+    assert err[-2].startswith(f"r2rec ingest ds={DS} run=") and " failed in " in err[-2]
 
 
 def test_an_unwritable_record_does_not_change_the_outcome(tmp_path, capsys):

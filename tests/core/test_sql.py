@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -264,6 +264,7 @@ def demo_lake(lakehouse, write_partition):
     from r2rec.contracts import (
         EVAL_METRICS,
         JOB_METRICS,
+        JOB_RUNS,
         MODEL_PROMOTIONS,
         MODEL_REGISTRY,
         QUARANTINE,
@@ -330,6 +331,25 @@ def demo_lake(lakehouse, write_partition):
             (2, "m@1", 0.25, 0.5, "rejected", "hr@1 fell"),
         ]
     ])  # fmt: skip
+    as_map = lambda versions: list(versions.items()) if versions else None  # noqa: E731
+    lakehouse.append(JOB_RUNS, pa.Table.from_pylist([
+        {"ds": day, "job": job, "run_id": f"{job}-{day}", "status": status,
+         "started_at": start, "ended_at": start + timedelta(seconds=secs), "elapsed_s": secs,
+         "inputs": as_map(inputs), "outputs": as_map(outputs), "config": "[]", "report": None,
+         "error": error,
+         "git_commit": "abc123", "host": "h", "pid": 1, "peak_rss_mb": mib,
+         "jvm_peak_rss_mb": jvm}
+        for day, job, status, start, secs, inputs, outputs, error, mib, jvm in [
+            (ds, "graph", "success", at.replace(hour=1), 48.2, {"interactions": 2},
+             {"graph_edges": 3, "graph_stats": 3}, None, 207.0, 930.0),
+            (ds, "samples", "failed", at.replace(hour=2), 41.0, {"interactions": 2, "items": 1},
+             None, "data-quality check failed: samples_unique", 310.0, 1200.0),
+            ("2026-11-24", "graph", "success", at.replace(day=24, hour=1), 52.0,
+             {"interactions": 1}, {"graph_edges": 2, "graph_stats": 2}, None, 205.0, 1010.0),
+            ("2026-11-18", "graph", "success", at.replace(day=18, hour=1), 99.0,
+             {"interactions": 0}, {"graph_edges": 1, "graph_stats": 1}, None, 999.0, 999.0),
+        ]
+    ], JOB_RUNS.arrow_schema()))  # fmt: skip
     return lakehouse
 
 
@@ -385,13 +405,25 @@ DOCUMENTED = {
          ["grpo", "grpo-1", "rejected", 0.25, 8, "2", 180.0]],
     "SELECT candidate_version, decision, reason FROM model_promotions ORDER BY decided_at":
         [["m@1", "promoted", "first champion"], ["m@2", "rejected", "hr@1 fell"]],
+    "SELECT job, status, started_at, round(elapsed_s) AS seconds, inputs, outputs, git_commit, "
+    "error FROM job_runs WHERE ds = '2026-11-25' ORDER BY started_at":
+        [["graph", "success", "2026-11-25T01:00:00+00:00", 48.0, {"interactions": 2},
+          {"graph_edges": 3, "graph_stats": 3}, "abc123", None],
+         ["samples", "failed", "2026-11-25T02:00:00+00:00", 41.0, {"interactions": 2, "items": 1},
+          None, "abc123", "data-quality check failed: samples_unique"]],
+    "SELECT job, count(*) AS runs, max(elapsed_s) AS max_seconds, max(peak_rss_mb) AS max_mib, "
+    "max(jvm_peak_rss_mb) AS max_jvm_mib, count(*) FILTER (WHERE status = 'failed') AS failed FROM "
+    "job_runs WHERE ds >= '2026-11-19' GROUP BY job ORDER BY max_seconds DESC":
+        [["graph", 2, 52.0, 207.0, 1010.0, 0], ["samples", 1, 41.0, 310.0, 1200.0, 1]],
 }  # fmt: skip
 
 
 def _documented_queries() -> list[str]:
-    """The DuckDB queries README.md ("Querying") and the Makefile's demo target show."""
-    readme = (ROOT / "README.md").read_text().split("## Querying", 1)[1]
+    """The DuckDB queries README.md ("Querying", "Operating it") and `make demo` show."""
+    text = (ROOT / "README.md").read_text()
+    readme = text.split("## Querying", 1)[1]
     readme = readme.split("Spark SQL", 1)[0]  # the Spark SQL example is not DuckDB
+    readme += text.split("## Operating it", 1)[1].split("\n## ", 1)[0]
     queries = re.findall(r'^r2rec sql "([^"]+)"', readme, re.M)
     for block in re.findall(r"```sql\n(.*?)```", readme, re.S):
         lines = [ln for ln in block.splitlines() if not ln.lstrip().startswith("--")]

@@ -351,3 +351,40 @@ def test_report_links_the_training_runs_of_evaluated_models(tmp_path):
     assert "| llm:base@1+adapter@2 | sft | sft-2026-11-25-abcd | champion |" in text
     assert f"[curves.png](file://{tmp_path}/runs/sft-2026-11-25-abcd/curves.png)" in text
     assert "Trained models" not in markdown("2026-11-25", rows)
+
+
+def test_job_runs_records_a_run_and_a_failure_injected_mid_job(lh, capsys, monkeypatch):
+    from r2rec import faults
+    from r2rec.contracts import JOB_RUNS
+    from r2rec.runlog import JOB_INPUTS
+
+    args = ["--ds", DS, "--lakehouse", lh.root, "--models", "popularity,itemknn"]
+    assert evaluate.main(args) == 0
+    capsys.readouterr()
+    monkeypatch.setenv(faults.RAISE_ENV, "evaluate.model_written:1")
+    monkeypatch.setattr(faults, "_passed", {})
+    with pytest.raises(faults.InjectedFault):
+        evaluate.main(args)
+    err = capsys.readouterr().err
+
+    ok, failed = sorted(lh.read_arrow(JOB_RUNS).to_pylist(), key=lambda r: r["started_at"])
+    for r in (ok, failed):
+        r["inputs"], r["outputs"] = dict(r["inputs"]), dict(r["outputs"])
+    assert (ok["job"], ok["ds"], ok["status"], failed["status"]) == (
+        "evaluate",
+        DS,
+        "success",
+        "failed",
+    )
+    assert (
+        failed["error"] == "InjectedFault: R2REC_FAULT_RAISE: failing at evaluate.model_written #1"
+    )
+    # The failed run wrote popularity's metrics before it died, and says so.
+    assert failed["outputs"]["eval_metrics"] == lh.version(EVAL_METRICS)
+    assert ok["outputs"]["eval_metrics"] < failed["outputs"]["eval_metrics"]
+    # Inputs are the versions actually read, and the job reads only what it declares.
+    assert ok["inputs"]["samples"] == lh.version(SAMPLES)
+    assert set(ok["inputs"]) <= set(JOB_INPUTS["evaluate"]), set(ok["inputs"])
+    assert json.loads(ok["config"]) == args
+    assert json.loads(ok["report"])["models"].keys() == {"popularity", "itemknn"}
+    assert f"r2rec evaluate ds={DS} run={failed['run_id']} failed in " in err

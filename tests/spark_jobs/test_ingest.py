@@ -465,7 +465,8 @@ def test_incremental_run_writes_only_new_events(formats, capsys, monkeypatch):
         ]
     )
     out, err = capsys.readouterr()
-    assert (rc, err) == (0, "")
+    assert rc == 0
+    assert "error" not in err.lower() and "warn" not in err.lower(), err
     report = json.loads(out)
     assert report["already_ingested"] == 3
     assert report["interactions"] == {
@@ -763,6 +764,19 @@ def test_earlier_partition_survives_later_runs(quality):
 # --- command line ---------------------------------------------------------------------------
 
 
+def error_line(err: str) -> str:
+    """The operator's one error line: the last on stderr, after the run's end line
+    (which repeats it), with no traceback and nothing else."""
+    lines = err.splitlines()
+    assert "Traceback" not in err, err
+    assert lines and lines[-1].startswith("error: "), err
+    others = [ln for ln in lines[:-1] if not ln.startswith("r2rec ingest ds=")]
+    assert others == [], err
+    said = lines[-2].split("; error: ", 1)[1].removesuffix("…")  # the end line, maybe cut
+    assert lines[-1].removeprefix("error: ").startswith(said), err
+    return lines[-1]
+
+
 @pytest.mark.parametrize(
     ("ds", "message"),
     [
@@ -776,7 +790,7 @@ def test_cli_bad_ds_is_one_line_error(capsys, tmp_path, ds, message):
     out, err = capsys.readouterr()
     assert rc == 1
     assert out == ""
-    assert err == f"error: {message}\n"
+    assert error_line(err) == f"error: {message}"
 
 
 def test_cli_missing_dataset_file_is_one_line_error(capsys, tmp_path, monkeypatch):
@@ -786,7 +800,8 @@ def test_cli_missing_dataset_file_is_one_line_error(capsys, tmp_path, monkeypatc
     out, err = capsys.readouterr()
     assert (rc, out) == (1, "")
     missing = tmp_path / "ratings.dat"
-    assert err == f"error: source 'movielens-1m': {missing} is missing (expected in --path)\n"
+    expected = f"error: source 'movielens-1m': {missing} is missing (expected in --path)"
+    assert error_line(err) == expected
 
 
 @pytest.mark.parametrize(("option", "path"), [("--path", "/etc"), ("--items-path", "/etc/passwd")])
@@ -808,9 +823,9 @@ def test_cli_path_outside_the_ingest_roots_is_refused_before_any_work(
 
     out, err = capsys.readouterr()
     assert (rc, out) == (1, "")
-    assert err == (
+    assert error_line(err) == (
         f"error: ingest {option} '{path}' is outside the allowed ingest roots ({allowed}); "
-        "set R2REC_INGEST_ROOTS (colon-separated) to allow another directory\n"
+        "set R2REC_INGEST_ROOTS (colon-separated) to allow another directory"
     )
     assert not lake.exists()
 
@@ -828,7 +843,9 @@ def test_cli_dataset_file_linked_out_of_the_root_is_refused(capsys, tmp_path, mo
 
     _, err = capsys.readouterr()
     assert rc == 1
-    assert err.startswith(f"error: ingest --path '{base}' (it holds '{base}/ratings.dat', a link")
+    assert error_line(err).startswith(
+        f"error: ingest --path '{base}' (it holds '{base}/ratings.dat', a link"
+    )
     assert not (tmp_path / "lakehouse").exists()
 
 
