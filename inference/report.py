@@ -191,6 +191,10 @@ def chart_png(ds: str, rows: list[dict]) -> bytes:
     ax.set_ylim(0, 1)
     ax.set_title(f"Test split, sampled protocol, ds = {ds}", fontsize=10)
     ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _png(fig) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -217,3 +221,99 @@ def write_report(root: str, ds: str, rows: list[dict], runs: Sequence[dict] = ()
         "report": _write(root, f"eval_{ds}.md", markdown(ds, rows, runs).encode()),
         "chart": _write(root, f"eval_{ds}.png", chart_png(ds, rows)),
     }
+
+
+# --- backtest ----------------------------------------------------------------------------
+BACKTEST_CHARTS = ("hr", "recall", "ndcg", "mrr", "coverage", "novelty", "share_active")
+
+
+def _backtest_model_order(models: Sequence[str]) -> list[str]:
+    """The published LLM first, then retrieval, then the classical baselines."""
+    llms = sorted(m for m in models if m.startswith("llm:"))
+    rest = [m for m in ("retrieval", *CLASSICAL) if m in models]
+    return llms + rest + sorted(set(models) - set(llms) - set(rest))
+
+
+def _metric_name(metric: str) -> str:
+    return metric.split("@", 1)[0]
+
+
+def backtest_markdown(rows: list[dict]) -> str:
+    """Per horizon, a table of dates x models for each per-user metric, with users."""
+    lines = ["# Backtest: published recommendations against what users did next", ""]
+    lines.append(
+        "Per served date D, the users with published recommendations; metrics over the "
+        "users with an interaction in [D, D + H) (hr, recall, ndcg, mrr: mean with 95% "
+        "interval), or over all of them (coverage, novelty, share_active)."
+    )
+    for h in sorted({r["horizon_days"] for r in rows}):
+        at = [r for r in rows if r["horizon_days"] == h]
+        models = _backtest_model_order({r["model"] for r in at})
+        dates = sorted({r["ds"] for r in at})
+        value = {(r["ds"], r["model"], r["metric"]): r for r in at}
+        k = at[0]["k"]
+        lines += ["", f"## H = {h} days", ""]
+        for metric in (f"hr@{k}", f"ndcg@{k}", f"mrr@{k}", f"recall@{k}", f"coverage@{k}",
+                       f"novelty@{k}", "share_active"):  # fmt: skip
+            lines += [
+                f"### {metric}",
+                "",
+                "| ds | users (with future) | " + " | ".join(models) + " |",
+            ]
+            lines.append("|---" * (len(models) + 2) + "|")
+            for d in dates:
+                users = value.get((d, models[0], "users"))
+                future = value.get((d, models[0], "users_with_future"))
+                count = (
+                    f"{int(users['value'])} ({int(future['value'])})" if users and future else "?"
+                )
+                cells = []
+                for m in models:
+                    r = value.get((d, m, metric))
+                    if r is None:
+                        cells.append("-")
+                    elif r["ci_low"] is not None:
+                        cells.append(f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
+                    else:
+                        cells.append(f"{r['value']:.3f}")
+                lines.append(f"| {d} | {count} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def backtest_chart_png(rows: list[dict], horizon: int, metric: str) -> bytes:
+    """One metric over served dates, a line per model."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    at = [r for r in rows if r["horizon_days"] == horizon and _metric_name(r["metric"]) == metric]
+    dates = sorted({r["ds"] for r in at})
+    fig = Figure(figsize=(max(5.0, 0.45 * len(dates) + 3), 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for model in _backtest_model_order({r["model"] for r in at}):
+        points = sorted((r["ds"], r["value"]) for r in at if r["model"] == model)
+        xs = [dates.index(d) for d, _ in points]
+        ax.plot(xs, [v for _, v in points], marker="o", markersize=3, label=model[:40])
+    ax.set_xticks(range(len(dates)), dates, rotation=45, ha="right", fontsize=7)
+    label = next((r["metric"] for r in at), metric)
+    ax.set_title(f"{label}, H = {horizon} days", fontsize=10)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def write_backtest_report(lakehouse) -> dict[str, object]:
+    """``reports/backtest/backtest.md`` and one PNG per (horizon, metric), from every row
+    of ``backtest_metrics`` (all dates so far)."""
+    from r2rec.contracts import BACKTEST_METRICS
+
+    rows = lakehouse.read_arrow(BACKTEST_METRICS).to_pylist()
+    root = lakehouse.root
+    charts = []
+    for h in sorted({r["horizon_days"] for r in rows}):
+        for metric in BACKTEST_CHARTS:
+            if any(_metric_name(r["metric"]) == metric and r["horizon_days"] == h for r in rows):
+                name = f"backtest/{metric}_H{h}.png"
+                charts.append(_write(root, name, backtest_chart_png(rows, h, metric)))
+    report = _write(root, "backtest/backtest.md", backtest_markdown(rows).encode())
+    return {"report": report, "charts": charts}

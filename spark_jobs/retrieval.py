@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from r2rec.config import ds_start, parse_ds
-from r2rec.contracts import NO_SOURCE, QUARANTINE, SERVE_CANDIDATES
+from r2rec.contracts import NO_SOURCE, QUARANTINE, SERVE_CANDIDATES, SOURCE_PRIORITY
 from r2rec.errors import R2RecError
 from r2rec.jobs import base_parser, record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
@@ -115,11 +115,11 @@ def build_candidates(edges: DataFrame, ds: str, params: RetrievalParams) -> Data
     chained = chain_candidates(edges, recent.join(users, "user_id"), params).join(users, "user_id")
     pool = (
         chained.withColumn("source", F.lit("chain"))
-        .withColumn("priority", F.lit(0))
+        .withColumn("priority", F.lit(SOURCE_PRIORITY.index("chain")))
         .unionByName(
             popular_candidates(edges, users, params)
             .withColumn("source", F.lit("popular"))
-            .withColumn("priority", F.lit(1))
+            .withColumn("priority", F.lit(SOURCE_PRIORITY.index("popular")))
         )
     )
     best = Window.partitionBy("user_id").orderBy("priority", F.col("score").desc(), "item_id")
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return run(get_spark(), Lakehouse(args.lakehouse), args.ds, params)
 
-    return run_main(body)
+    return run_main(body, job="retrieval", argv=argv, ds=args.ds, lakehouse=args.lakehouse)
 
 
 if __name__ == "__main__":  # pragma: no cover
