@@ -325,14 +325,15 @@ def _hop_not_an_earlier_edge(chains: DataFrame, edges: DataFrame, item: str, ts:
     )
 
 
-def chain_checks(chains: DataFrame, edges: DataFrame) -> dict[str, DataFrame]:
+def chain_checks(chains: DataFrame, edges: DataFrame, min_overlap: int = 2) -> dict[str, DataFrame]:
     # Every hop must be an edge of the graph and precede the target interaction.
     hop_u1_i0 = _hop_not_an_earlier_edge(chains, edges, "i0", "u1_i0_ts")
     hop_u1_i1 = _hop_not_an_earlier_edge(chains, edges, "i1", "u1_i1_ts")
     return {
         "chains_key_not_null": chains.filter(F.col("chain_id").isNull() | F.col("u1").isNull()),
         "chains_u1_differs_from_u0": chains.filter(F.col("u1") == F.col("user_id")),
-        "chains_closure": chains.filter(F.col("overlap") < 2),
+        # The closure the job was run with (--min-overlap), not the default's.
+        "chains_closure": chains.filter(F.col("overlap") < min_overlap),
         "chains_u0_i0_before_target": chains.filter(
             F.col("u0_i0_ts").isNull() | (F.col("u0_i0_ts") > F.col("target_ts"))
         ),
@@ -352,7 +353,7 @@ def run(spark, lakehouse: Lakehouse, ds: str, params: ChainParams | None = None)
         chains = build_chains(spark, edges, samples, ds, params).persist(
             StorageLevel.MEMORY_AND_DISK
         )
-        results = quality.run_checks(chain_checks(chains, edges))
+        results = quality.run_checks(chain_checks(chains, edges, params.min_overlap))
         quality.enforce(JOB, ds, results)
         version = lakehouse.overwrite(CHAINS, chains, partition={"ds": ds})
         n_train = samples.filter(F.col("split") == "train").count()

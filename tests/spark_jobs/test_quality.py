@@ -74,4 +74,7 @@ def test_chain_checks_catch_invalid_chains(spark):
     msg = str(err.value)
     assert "'chains_closure' failed for 1 row(s)" in msg
     assert "'chains_u1_differs_from_u0' failed for 1 row(s)" in msg
+    # A job run with --min-overlap 1 holds its chains to that closure, not the default's.
+    loose = {r.name: r.failing for r in quality.run_checks(chain_checks(chains, edges, 1))}
+    assert loose["chains_closure"] == 0
     assert "chains_key_not_null" not in msg
