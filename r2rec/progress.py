@@ -65,6 +65,8 @@ class Progress:
     # --- counting ----------------------------------------------------------------------
     def start_at(self, done: int) -> None:
         """Resume: ``done`` units were finished by an earlier run (not in the rate)."""
+        if done <= 0:
+            return
         self.total = max(0, self.total - done)
         self.label = f"{self.label} (from {done})"
 

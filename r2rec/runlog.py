@@ -33,10 +33,10 @@ from typing import Any
 JOB_INPUTS: dict[str, tuple[str, ...]] = {
     "ingest": ("interactions_raw", "items_raw", "interactions", "items"),
     "graph": ("interactions",),
-    "samples": ("interactions", "items"),
+    "samples": ("graph_edges",),
     "chains": ("samples", "graph_edges"),
     "evidence": ("samples", "candidates", "graph_edges", "serve_candidates", "items"),
-    "retrieval": ("interactions", "items", "graph_edges", "samples"),
+    "retrieval": ("graph_edges",),
     "traces": ("samples", "candidates", "chains", "candidate_evidence", "items"),
     "sft": ("sft_examples", "model_registry"),
     "grpo": ("rl_prompts", "candidate_evidence", "items", "model_registry"),
