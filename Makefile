@@ -37,7 +37,7 @@ ifneq ($(wildcard /opt/wheels),)
 export PIP_FIND_LINKS := /opt/wheels
 endif
 
-.PHONY: setup demo airflow airflow-db test lint format clean postgres
+.PHONY: setup demo results airflow airflow-db test lint format clean postgres
 
 setup: $(STAMP)
 
@@ -85,6 +85,13 @@ demo: setup airflow-db
 	$(VENV)/bin/r2rec sql "SELECT candidate_version, decision, reason FROM model_promotions ORDER BY decided_at"
 	@echo "Evaluation report: $(R2REC_LAKEHOUSE)/reports/eval_$(DEMO_DS).md (+ .png)"
 	@echo "Airflow UI over these runs: make airflow"
+
+# README's "Results on ML-100k" from an empty lakehouse: data, SFT, GRPO, the ablation,
+# every evaluation, then the table from eval_metrics into README and the step times into
+# bench/RESULTS.md. Hours on 2 cores; a rerun resumes (finished runs are kept).
+RESULTS_LAKEHOUSE ?= $(CURDIR)/lakehouse-results
+results: setup
+	$(PY) -m bench.results --lakehouse $(RESULTS_LAKEHOUSE) --readme README.md --record bench/RESULTS.md
 
 # The metadata DB and the gpu pool, once per Airflow home.
 airflow-db: $(AIRFLOW_HOME)/.r2rec-ready

@@ -38,7 +38,9 @@ LAKEHOUSE = os.environ.get("R2REC_LAKEHOUSE", str(ROOT / "lakehouse"))
 BIN = Path(sys.executable).parent  # the environment Airflow runs in holds r2rec and Spark
 R2REC = str(BIN / "r2rec")
 PYTHON = sys.executable
-START = datetime(2026, 11, 1)
+# Early enough for any historical log a backfill replays (a task never runs for a date
+# before its DAG's start); catchup is off, so the scheduler itself only runs new dates.
+START = datetime(1990, 1, 1)
 GPU_POOL = os.environ.get("R2REC_GPU_POOL", "gpu")
 SPARK_CONN = os.environ.get("R2REC_SPARK_CONN", "spark_default")
 DS_EXPR = "ti.xcom_pull(task_ids='run_date')"

@@ -8,6 +8,8 @@ emits the tables' Asset events with the date attached, which triggers ``r2rec_tr
 
 from __future__ import annotations
 
+import os
+
 from airflow.sdk import DAG, Param, task
 
 from dags.r2rec_common import (
@@ -31,7 +33,9 @@ TABLES = ("interactions", "items", "graph_edges", "samples", "candidates", "chai
 with DAG(
     dag_id="r2rec_data",
     description="Interactions to chains and reasoning traces for one date",
-    schedule="@daily",
+    # A weekly replay of a historical log runs with R2REC_DATA_SCHEDULE="0 0 * * 1" (and
+    # the same for r2rec_score), so `airflow backfill create` makes one run per week.
+    schedule=os.environ.get("R2REC_DATA_SCHEDULE") or "@daily",
     start_date=START,
     catchup=False,
     max_active_runs=3,

@@ -10,6 +10,7 @@ A shard task that fails and retries skips the chunks it already committed.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 from airflow.providers.standard.operators.bash import BashOperator
@@ -37,7 +38,7 @@ from dags.r2rec_common import (
 with DAG(
     dag_id="r2rec_score",
     description="Batch LLM scoring into recommendations, partitioned by date",
-    schedule="@daily",
+    schedule=os.environ.get("R2REC_SCORE_SCHEDULE") or "@daily",
     start_date=START,
     catchup=False,
     max_active_runs=2,
@@ -59,6 +60,12 @@ with DAG(
             "popularity,itemknn,als,sasrec,llm",
             type="string",
             pattern=r"^[a-z]+(,[a-z]+)*(?!\n)$",
+        ),
+        "active_days": Param(
+            0,
+            type="integer",
+            minimum=0,
+            description="score users active in the last N days before D (0 = every user)",
         ),
         "score_args": args_param("--max-users 100 --chunk-size 64"),
         "eval_args": args_param("--sasrec-epochs 10"),
@@ -85,8 +92,9 @@ with DAG(
 
     model = model_spec("{{ params.model }}")
     retrieval = spark_job(
-        "retrieval", "spark_jobs/retrieval.py", outlets=[asset("serve_candidates")]
-    )
+        "retrieval", "spark_jobs/retrieval.py", "--active-days", "{{ params.active_days }}",
+        outlets=[asset("serve_candidates")],
+    )  # fmt: skip
     evidence = spark_job(
         "evidence", "spark_jobs/evidence.py", "--scope", "serve",
         outlets=[asset("candidate_evidence")],

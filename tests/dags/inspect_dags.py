@@ -38,6 +38,12 @@ for dag_id, dag in bag.dags.items():
                 "outlets": sorted(getattr(o, "name", str(o)) for o in t.outlets),
                 "conn_id": getattr(t, "conn_id", None) or getattr(t, "_conn_id", None),
                 "mapped": type(t).__name__ == "MappedOperator",
+                "command": getattr(t, "bash_command", None)
+                if type(t).__name__ == "BashOperator"
+                else None,
+                "spark_conf": getattr(t, "conf", None)
+                if type(t).__name__ == "SparkSubmitOperator"
+                else None,
             }
             for t in dag.tasks
         },

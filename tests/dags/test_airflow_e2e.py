@@ -28,9 +28,11 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-DS = "2026-11-25"
-BACKFILL = ["2026-11-22", "2026-11-23", "2026-11-24"]
-USERS = 60  # ML-100k users 1..60 and all their ratings (~6,000)
+# Dates inside ML-100k's history (1997-09-20 .. 1998-04-22), each with new events for the
+# subsample (206, 154 and 42 after DS's ~3,400): a replay, not four runs over one dump.
+DS = "1997-12-30"
+BACKFILL = ["1997-12-31", "1998-01-01", "1998-01-02"]
+USERS = 60  # ML-100k users 1..60 and all their ratings (~6,600)
 DATA_TABLES = {
     "interactions": {"source": "movielens-100k"},
     "items": {"source": "movielens-100k"},
@@ -154,8 +156,9 @@ def train_run(airflow, data_run):
     model = f"--model {airflow.model}"
     conf = {
         "sft_args": f"{model} --max_steps 2 --max_examples 8",
+        # trl's own generation: one vLLM start less (the vLLM rollout has its own tests).
         "grpo_args": f"{model} --max_steps 1 --max_examples 4 --num_generations 2 "
-        "--per_device_train_batch_size 2 --max_completion_length 16",
+        "--per_device_train_batch_size 2 --max_completion_length 16 --rollout trl",
         "eval_samples": 4,
         # Random tiny models cannot beat each other on 4 samples: promote anyway, so the
         # score DAG has a champion to serve (never the base by accident).
@@ -177,20 +180,46 @@ def score_run(airflow, train_run):
 
 
 def all_succeeded(run: dict) -> bool:
-    ok = run["state"] == "success" and all(
-        s == "success" for states in run["tasks"].values() for s in states
+    # A run with no task instances also ends "success" (e.g. a date before the DAG's
+    # start_date): that is not a run that did anything.
+    ok = (
+        run["state"] == "success"
+        and bool(run["tasks"])
+        and all(s == "success" for states in run["tasks"].values() for s in states)
     )
     if not ok:  # the failing task's error, for the assertion message
         print(Path(run["log"]).read_text()[-8000:])
     return ok
 
 
+def raw_events(airflow, until: str, *, before_start: bool = False) -> set[tuple]:
+    """(user, item, ts) of the subsample's events before the end of ``until`` (or, with
+    ``before_start``, before its start: what the jobs of that date learn from)."""
+    from datetime import UTC, datetime
+
+    from r2rec.config import ds_end, ds_start
+
+    end = (ds_start(until) if before_start else ds_end(until)).timestamp()
+    out = set()
+    for line in (Path(airflow.data) / "ml-100k.inter").read_text().splitlines()[1:]:
+        user, item, _, ts = line.split("\t")[:4]
+        if int(ts) < end:
+            out.add((user, item, datetime.fromtimestamp(int(ts), UTC)))
+    return out
+
+
 def test_data_dag_writes_every_table_for_its_date_only(data_run, lake, airflow):
     assert all_succeeded(data_run), data_run
     interactions = lake.read_arrow("interactions", partitions=[("ds", "=", DS)])
-    assert len(interactions.column("user_id").unique()) == USERS
+    # Every event up to the end of DS, nothing later (deferred to its own date), none lost.
+    assert as_of(lake, DS) == raw_events(airflow, DS)
     raw_lines = len((Path(airflow.data) / "ml-100k.inter").read_text().splitlines()) - 1
-    assert interactions.num_rows == raw_lines  # nothing dropped on the way in
+    metrics = {
+        r["metric"]: r["value"]
+        for r in lake.read_arrow("job_metrics", partitions=[("ds", "=", DS)]).to_pylist()
+        if r["job"] == "ingest.movielens-100k"
+    }
+    assert metrics["interactions.deferred"] == raw_lines - interactions.num_rows > 0
     for table, extra in DATA_TABLES.items():
         assert lake.partitions(table) == [{"ds": DS, **extra}], table
         assert partition_rows(lake, table, DS, extra) > 0, table
@@ -235,6 +264,41 @@ def test_score_dag_maps_shards_and_publishes_every_user_once(score_run, lake):
     metrics = lake.read_arrow("eval_metrics", partitions=[("ds", "=", DS)]).to_pylist()
     models = {m["model"] for m in metrics}
     assert "popularity" in models and f"llm:{champion['model_version']}" in models
+
+
+def test_every_task_leaves_a_job_runs_row_naming_what_it_read(score_run, lake):
+    from r2rec.runlog import JOB_INPUTS
+
+    rows = [r for r in lake.read_arrow("job_runs").to_pylist() if r["ds"] == DS]
+    ran = {r["job"] for r in rows if r["status"] == "success"}
+    assert ran >= {"ingest", "graph", "samples", "chains", "evidence", "traces", "sft", "grpo",
+                   "evaluate", "promote", "retrieval", "score"}, ran  # fmt: skip
+    for r in rows:
+        # Declared inputs are what the start line names: a job reading more would hide it.
+        assert set(dict(r["inputs"])) <= set(JOB_INPUTS[r["job"]]), (r["job"], r["inputs"])
+        assert r["ended_at"] >= r["started_at"] and r["host"]
+    score_rows = [r for r in rows if r["job"] == "score" and r["status"] == "success"]
+    assert len(score_rows) == 3  # two shards and the publishing run
+    published = [r for r in score_rows if "recommendations" in dict(r["outputs"])]
+    assert len(published) == 1
+    assert dict(published[0]["outputs"])["recommendations"] <= lake.version("recommendations")
+
+
+def test_task_logs_read_well(data_run, score_run):
+    import re
+
+    data_log = Path(data_run["log"]).read_text()
+    # Spark at WARN from the first line of every spark-submit: none of its INFO lines.
+    assert not re.search(r"\d\d/\d\d/\d\d \d\d:\d\d:\d\d INFO ", data_log)
+    for job in ("ingest", "graph", "samples", "chains", "evidence", "traces"):
+        assert re.search(rf"r2rec {job} ds={DS} run=\w+ start; inputs: ", data_log), job
+        assert re.search(rf"r2rec {job} ds={DS} run=\w+ success in ", data_log), job
+    assert re.search(r"graph ds=" + DS + r": data-quality checks: ", data_log)
+    score_log = Path(score_run["log"]).read_text()
+    # Scoring reports users done, rate and ETA (a line per chunk at this size is not
+    # promised: at most one per interval, and always the last).
+    assert re.search(r"score serve ds=" + DS + r" shard \d: \d+/\d+ users \(100\.0%\), "
+                     r"[\d.]+ users/s, elapsed [^,]+, done", score_log)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -294,32 +358,42 @@ def as_of(lake, ds: str) -> set[tuple]:
     return set(zip(*columns, strict=True))
 
 
-def test_backfill_produces_each_dates_partitions_like_a_nightly_run(backfill, lake):
+def test_backfill_replays_each_date_like_a_nightly_run(backfill, lake, airflow):
     assert backfill["runs"] == dict.fromkeys(BACKFILL, "success")
-    # Silver interactions are incremental (events no earlier ds brought) and ingests run
-    # in date order: the first backfilled date brings every event, the next ones none,
-    # exactly as nightly runs on those dates would have; each date sees the same events.
-    first = partition_rows(lake, "interactions", BACKFILL[0], DATA_TABLES["interactions"])
-    assert first == partition_rows(lake, "interactions", DS, DATA_TABLES["interactions"])
-    for d in BACKFILL[1:]:
-        assert partition_rows(lake, "interactions", d, DATA_TABLES["interactions"]) == 0
-    assert all(as_of(lake, d) == as_of(lake, BACKFILL[0]) for d in BACKFILL[1:])
-    for table, extra in DATA_TABLES.items():
-        if table == "interactions":
-            continue
+    # Each date's run brought exactly that day's events (ingests run in date order, the
+    # later events deferred), as nightly runs on those dates would have; so each date
+    # sees more history than the one before.
+    previous = DS
+    for d in BACKFILL:
+        day = lake.read_arrow("interactions", partitions=[("ds", "=", d)])
+        got = set(zip(*(day.column(c).to_pylist() for c in ("user_id", "item_id", "ts")),
+                      strict=True))  # fmt: skip
+        assert got == raw_events(airflow, d) - raw_events(airflow, previous), d
+        assert got, d  # each date has new events: the dates were chosen for it
+        assert as_of(lake, d) == raw_events(airflow, d), d
+        previous = d
+    for table in DATA_TABLES:
         parts = sorted(p["ds"] for p in lake.partitions(table))
-        assert parts == sorted([*BACKFILL, DS]), table
-        # The source holds only 1997-98 ratings, so each date's run sees the same data
-        # and must produce exactly what the dag.test() run produced for DS.
-        nightly = partition_rows(lake, table, DS, extra)
-        assert [partition_rows(lake, table, d, extra) for d in BACKFILL] == [nightly] * 3, table
+        # Items are written when new or changed: the catalogue did not change after DS.
+        assert parts == ([DS] if table == "items" else sorted([*BACKFILL, DS])), table
         # Three runs at once appended their own partitions and left DS's files alone.
         assert partition_files(lake, table)[DS] == backfill["before"][table][DS], table
-    chains = lake.read_arrow("chains", partitions=[("ds", "in", [DS, BACKFILL[0]])])
-    by_ds = {}
-    for r in chains.select(["ds", "chain_id"]).to_pylist():
-        by_ds.setdefault(r["ds"], set()).add(r["chain_id"])
-    assert by_ds[DS] == by_ds[BACKFILL[0]]  # seeded per sample: same chains, any date
+    # The graph of each date is the (user, item) pairs of the events before it starts.
+    for d in BACKFILL:
+        edges = lake.read_arrow("graph_edges", partitions=[("ds", "=", d)])
+        pairs = set(zip(edges.column("user_id").to_pylist(), edges.column("item_id").to_pylist(),
+                        strict=True))  # fmt: skip
+        assert pairs == {(u, i) for u, i, _ in raw_events(airflow, d, before_start=True)}, d
+    # Time-correct samples move with the data: the latest events become new test targets.
+    targets = {
+        d: {
+            (r["user_id"], r["target_item_id"])
+            for r in lake.read_arrow("samples", partitions=[("ds", "=", d)]).to_pylist()
+            if r["split"] == "test"
+        }
+        for d in (DS, BACKFILL[-1])
+    }
+    assert targets[DS] != targets[BACKFILL[-1]]
 
 
 DONE = ("success", "failed")
