@@ -48,7 +48,11 @@ def table_uris(lakehouse: Lakehouse) -> dict[str, str]:
     uris = {spec.name: lakehouse.uri(spec) for spec in lakehouse.tables()}
     if "://" not in lakehouse.root and os.path.isdir(lakehouse.root):
         for entry in sorted(os.scandir(lakehouse.root), key=lambda e: e.name):
-            if entry.name not in TABLES and DeltaTable.is_deltatable(entry.path):
+            # Files beside the tables (a run log, a report) are not tables, and delta-rs
+            # raises on them instead of answering no.
+            if entry.name in TABLES or not entry.is_dir(follow_symlinks=False):
+                continue
+            if DeltaTable.is_deltatable(entry.path):
                 uris[entry.name] = entry.path
     return uris
 

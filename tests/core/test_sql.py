@@ -110,6 +110,7 @@ def test_other_delta_tables_under_the_root_are_queryable(lakehouse, write_partit
     write_partition(["a"])
     write_deltalake(f"{lakehouse.root}/scratch", pa.table({"k": [1, 2, 3]}))
     (Path(lakehouse.root) / "not_a_table").mkdir()
+    (Path(lakehouse.root) / "results.log").write_text("a run's log beside the tables\n")
 
     assert sorted(table_uris(lakehouse)) == ["interactions", "scratch"]
     assert run_sql("SELECT sum(k) AS s FROM scratch", lakehouse).to_pylist() == [{"s": 6}]
