@@ -308,11 +308,10 @@ class Lakehouse:
     ) -> int:
         df = conform_spark(spec, df)
         self.ensure(spec)
-        where = f" {partition_predicate(partition)}" if partition else ""
-        progress.step(f"write {spec.name}{where}")
+        where = partition_predicate(partition) if partition is not None else predicate
+        progress.step(f"write {spec.name} {where}" if where else f"write {spec.name}")
         if spark_has_native_delta(df.sparkSession):
             writer = df.write.format("delta").mode(mode)
-            where = partition_predicate(partition) if partition is not None else predicate
             if mode == "overwrite":
                 writer = writer.option("replaceWhere", where)
             writer.save(self.uri(spec))
