@@ -163,6 +163,7 @@ class LLMScorer:
         adapter: str | None = None,
         max_new_tokens: int = MAX_COMPLETION_TOKENS,
         merge_lora: bool | None = None,
+        registered: str | None = None,
         **engine_overrides,
     ):
         from vllm import LLM
@@ -171,7 +172,8 @@ class LLMScorer:
         from r2rec.assets import vllm_engine_args
         from r2rec.models import resolve_model
 
-        self.model = resolve_model(model, adapter)  # the version names base + adapter
+        # The version names base + adapter (or is the registry row's, when given).
+        self.model = resolve_model(model, adapter, registered)
         self.max_new_tokens = max_new_tokens
         args = vllm_engine_args(**engine_overrides)
         serve_path = self.model.path

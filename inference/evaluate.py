@@ -229,7 +229,7 @@ def make_llm_ranker(
     lakehouse: Lakehouse, ds: str, model: str | None, adapter: str | None, evidence: str | None
 ):
     from inference.llm import LLMRanker  # vLLM and torch load only when the LLM is asked for
-    from r2rec.registry import resolve_spec, trained_evidence
+    from r2rec.registry import registered_version, resolve_spec, trained_evidence
 
     trained = trained_evidence(lakehouse, model, ds)
     if evidence and trained and evidence != trained:
@@ -237,10 +237,12 @@ def make_llm_ranker(
             f"{model} was trained on --evidence {trained} prompts; evaluating it on "
             f"--evidence {evidence} would measure a prompt it never saw"
         )
+    registered = registered_version(lakehouse, model, ds)
     model, adapter = resolve_spec(lakehouse, model, adapter, ds)
     return LLMRanker(
-        lakehouse, ds, model=model, adapter=adapter, evidence=evidence or trained or "chains"
-    )
+        lakehouse, ds, model=model, adapter=adapter, evidence=evidence or trained or "chains",
+        registered=registered,
+    )  # fmt: skip
 
 
 def training_runs(lakehouse: Lakehouse, rows: Sequence[dict]) -> list[dict]:

@@ -24,9 +24,12 @@ class LLMRanker:
         max_new_tokens: int = MAX_COMPLETION_TOKENS,
         batch_size: int = 128,
         evidence: str = "chains",
+        registered: str | None = None,
     ):
         self.prompts = SamplePrompts(lakehouse, ds, evidence)
-        self.scorer = LLMScorer(model, adapter, max_new_tokens=max_new_tokens)
+        self.scorer = LLMScorer(
+            model, adapter, max_new_tokens=max_new_tokens, registered=registered
+        )
         self.name = f"llm:{self.scorer.version}"
         # Recorded with the metrics: a budget below the trace length scores ValidRatio 0.
         self.detail = {

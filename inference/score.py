@@ -323,15 +323,16 @@ def run(
     scorer_factory: Callable[[], object] | None = None,
     model_version: str | None = None,
 ) -> dict:
-    from r2rec.registry import resolve_spec
+    from r2rec.registry import registered_version, resolve_spec
 
     ds = parse_ds(ds)
     if top_k < 1 or max_new_tokens < 1:
         raise R2RecError("--top-k and --max-new-tokens must be at least 1")
     if evidence not in EVIDENCE_MODES:
         raise R2RecError(f"--evidence must be one of {', '.join(EVIDENCE_MODES)}")
+    registered = registered_version(lakehouse, model)
     model, adapter = resolve_spec(lakehouse, model, adapter)
-    version = model_version or resolve_model(model, adapter).version
+    version = model_version or resolve_model(model, adapter, registered).version
     work = subsample(load_work(lakehouse, ds, mode, split, seed, evidence), max_users)
     # Every option that changes a chunk's rows: a rerun with another value rescores.
     settings = {"top_k": top_k, "max_new_tokens": max_new_tokens, "evidence": evidence}
@@ -360,7 +361,7 @@ def run(
                     scorer = (
                         scorer_factory()
                         if scorer_factory
-                        else _default_scorer(model, adapter, max_new_tokens)
+                        else _default_scorer(model, adapter, max_new_tokens, version)
                     )
                 scored = scorer.score([w.request for w in chunk.items])
                 rows = chunk_rows(chunk, scored, ds, mode, top_k, meta)
@@ -378,10 +379,10 @@ def _quoted(text: str) -> str:
     return text.replace("'", "''")
 
 
-def _default_scorer(model: str | None, adapter: str | None, max_new_tokens: int):
+def _default_scorer(model: str | None, adapter: str | None, max_new_tokens: int, version: str):
     from inference.engine import LLMScorer
 
-    return LLMScorer(model, adapter, max_new_tokens=max_new_tokens)
+    return LLMScorer(model, adapter, max_new_tokens=max_new_tokens, registered=version)
 
 
 def _publish(

@@ -60,8 +60,16 @@ def _fingerprint(directory: Path, patterns: tuple[str, ...]) -> str:
     return h.hexdigest()[:12]
 
 
-def resolve_model(spec: str | None, adapter: str | None = None) -> ResolvedModel:
-    """``None`` or the default's name = the bundled SmolLM2; otherwise a model directory."""
+def resolve_model(
+    spec: str | None, adapter: str | None = None, registered: str | None = None
+) -> ResolvedModel:
+    """``None`` or the default's name = the bundled SmolLM2; otherwise a model directory.
+
+    ``registered``: the version a registry row recorded for these files. A registered
+    model keeps it (and its files are not hashed again), so its metrics and served rows
+    join its registry row and promotion even after the fingerprint's algorithm changes,
+    as it did once (head-only to whole-file).
+    """
     from r2rec.assets import DEFAULT_MODEL, default_model_dir
 
     if spec in (None, "", DEFAULT_MODEL):
@@ -81,15 +89,19 @@ def resolve_model(spec: str | None, adapter: str | None = None) -> ResolvedModel
             # keeps the default's version, so base and adapter versions line up.
             manifest = json.loads(conversion.read_text())
             version = f"{manifest['model']}@{manifest['gguf_sha256'][:12]}"
+        elif registered:
+            version = registered
         else:
             weights = ("config.json", "*.safetensors", "*.bin")
             version = f"{path.name}@{_fingerprint(path, weights)}"
     if not adapter:
-        return ResolvedModel(str(path), version)
+        return ResolvedModel(str(path), registered or version)
     apath = Path(adapter).expanduser()
     config = apath / "adapter_config.json"
     if not config.is_file():
         raise R2RecError(f"adapter '{adapter}' has no adapter_config.json")
     rank = int(json.loads(config.read_text()).get("r", 16))
+    if registered:
+        return ResolvedModel(str(path), registered, str(apath), rank)
     fingerprint = _fingerprint(apath, ("adapter_config.json", "adapter_model.*"))
     return ResolvedModel(str(path), f"{version}+{apath.name}@{fingerprint}", str(apath), rank)

@@ -102,6 +102,17 @@ def resolve_spec(
     return row["model_path"], row["adapter_path"]
 
 
+def registered_version(lake: Lakehouse, model: str | None, ds: str | None = None) -> str | None:
+    """The version a reference's registry row recorded (None for a path or a base).
+
+    Jobs record a registered model under this, not a fresh fingerprint of its files, so
+    eval rows, served rows and promotion all name the same version.
+    """
+    if not is_reference(model) or model.startswith(BASE):
+        return None
+    return resolve(lake, model, ds)["model_version"]
+
+
 def trained_evidence(lake: Lakehouse, model: str | None, ds: str | None = None) -> str | None:
     """The evidence mode a referenced model was trained with (its prompt), if known."""
     import json

@@ -374,15 +374,22 @@ def throughput(
 
     A resumed run's log history holds the earlier process's steps too, while trl's
     ``train_runtime`` covers only this process: count steps and tokens since the checkpoint.
+    trl's ``num_tokens`` counter itself restarts from 0 in the resumed process (seen with
+    trl 0.2x: 625,611 at step 500, 1,236 at step 501), so a drop means a restart; the
+    run's total is then the earlier count plus this process's.
     """
-    tokens = max((e["num_tokens"] for e in log_history if "num_tokens" in e), default=None)
-    before = max(
-        (e["num_tokens"] for e in log_history
-         if "num_tokens" in e and e.get("step", 0) <= resumed_step),
-        default=0,
-    )  # fmt: skip
+    counted = sorted((e.get("step", 0), e["num_tokens"]) for e in log_history if "num_tokens" in e)
+    before = max((n for step, n in counted if step <= resumed_step), default=0)
+    after = [n for step, n in counted if step > resumed_step]
+    if not counted:
+        new_tokens, tokens = None, None
+    elif not after:
+        new_tokens, tokens = 0, before
+    elif after[0] < before:  # the counter restarted with this process
+        new_tokens, tokens = after[-1], before + after[-1]
+    else:
+        new_tokens, tokens = after[-1] - before, after[-1]
     steps = global_step - resumed_step
-    new_tokens = tokens - before if tokens is not None else None
     return {
         "num_tokens": tokens,
         "steps_this_process": steps,

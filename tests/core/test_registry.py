@@ -80,6 +80,10 @@ def test_lookup_by_run_id_version_and_champion(lakehouse):
         "/runs/a/adapter",
     )
     assert registry.resolve_spec(lakehouse, "/some/dir", "/ad") == ("/some/dir", "/ad")
+    # Jobs record a registered model under its row's version, not a fresh hash.
+    assert registry.registered_version(lakehouse, "registry:sft-2026-11-25-a") == a
+    assert registry.registered_version(lakehouse, "/some/dir") is None
+    assert registry.registered_version(lakehouse, "base:registry:sft-2026-11-25-a") is None
     with pytest.raises(R2RecError, match="not both"):
         registry.resolve_spec(lakehouse, "champion", "/ad")
 

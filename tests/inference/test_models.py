@@ -45,3 +45,28 @@ def test_an_adapter_extends_the_version(tmp_path):
     assert (resolved.adapter, resolved.adapter_rank) == (str(adapter), 8)
     with pytest.raises(R2RecError, match=r"no adapter_config\.json"):
         resolve_model(str(base), str(tmp_path))
+
+
+def test_a_registered_model_keeps_its_registry_version_and_is_not_hashed_again(
+    tmp_path, monkeypatch
+):
+    import r2rec.models as models
+
+    base = model_dir(tmp_path / "base")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 4}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"a" * 10)
+    fresh = resolve_model(str(base), str(adapter)).version
+    # A model registered by older code carries a version today's hash would not produce:
+    # the registry's version must win, or its metrics no longer join its registry row.
+    old = "base@000000000000+adapter@111111111111"
+    monkeypatch.setattr(models, "file_digest", lambda _: pytest.fail("hashed again"))
+    got = resolve_model(str(base), str(adapter), registered=old)
+    assert (got.version, got.adapter, got.adapter_rank) == (old, str(adapter), 4)
+    assert got.version != fresh
+    # A fully fine-tuned registered model (no adapter) keeps its version too.
+    assert resolve_model(str(base), registered="base@222222222222").version == "base@222222222222"
+    # The files must still be there: a registry row does not stand in for missing weights.
+    with pytest.raises(R2RecError, match=r"no adapter_config\.json"):
+        resolve_model(str(base), str(tmp_path / "gone"), registered=old)

@@ -369,3 +369,36 @@ def test_arrow_rows_match_the_contract():
     rows = score.chunk_rows(chunk, [result], DS, "eval", 10, meta)
     table = pa.Table.from_pylist(rows, SCORE_CHUNKS.arrow_schema())
     assert table.num_rows == 1 and table.column("shard").to_pylist() == [1]
+
+
+def test_a_registered_model_is_served_under_its_registry_version(lakehouse, tmp_path):
+    """Rows carry the version the registry row holds, not a fresh hash of the files, so
+    recommendations join the registry (and promotion) after the hash's algorithm moved."""
+    import datetime as dt
+    import json
+
+    from r2rec import registry
+
+    write_eval_inputs(lakehouse)
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    (base / "model.safetensors").write_bytes(b"w" * 10)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 4}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"a" * 10)
+    old = "base@000000000000+adapter@111111111111"
+    registry.register(
+        lakehouse,
+        {
+            "model_version": old, "run_id": "sft-old", "ds": DS, "stage": "sft",
+            "base_model": "base", "base_version": "base@000000000000",
+            "model_path": str(base), "adapter_path": str(adapter), "parent_version": None,
+            "run_dir": str(tmp_path), "manifest": "{}",
+            "registered_at": dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
+        },
+    )  # fmt: skip
+    report = run(lakehouse, FakeScorer(), model="registry:sft-old", model_version=None)
+    assert report["model_version"] == old
+    assert {r["model_version"] for r in recs(lakehouse)} == {old}

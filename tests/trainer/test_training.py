@@ -174,6 +174,10 @@ def test_throughput_of_a_resumed_run_counts_only_its_own_steps():
     }
     fresh = throughput(history, 80.0, 8, 0)
     assert fresh["seconds_per_step"] == 10.0 and fresh["tokens_per_s"] == 10.0
+    # trl restarts its num_tokens counter in the resumed process: steps 5-8 count from 0.
+    restarted = [{"step": k, "num_tokens": 100.0 * (k if k <= 4 else k - 4)} for k in range(1, 9)]
+    out = throughput(restarted, 40.0, 8, resumed)
+    assert (out["num_tokens"], out["tokens_per_s"]) == (800.0, 10.0)
 
 
 def test_sft_then_grpo_resume_after_sigkill_and_register(train_lake, tiny_model_dir):
