@@ -259,16 +259,17 @@ def test_llm_model_is_built_lazily_from_inference_llm(lh, monkeypatch):
     made = []
 
     class FakeLLMRanker(Oracle):
-        def __init__(self, lakehouse, ds, model=None, adapter=None, evidence=None):
+        def __init__(self, lakehouse, ds, model=None, adapter=None, evidence=None, registered=None):
             super().__init__()
             self.name = f"llm:{model}"
-            made.append((lakehouse, ds, model, adapter, evidence))
+            made.append((lakehouse, ds, model, adapter, evidence, registered))
 
     fake = types.ModuleType("inference.llm")
     fake.LLMRanker = FakeLLMRanker
     monkeypatch.setitem(sys.modules, "inference.llm", fake)
     evaluate.run(None, lh, DS, ["llm"], llm_model="tiny", adapter="/a", seeds=[7])
-    assert made == [(lh, DS, "tiny", "/a", "chains")]  # a model directory: prompt v2's default
+    # A model directory: prompt v2's default, and no registry version to keep.
+    assert made == [(lh, DS, "tiny", "/a", "chains", None)]
     rows = metrics(lh, "llm:tiny")
     assert {r["seed"] for r in rows} == {7, None}
     assert value(rows, "llm:tiny", "test", "hr@1", 7) == 1.0
