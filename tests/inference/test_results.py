@@ -1,0 +1,122 @@
+"""The README results table is generated from eval_metrics and the registry: its rows,
+names, numbers and the block it replaces."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from inference import results
+from r2rec import registry
+from r2rec.contracts import EVAL_METRICS
+from r2rec.errors import R2RecError
+
+DS = "2026-11-25"
+BASE = "smollm2-135m-instruct@aaaaaaaaaaaa"
+SFT = f"{BASE}+adapter@111111111111"
+GRPO = f"{BASE}+adapter@222222222222"
+
+
+def register(lake, version: str, stage: str, manifest: dict, minute: int) -> None:
+    registry.register(
+        lake,
+        {
+            "model_version": version, "run_id": f"{stage}-{DS}-{minute}", "ds": DS,
+            "stage": stage, "base_model": "smollm2-135m-instruct", "base_version": BASE,
+            "model_path": "/m", "adapter_path": f"/runs/{minute}/adapter",
+            "parent_version": None, "run_dir": f"/runs/{minute}",
+            "manifest": json.dumps({"stage": stage, **manifest}),
+            "registered_at": dt.datetime(2026, 11, 25, 12, minute, tzinfo=dt.UTC),
+        },
+    )  # fmt: skip
+
+
+def metric_rows(model: str, hr1: float, subset: str = "hash-300") -> list[dict]:
+    rows = []
+    for split in ("valid", "test"):
+        for seed in (None, 0, 1, 2):
+            for metric, value in (("hr@1", hr1), ("valid_ratio", 1.0), ("ndcg@5", hr1 + 0.1)):
+                ci = (hr1 - 0.05, hr1 + 0.05) if metric == "hr@1" and seed is None else (None, None)
+                rows.append({
+                    "ds": DS, "model": model, "split": split, "protocol": "sampled",
+                    "subset": subset, "seed": seed, "metric": metric,
+                    "value": value if seed is None else 0.999, "ci_low": ci[0],
+                    "ci_high": ci[1], "samples": 300, "run_id": "e", "detail": None,
+                })  # fmt: skip
+    return rows
+
+
+@pytest.fixture
+def lake(lakehouse):
+    register(
+        lakehouse, SFT, "sft", minute=1, manifest={
+            "global_step": 1000,
+            "config": {"r2rec": {"evidence": "chains"},
+                       "trl": {"per_device_train_batch_size": 2,
+                               "gradient_accumulation_steps": 1}},
+            "inputs": {"sft_examples": {"rows_used": 6597}},
+        },
+    )  # fmt: skip
+    register(
+        lakehouse, GRPO, "grpo", minute=2, manifest={
+            "global_step": 30,
+            "config": {"r2rec": {"evidence": "chains"},
+                       "trl": {"per_device_train_batch_size": 4,
+                               "gradient_accumulation_steps": 1, "num_generations": 4}},
+        },
+    )  # fmt: skip
+    rows = [
+        *metric_rows("popularity", 0.25),
+        *metric_rows("sasrec", 0.5),
+        *metric_rows("evidence", 0.3),
+        *metric_rows(f"llm:{GRPO}", 0.31),
+        *metric_rows(f"llm:{SFT}", 0.303),
+        *metric_rows(f"llm:{BASE}", 0.0),
+        *metric_rows("llm:unregistered@1", 0.1),
+        *metric_rows("popularity", 0.9, subset="all"),  # another subset: not in the table
+    ]
+    lakehouse.overwrite(EVAL_METRICS, rows, predicate=f"ds = '{DS}'")
+    return lakehouse
+
+
+def test_the_table_orders_names_and_fills_rows_from_eval_metrics(lake):
+    text = results.table(lake, DS, "hash-300")
+    note, _, head, _, *body = text.splitlines()
+    assert "samples `hash-300` per split, mean over 3 candidate seeds (0, 1, 2)" in note
+    assert head.startswith("| model | test HR@1 [95% CI] |")
+    names = [line.split(" | ")[0].removeprefix("| ") for line in body]
+    # Classical rows first, then the untuned base, then trained runs in registration order.
+    assert names == [
+        "SASRec",
+        "popularity",
+        "evidence ranker (no LLM)",
+        "untuned smollm2-135m-instruct",
+        "SFT with evidence (1000 steps x 2 = 2000 of 6597 examples)",
+        "SFT + GRPO with evidence (30 steps x 1 = 30 prompts)",
+        "llm:unregistered@1",
+    ]
+    cells = {name: line.split(" | ") for name, line in zip(names, body, strict=True)}
+    # The seed mean, not a seed's value (0.999), with its interval; the hash-300 subset,
+    # not the "all" rows (popularity 0.9 there).
+    assert cells["popularity"][1:5] == ["0.250 [0.200, 0.300]", "0.250 [0.200, 0.300]",
+                                        "1.000", "0.350"]  # fmt: skip
+    assert cells["SASRec"][-1] == "300 |"
+    assert cells["SASRec"][5] == "—"  # no reasoning metrics for a classical model
+
+
+def test_readme_block_is_replaced_and_nothing_else(lake, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\nbefore\n{results.BEGIN}\nold table\n{results.END}\nafter\n")
+    results.write_readme(readme, results.table(lake, DS, "hash-300"))
+    doc = readme.read_text()
+    assert doc.startswith("# Title\nbefore\n" + results.BEGIN + "\nds 2026-11-25")
+    assert doc.endswith(results.END + "\nafter\n") and "old table" not in doc
+    plain = tmp_path / "plain.md"
+    plain.write_text("no block here\n")
+    with pytest.raises(R2RecError, match="no <!-- results:begin -->"):
+        results.write_readme(plain, "x")
+    assert plain.read_text() == "no block here\n"
+    with pytest.raises(R2RecError, match="no sampled metrics for ds=2026-11-25, subset=hash-9"):
+        results.table(lake, DS, "hash-9")
