@@ -97,7 +97,8 @@ class Airflow:
         assert out.returncode == 0, f"airflow {args}: {out.stderr[-3000:]}"
         return out.stdout
 
-    def test_dag(self, dag_id: str, ds: str, conf: dict, timeout: int = 1500) -> dict:
+    # A hang detector, not a speed limit: a loaded CPU may take several times the usual.
+    def test_dag(self, dag_id: str, ds: str, conf: dict, timeout: int = 3600) -> dict:
         out = subprocess.run(
             [sys.executable, str(ROOT / "tests" / "dags" / "run_dag.py"), dag_id, ds,
              json.dumps(conf)],
@@ -346,7 +347,7 @@ def backfill(standalone, lake):
     runs = wait_for_runs(
         standalone,
         lambda runs: len(runs) == 3 and all(r["state"] in DONE for r in runs.values()),
-        timeout=1500,
+        lake,
     )
     return {"runs": {d: r["state"] for d, r in runs.items()}, "before": before}
 
@@ -407,14 +408,29 @@ def backfill_runs(standalone) -> dict[str, dict]:
     return {r["logical_date"][:10]: r for r in runs if r["run_id"].startswith("backfill__")}
 
 
-def wait_for_runs(standalone, done, timeout: float) -> dict[str, dict]:
-    """The backfill runs by date, polled until ``done(runs)`` holds."""
-    deadline = time.time() + timeout
+def wait_for_runs(standalone, done, lake, stall: float = 900, cap: float = 3 * 3600):
+    """The backfill runs by date, polled until ``done(runs)`` holds.
+
+    Under a loaded CPU the runs are slow but they move, and a fixed deadline failed
+    there (issue 14: 1,500 s ran out while a vLLM evaluation shared the 2 cores). So
+    this fails when nothing moved for ``stall`` seconds: no run changed state and no
+    job finished (each job's ``job_runs`` row is its heartbeat); ``cap`` bounds the rest.
+    """
+    start = moved = time.time()
+    seen = None
     while not done(runs := backfill_runs(standalone)):
         states = {d: r["state"] for d, r in runs.items()}
-        assert time.time() < deadline, f"runs still going after {timeout} s: {states}"
+        now = (states, finished_jobs(lake))
+        if now != seen:
+            seen, moved = now, time.time()
+        assert time.time() - moved < stall, f"nothing moved for {stall} s: {states}"
+        assert time.time() - start < cap, f"runs still going after {cap} s: {states}"
         time.sleep(10)
     return runs
+
+
+def finished_jobs(lake) -> int:
+    return lake.read_arrow("job_runs").num_rows if lake.exists("job_runs") else 0
 
 
 def test_rerunning_one_date_replaces_exactly_that_date(backfill, standalone, lake):
@@ -428,7 +444,7 @@ def test_rerunning_one_date_replaces_exactly_that_date(backfill, standalone, lak
     run = wait_for_runs(
         standalone,
         lambda runs: runs[rerun]["state"] in DONE and runs[rerun]["end_date"] != finished,
-        timeout=1200,
+        lake,
     )[rerun]
     assert run["state"] == "success"
     for table, extra in DATA_TABLES.items():
