@@ -84,18 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     from inference.prompts import SamplePrompts
     from r2rec.assets import cpu_has_native_bf16
     from r2rec.lakehouse import Lakehouse
-    from r2rec.registry import registered_version, resolve_spec
+    from r2rec.registry import resolve_model_ref
 
     lake = Lakehouse(args.lakehouse)
     samples = subsample(load(lake, args.ds, [0]).eval_samples, args.samples)
     prompts = SamplePrompts(lake, args.ds)
     prompts.prepare(samples)
     requests = prompts.requests([(f"{s.sample_id}#{s.seed}", s) for s in samples])
-    registered = registered_version(lake, args.model, args.ds)
-    model, adapter = resolve_spec(lake, args.model, None, args.ds)
+    ref = resolve_model_ref(lake, args.model, None, args.ds)
     results, seconds = {}, {}
     for dtype in ("float32", "bfloat16"):
-        scorer = LLMScorer(model, adapter, dtype=dtype, registered=registered)
+        scorer = LLMScorer(ref.model, ref.adapter, dtype=dtype, registered=ref.registered)
         start = time.perf_counter()
         results[dtype] = scorer.score(requests)
         seconds[dtype] = time.perf_counter() - start

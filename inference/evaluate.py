@@ -229,19 +229,17 @@ def make_llm_ranker(
     lakehouse: Lakehouse, ds: str, model: str | None, adapter: str | None, evidence: str | None
 ):
     from inference.llm import LLMRanker  # vLLM and torch load only when the LLM is asked for
-    from r2rec.registry import registered_version, resolve_spec, trained_evidence
+    from r2rec.registry import resolve_model_ref
 
-    trained = trained_evidence(lakehouse, model, ds)
-    if evidence and trained and evidence != trained:
+    ref = resolve_model_ref(lakehouse, model, adapter, ds)
+    if evidence and ref.evidence and evidence != ref.evidence:
         raise R2RecError(
-            f"{model} was trained on --evidence {trained} prompts; evaluating it on "
+            f"{model} was trained on --evidence {ref.evidence} prompts; evaluating it on "
             f"--evidence {evidence} would measure a prompt it never saw"
         )
-    registered = registered_version(lakehouse, model, ds)
-    model, adapter = resolve_spec(lakehouse, model, adapter, ds)
     return LLMRanker(
-        lakehouse, ds, model=model, adapter=adapter, evidence=evidence or trained or "chains",
-        registered=registered,
+        lakehouse, ds, model=ref.model, adapter=ref.adapter,
+        evidence=evidence or ref.evidence or "chains", registered=ref.registered,
     )  # fmt: skip
 
 

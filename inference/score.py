@@ -323,16 +323,16 @@ def run(
     scorer_factory: Callable[[], object] | None = None,
     model_version: str | None = None,
 ) -> dict:
-    from r2rec.registry import registered_version, resolve_spec
+    from r2rec.registry import resolve_model_ref
 
     ds = parse_ds(ds)
     if top_k < 1 or max_new_tokens < 1:
         raise R2RecError("--top-k and --max-new-tokens must be at least 1")
     if evidence not in EVIDENCE_MODES:
         raise R2RecError(f"--evidence must be one of {', '.join(EVIDENCE_MODES)}")
-    registered = registered_version(lakehouse, model)
-    model, adapter = resolve_spec(lakehouse, model, adapter)
-    version = model_version or resolve_model(model, adapter, registered).version
+    ref = resolve_model_ref(lakehouse, model, adapter)
+    model, adapter = ref.model, ref.adapter
+    version = model_version or resolve_model(model, adapter, ref.registered).version
     work = subsample(load_work(lakehouse, ds, mode, split, seed, evidence), max_users)
     # Every option that changes a chunk's rows: a rerun with another value rescores.
     settings = {"top_k": top_k, "max_new_tokens": max_new_tokens, "evidence": evidence}

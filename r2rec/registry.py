@@ -86,41 +86,48 @@ def lookup(lake: Lakehouse, ref: str, ds: str | None = None) -> dict[str, Any]:
     return resolve(lake, ref if is_reference(ref) else PREFIX + ref, ds)
 
 
-def resolve_spec(
+@dataclass(frozen=True)
+class Resolved:
+    """What a job needs from a model reference, read from one registry lookup.
+
+    ``registered`` is the version the registry row recorded (None for a path or a base):
+    jobs record a registered model under it, not a fresh fingerprint of its files, so eval
+    rows, served rows and promotion all name the same version. ``evidence`` is the prompt
+    mode the row was trained with, when its manifest says.
+    """
+
+    model: str | None
+    adapter: str | None
+    registered: str | None = None
+    evidence: str | None = None
+
+
+def resolve_model_ref(
     lake: Lakehouse, model: str | None, adapter: str | None, ds: str | None = None
-) -> tuple[str | None, str | None]:
-    """(model, adapter) with a reference replaced by its weights' paths."""
+) -> Resolved:
+    """A model option (reference or path) and an adapter option, resolved in one read."""
+    import json
+
     if not is_reference(model):
-        return model, adapter
+        return Resolved(model, adapter)
     if adapter:
         raise R2RecError("give a registry reference or an adapter, not both")
     if model.startswith(BASE):
         row = lookup(lake, model.removeprefix(BASE), ds)
         # A LoRA row's model_path is its base; a fully fine-tuned row's base is its spec.
-        return (row["model_path"] if row["adapter_path"] else row["base_model"]), None
+        return Resolved(row["model_path"] if row["adapter_path"] else row["base_model"], None)
     row = resolve(lake, model, ds)
-    return row["model_path"], row["adapter_path"]
+    manifest = json.loads(row["manifest"] or "{}")
+    evidence = ((manifest.get("config") or {}).get("r2rec") or {}).get("evidence")
+    return Resolved(row["model_path"], row["adapter_path"], row["model_version"], evidence)
 
 
-def registered_version(lake: Lakehouse, model: str | None, ds: str | None = None) -> str | None:
-    """The version a reference's registry row recorded (None for a path or a base).
-
-    Jobs record a registered model under this, not a fresh fingerprint of its files, so
-    eval rows, served rows and promotion all name the same version.
-    """
-    if not is_reference(model) or model.startswith(BASE):
-        return None
-    return resolve(lake, model, ds)["model_version"]
-
-
-def trained_evidence(lake: Lakehouse, model: str | None, ds: str | None = None) -> str | None:
-    """The evidence mode a referenced model was trained with (its prompt), if known."""
-    import json
-
-    if not is_reference(model) or model.startswith(BASE):
-        return None
-    manifest = json.loads(resolve(lake, model, ds)["manifest"] or "{}")
-    return ((manifest.get("config") or {}).get("r2rec") or {}).get("evidence")
+def resolve_spec(
+    lake: Lakehouse, model: str | None, adapter: str | None, ds: str | None = None
+) -> tuple[str | None, str | None]:
+    """(model, adapter) with a reference replaced by its weights' paths."""
+    resolved = resolve_model_ref(lake, model, adapter, ds)
+    return resolved.model, resolved.adapter
 
 
 def latest(lake: Lakehouse, ds: str, stage: str) -> dict[str, Any] | None:

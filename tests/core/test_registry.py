@@ -18,7 +18,7 @@ def version(name: str) -> str:
     return f"{BASE}+{name}@{name * 3}"
 
 
-def add(lake, name: str, stage: str = "sft", minute: int = 0) -> str:
+def add(lake, name: str, stage: str = "sft", minute: int = 0, manifest: str = '{"seed": 0}') -> str:
     registry.register(
         lake,
         {
@@ -32,7 +32,7 @@ def add(lake, name: str, stage: str = "sft", minute: int = 0) -> str:
             "adapter_path": f"/runs/{name}/adapter",
             "parent_version": None,
             "run_dir": f"/runs/{name}",
-            "manifest": '{"seed": 0}',
+            "manifest": manifest,
             "registered_at": dt.datetime(2026, 11, 25, 12, minute, tzinfo=dt.UTC),
         },
     )
@@ -81,11 +81,27 @@ def test_lookup_by_run_id_version_and_champion(lakehouse):
     )
     assert registry.resolve_spec(lakehouse, "/some/dir", "/ad") == ("/some/dir", "/ad")
     # Jobs record a registered model under its row's version, not a fresh hash.
-    assert registry.registered_version(lakehouse, "registry:sft-2026-11-25-a") == a
-    assert registry.registered_version(lakehouse, "/some/dir") is None
-    assert registry.registered_version(lakehouse, "base:registry:sft-2026-11-25-a") is None
+    ref = registry.resolve_model_ref(lakehouse, "registry:sft-2026-11-25-a", None)
+    assert (ref.model, ref.adapter, ref.registered) == ("/models/base", "/runs/a/adapter", a)
+    assert ref.evidence is None  # its manifest does not say
+    assert registry.resolve_model_ref(lakehouse, "/some/dir", "/ad") == registry.Resolved(
+        "/some/dir", "/ad"
+    )
+    base = registry.resolve_model_ref(lakehouse, "base:registry:sft-2026-11-25-a", None)
+    assert base == registry.Resolved("/models/base", None)  # a base has no registry version
     with pytest.raises(R2RecError, match="not both"):
         registry.resolve_spec(lakehouse, "champion", "/ad")
+
+
+def test_one_read_of_the_registry_gives_paths_version_and_training_prompt(lakehouse, monkeypatch):
+    manifest = '{"config": {"r2rec": {"evidence": "none"}}}'
+    b = add(lakehouse, "b", manifest=manifest)
+    reads = []
+    real = lakehouse.read_arrow
+    monkeypatch.setattr(lakehouse, "read_arrow", lambda *a, **k: reads.append(a) or real(*a, **k))
+    ref = registry.resolve_model_ref(lakehouse, f"registry:{b}", None)
+    assert ref == registry.Resolved("/models/base", "/runs/b/adapter", b, "none")
+    assert len(reads) == 1
 
 
 def test_latest_means_the_newest_run_of_that_stage_for_the_date_asked(lakehouse):

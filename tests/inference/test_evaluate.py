@@ -15,6 +15,7 @@ from inference import evaluate
 from inference.baselines import training_edges
 from inference.ranking import Ranking
 from r2rec.contracts import CANDIDATES, EVAL_METRICS, GRAPH_EDGES, JOB_METRICS, SAMPLES
+from r2rec.errors import R2RecError
 from r2rec.lakehouse import Lakehouse
 from r2rec.prompt import PROMPT_VERSION
 from spark_jobs import evidence as evidence_job
@@ -275,6 +276,33 @@ def test_llm_model_is_built_lazily_from_inference_llm(lh, monkeypatch):
     assert value(rows, "llm:tiny", "test", "hr@1", 7) == 1.0
     detail = json.loads(rows[0]["detail"])
     assert (detail["llm_model"], detail["adapter"]) == ("tiny", "/a")
+
+    # A registry reference: its paths, its recorded version and the prompt it was trained on.
+    from r2rec import registry
+
+    registry.register(
+        lh,
+        {
+            "model_version": "tiny+adapter@abcdefabcdef",
+            "run_id": f"sft-{DS}-x",
+            "ds": DS,
+            "stage": "sft",
+            "base_model": "tiny",
+            "base_version": "tiny@123456789012",
+            "model_path": "/models/tiny",
+            "adapter_path": "/runs/x/adapter",
+            "run_dir": "/runs/x",
+            "manifest": '{"config": {"r2rec": {"evidence": "none"}}}',
+        },
+    )
+    ref = f"registry:sft-{DS}-x"
+    with pytest.raises(R2RecError, match="trained on --evidence none prompts"):
+        evaluate.run(None, lh, DS, ["llm"], llm_model=ref, evidence="chains", seeds=[7])
+    made.clear()
+    evaluate.run(None, lh, DS, ["llm"], llm_model=ref, seeds=[7])
+    assert made == [
+        (lh, DS, "/models/tiny", "/runs/x/adapter", "none", "tiny+adapter@abcdefabcdef")
+    ]
 
 
 def test_the_evidence_ranker_orders_candidates_by_their_evidence(lh):
