@@ -171,6 +171,7 @@ class LLMScorer:
         from inference.serving import merge_lora_by_default, merged_model_dir
         from r2rec.assets import vllm_engine_args
         from r2rec.models import resolve_model
+        from r2rec.procs import children_die_with_me
 
         # The version names base + adapter (or is the registry row's, when given).
         self.model = resolve_model(model, adapter, registered)
@@ -184,7 +185,8 @@ class LLMScorer:
             args.setdefault("max_lora_rank", self.model.adapter_rank or 16)
         self.serve_path = serve_path
         self.max_model_len = int(args["max_model_len"])
-        self._llm = LLM(model=serve_path, **args)
+        with children_die_with_me():  # a SIGKILLed job must not leave its engine running
+            self._llm = LLM(model=serve_path, **args)
         # What the engine actually runs (float32 | bfloat16 | ...): numerics, and so the
         # tolerances any comparison may use, follow it.
         self.dtype = str(self._llm.model_config.dtype).removeprefix("torch.")

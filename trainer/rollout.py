@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from r2rec.assets import vllm_engine_args
+from r2rec.procs import children_die_with_me
 
 
 class VLLMRollout:
@@ -38,7 +39,8 @@ class VLLMRollout:
             from vllm import LLM
 
             args = vllm_engine_args(enable_lora=True, max_lora_rank=self.lora_rank, max_loras=1)
-            self._llm = LLM(model=self.base_path, **args)
+            with children_die_with_me():  # an OOM-killed trainer must not leave its engine
+                self._llm = LLM(model=self.base_path, **args)
         return self._llm
 
     def _adapter(self, trainer) -> Any:

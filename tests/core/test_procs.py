@@ -1,0 +1,107 @@
+"""A job killed with SIGKILL takes the children it forked under the guard with it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+JOB = textwrap.dedent(
+    """
+    import multiprocessing as mp
+    import time
+
+    from r2rec.procs import children_die_with_me
+
+
+    def sleeper():
+        time.sleep(300)
+
+
+    def parent_of_one():  # a child that starts its own, as vLLM's engine core does
+        inner = mp.get_context("spawn").Process(target=sleeper)
+        inner.start()
+        print("grandchild", inner.pid, flush=True)
+        time.sleep(300)
+
+
+    if __name__ == "__main__":
+        with children_die_with_me():
+            spawned = mp.get_context("spawn").Process(target=parent_of_one)  # vLLM on CPU
+            spawned.start()
+            forked = mp.get_context("fork").Process(target=sleeper)
+            forked.start()
+            time.sleep(0.1)
+            while not [line for line in open(f"/proc/{spawned.pid}/task/{spawned.pid}/children")
+                       if line.strip()]:  # the block ends once the engine is up
+                time.sleep(0.1)
+        after = mp.get_context("spawn").Process(target=sleeper)
+        after.start()
+        print("spawned", spawned.pid, flush=True)
+        print("forked", forked.pid, flush=True)
+        print("after", after.pid, flush=True)
+        time.sleep(300)
+    """
+)
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped, or no process, counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_sigkill_of_the_job_kills_what_the_block_started_and_only_that(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    job = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
+    )
+    pids: dict[str, int] = {}
+    try:
+        while len(pids) < 4:
+            line = job.stdout.readline()
+            assert line, f"the job ended early (rc {job.poll()})"
+            name, pid = line.split()
+            pids[name] = int(pid)
+        assert all(alive(p) for p in pids.values())
+        os.kill(job.pid, signal.SIGKILL)
+        job.wait(30)
+        deadline = time.monotonic() + 30  # a loaded CPU delivers late, not never
+        inside = ("spawned", "forked", "grandchild")
+        while any(alive(pids[name]) for name in inside):
+            left = [name for name in inside if alive(pids[name])]
+            assert time.monotonic() < deadline, f"{left} outlived the SIGKILLed job"
+            time.sleep(0.2)
+        assert alive(pids["after"])  # started after the block: not the block's to kill
+    finally:
+        job.kill()
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_multiprocessing_resource_tracker_is_left_to_clean_up_after_its_users():
+    from multiprocessing import resource_tracker
+
+    from r2rec import procs
+
+    resource_tracker.ensure_running()
+    tracker = resource_tracker._resource_tracker._pid  # no public accessor
+    assert procs._resource_tracker(tracker)
+    assert not procs._resource_tracker(os.getpid())
