@@ -97,11 +97,19 @@ def test_sigkill_of_the_job_kills_what_the_block_started_and_only_that(tmp_path)
 
 
 def test_multiprocessing_resource_tracker_is_left_to_clean_up_after_its_users():
-    from multiprocessing import resource_tracker
-
     from r2rec import procs
 
-    resource_tracker.ensure_running()
-    tracker = resource_tracker._resource_tracker._pid  # no public accessor
-    assert procs._resource_tracker(tracker)
-    assert not procs._resource_tracker(os.getpid())
+    # A fresh process and its own tracker: this test process's tracker may be one a
+    # forked parent started, or gone, depending on what ran before it.
+    code = (
+        "from multiprocessing import resource_tracker as r; r.ensure_running(); "
+        "print(r._resource_tracker._pid, flush=True); import time; time.sleep(60)"
+    )
+    user = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        tracker = int(user.stdout.readline())
+        assert procs._resource_tracker(tracker)
+        assert not procs._resource_tracker(user.pid)
+    finally:
+        user.kill()
+        user.wait(30)
