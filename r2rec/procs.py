@@ -22,6 +22,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,10 +56,15 @@ def _start_time(pid: int) -> str | None:
 def _resource_tracker(pid: int) -> bool:
     """multiprocessing's tracker: it exits by itself once its users are gone, and must be
     let to, because that is when it frees their leaked shared memory and semaphores."""
-    try:
-        return b"multiprocessing.resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+    for _ in range(40):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        if cmdline:
+            return b"multiprocessing.resource_tracker" in cmdline
+        time.sleep(0.05)  # empty while a just-spawned process is still inside exec()
+    return False
 
 
 def descendants(pid: int) -> set[int]:
