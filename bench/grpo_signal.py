@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", type=int, default=12)
     p.add_argument("--generations", type=int, default=6)
     p.add_argument("--temperatures", default="1.0,1.5,2.0")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="which prompts (trainer.grpo's order)")
     p.add_argument("--record", help="append the table to this Markdown file")
     args = p.parse_args(argv)
     temperatures = [float(t) for t in args.temperatures.split(",")]
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             n=args.generations,
             temperature=temperature,
             max_tokens=MAX_COMPLETION_TOKENS,
-            seed=args.seed,
+            seed=None,  # vLLM's CPU sampler takes no per-request seed (as trainer.rollout)
         )
         start = time.perf_counter()
         outs = llm.chat([r["prompt"] for r in rows], params, use_tqdm=False, lora_request=lora)
