@@ -122,14 +122,6 @@ def resolve_model_ref(
     return Resolved(row["model_path"], row["adapter_path"], row["model_version"], evidence)
 
 
-def resolve_spec(
-    lake: Lakehouse, model: str | None, adapter: str | None, ds: str | None = None
-) -> tuple[str | None, str | None]:
-    """(model, adapter) with a reference replaced by its weights' paths."""
-    resolved = resolve_model_ref(lake, model, adapter, ds)
-    return resolved.model, resolved.adapter
-
-
 def latest(lake: Lakehouse, ds: str, stage: str) -> dict[str, Any] | None:
     rows = [r for r in _rows(lake) if r["ds"] == ds and r["stage"] == stage]
     return max(rows, key=lambda r: r["registered_at"]) if rows else None

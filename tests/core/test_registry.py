@@ -63,6 +63,12 @@ def evaluated(lake, model_version: str, hr1: float, samples: int = 100) -> None:
     lake.overwrite(EVAL_METRICS, rows, predicate=f"ds = '{DS}' AND model = 'llm:{model_version}'")
 
 
+def paths(lake, model, adapter, ds=None) -> tuple:
+    """(model, adapter) a model option resolves to."""
+    ref = registry.resolve_model_ref(lake, model, adapter, ds)
+    return ref.model, ref.adapter
+
+
 def statuses(lake) -> dict[str, str]:
     return {r["model_version"]: r["status"] for r in lake.read_arrow(MODEL_REGISTRY).to_pylist()}
 
@@ -75,11 +81,11 @@ def test_lookup_by_run_id_version_and_champion(lakehouse):
         registry.lookup(lakehouse, "champion")
     with pytest.raises(R2RecError, match="neither a run id nor a model version"):
         registry.lookup(lakehouse, "registry:nope")
-    assert registry.resolve_spec(lakehouse, "registry:sft-2026-11-25-a", None) == (
+    assert paths(lakehouse, "registry:sft-2026-11-25-a", None) == (
         "/models/base",
         "/runs/a/adapter",
     )
-    assert registry.resolve_spec(lakehouse, "/some/dir", "/ad") == ("/some/dir", "/ad")
+    assert paths(lakehouse, "/some/dir", "/ad") == ("/some/dir", "/ad")
     # Jobs record a registered model under its row's version, not a fresh hash.
     ref = registry.resolve_model_ref(lakehouse, "registry:sft-2026-11-25-a", None)
     assert (ref.model, ref.adapter, ref.registered) == ("/models/base", "/runs/a/adapter", a)
@@ -90,7 +96,7 @@ def test_lookup_by_run_id_version_and_champion(lakehouse):
     base = registry.resolve_model_ref(lakehouse, "base:registry:sft-2026-11-25-a", None)
     assert base == registry.Resolved("/models/base", None)  # a base has no registry version
     with pytest.raises(R2RecError, match="not both"):
-        registry.resolve_spec(lakehouse, "champion", "/ad")
+        paths(lakehouse, "champion", "/ad")
 
 
 def test_one_read_of_the_registry_gives_paths_version_and_training_prompt(lakehouse, monkeypatch):
@@ -119,8 +125,8 @@ def test_latest_means_the_newest_run_of_that_stage_for_the_date_asked(lakehouse)
             registry.lookup(lakehouse, ref)
     assert registry.lookup(lakehouse, "latest-grpo", DS)["run_id"] == f"grpo-{DS}-c"
     # base:<ref> is the untuned model a run started from
-    assert registry.resolve_spec(lakehouse, "base:latest-sft", None, DS) == ("/models/base", None)
-    assert registry.resolve_spec(lakehouse, f"base:registry:{b}", None) == ("/models/base", None)
+    assert paths(lakehouse, "base:latest-sft", None, DS) == ("/models/base", None)
+    assert paths(lakehouse, f"base:registry:{b}", None) == ("/models/base", None)
 
 
 def test_promotion_needs_metrics_and_the_base_then_beats_the_champion(lakehouse):
@@ -150,7 +156,7 @@ def test_promotion_needs_metrics_and_the_base_then_beats_the_champion(lakehouse)
     evaluated(lakehouse, d, 0.21)
     assert registry.promote(lakehouse, DS, d)["decision"] == "promoted"
     assert statuses(lakehouse) == {a: "retired", b: "rejected", c: "rejected", d: "champion"}
-    assert registry.resolve_spec(lakehouse, "champion", None) == ("/models/base", "/runs/d/adapter")
+    assert paths(lakehouse, "champion", None) == ("/models/base", "/runs/d/adapter")
 
     row = registry.lookup(lakehouse, f"registry:{d}")
     assert row["valid_hr1"] == 0.21 and row["eval_samples"] == 100

@@ -239,7 +239,8 @@ def test_sft_then_grpo_resume_after_sigkill_and_register(train_lake, tiny_model_
     assert rows["grpo"]["parent_version"] == sft_report["model_version"]
     assert rows["grpo"]["adapter_path"] == str(grpo_dir / "adapter")
     assert {r["status"] for r in rows.values()} == {"registered"}
-    assert registry.resolve_spec(lake, f"registry:{rows['grpo']['run_id']}", None) == (
+    ref = registry.resolve_model_ref(lake, f"registry:{rows['grpo']['run_id']}", None)
+    assert (ref.model, ref.adapter) == (
         tiny_model_dir,
         str(grpo_dir / "adapter"),
     )
