@@ -53,14 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.prompts < 1 or args.generations < 2 or any(t <= 0 for t in temperatures):
         p.error("--prompts >= 1, --generations >= 2 and temperatures > 0")
 
-    from vllm import LLM, SamplingParams
-    from vllm.lora.request import LoRARequest
+    from vllm import SamplingParams
 
-    from r2rec.assets import vllm_engine_args
+    from inference.engine import LLMScorer
     from r2rec.contracts import RL_PROMPTS
     from r2rec.lakehouse import Lakehouse
-    from r2rec.models import resolve_model
-    from r2rec.procs import children_die_with_me
     from r2rec.prompt import MAX_COMPLETION_TOKENS
     from r2rec.registry import resolve_model_ref
     from trainer.rewards import REWARD_FUNCS, accuracy_reward
@@ -73,13 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = sorted((r for r in rows if r["split"] == "train"), key=lambda r: r["sample_id"])
     random.Random(args.seed).shuffle(rows)  # trainer.grpo's order for the same seed
     rows = rows[: args.prompts]
-    model = resolve_model(ref.model, ref.adapter, ref.registered)
-    engine_args = vllm_engine_args()
-    if ref.adapter:
-        engine_args.update(enable_lora=True, max_lora_rank=model.adapter_rank or 16)
-    with children_die_with_me():
-        llm = LLM(model=model.path, **engine_args)
-    lora = LoRARequest("policy", 1, ref.adapter) if ref.adapter else None
+    scorer = LLMScorer(ref.model, ref.adapter, registered=ref.registered)
     results = []
     for temperature in temperatures:
         params = SamplingParams(
@@ -89,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=None,  # vLLM's CPU sampler takes no per-request seed (as trainer.rollout)
         )
         start = time.perf_counter()
-        outs = llm.chat([r["prompt"] for r in rows], params, use_tqdm=False, lora_request=lora)
+        outs = scorer.sample([r["prompt"] for r in rows], params)
         seconds = time.perf_counter() - start
         rewards, accuracy, tokens = [], [], 0
         for row, out in zip(rows, outs, strict=True):
@@ -115,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             f"`python -m bench.grpo_signal --ds {args.ds} --model {args.model} --prompts "
             f"{len(rows)} --generations {args.generations}` on "
             f"{platform.processor() or platform.machine()}, engine dtype "
-            f"{str(llm.llm_engine.model_config.dtype).removeprefix('torch.')}: "
+            f"{scorer.dtype}: "
             f"{len(rows)} training prompts (rl_prompts, evidence {args.evidence}) x "
             f"{args.generations} completions, rewarded by `trainer.rewards`. 'spread': share "
             "of groups whose completions do not all earn the same (GRPO learns only from "

@@ -201,6 +201,11 @@ class LLMScorer:
     def version(self) -> str:
         return self.model.version
 
+    def sample(self, conversations: list, params) -> list:
+        """vLLM chat completions of this engine's model (its adapter included) with the
+        caller's SamplingParams: for probes of the policy, not for scoring."""
+        return self._llm.chat(conversations, params, use_tqdm=False, lora_request=self._lora)
+
     prompt_version = PROMPT_VERSION
 
     # -- tokenisation
