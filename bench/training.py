@@ -148,6 +148,8 @@ def _run(
     logs = trainer.state.log_history
     tokens = [e["num_tokens"] for e in logs if "num_tokens" in e]
     timed = timer.steps[1:] or timer.steps
+    s_per_step = sum(timed) / len(timed)
+    generations = getattr(args, "num_generations", None)
     # num_tokens is cumulative: the warm-up step's tokens are subtracted with its time.
     timed_tokens = tokens[-1] - tokens[0] if len(tokens) > 1 else (tokens[-1] if tokens else 0)
     rewards = [e["reward"] for e in logs if "reward" in e]
@@ -156,16 +158,13 @@ def _run(
         "stage": stage,
         "steps": len(timer.steps),
         "batch": args.per_device_train_batch_size,
-        "generations": getattr(args, "num_generations", None),
+        "generations": generations,
         "generator": _generator(stage, args, sampler),
-        "s_per_step": sum(timed) / len(timed),
+        "s_per_step": s_per_step,
         "first_step_s": timer.steps[0],
         "tokens_per_s": timed_tokens / sum(timed) if len(timer.steps) > 1 else None,
         # GRPO's batch is prompts x generations: a step trains on batch / generations prompts
-        "examples_per_h": 3600
-        * args.per_device_train_batch_size
-        / (getattr(args, "num_generations", None) or 1)
-        / (sum(timed) / len(timed)),
+        "examples_per_h": 3600 * args.per_device_train_batch_size / (generations or 1) / s_per_step,
         "wall_s": wall,
         "dtype": "bfloat16" if bf16 else "float32",
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20
@@ -248,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = {"use_vllm": True, "vllm_mode": "colocate"} if args.use_vllm else {}
         r = _run(
             stage, model_path, data[stage if stage == "sft" else "rl"], steps, args.bf16, extra,
-            rollout="trl" if args.use_vllm else args.rollout,
+            rollout=args.rollout,  # make_rollout decides, and refuses vllm with --use-vllm
         )  # fmt: skip
         r.update(model=name, peak_rss_mb=peak_rss_mb())
         rows.append(r)
