@@ -55,17 +55,23 @@ def _budget(manifest: dict) -> str:
     per_step = (trl.get("per_device_train_batch_size") or 0) * (
         trl.get("gradient_accumulation_steps") or 1
     )
+    sampling = ""
     if manifest.get("stage") == "grpo" and trl.get("num_generations"):
-        # A GRPO batch holds num_generations completions of each prompt.
+        # A GRPO batch holds num_generations completions of each prompt. Two GRPO runs of
+        # one SFT model differ mostly in how they sample, so the row says it.
         per_step //= trl["num_generations"]
         unit = "prompts"
+        sampling = f", {trl['num_generations']} completions"
+        if trl.get("temperature") is not None:
+            sampling += f" at temperature {trl['temperature']:g}"
     else:
         unit = "examples"
     available = (manifest.get("inputs") or {}).get("sft_examples", {}).get("rows_used")
     if not steps or not per_step:
         return f"{steps} steps"
     text = f"{steps} steps x {per_step} = {steps * per_step} {unit}"
-    return text.replace(f" {unit}", f" of {available} {unit}") if available else text
+    text = text.replace(f" {unit}", f" of {available} {unit}") if available else text
+    return text + sampling
 
 
 def _rows(lakehouse: Lakehouse, ds: str, subset: str) -> dict[str, dict]:

@@ -17,6 +17,7 @@ DS = "2026-11-25"
 BASE = "smollm2-135m-instruct@aaaaaaaaaaaa"
 SFT = f"{BASE}+adapter@111111111111"
 GRPO = f"{BASE}+adapter@222222222222"
+GRPO2 = f"{BASE}+adapter@333333333333"
 
 
 def register(lake, version: str, stage: str, manifest: dict, minute: int) -> None:
@@ -64,7 +65,17 @@ def lake(lakehouse):
             "global_step": 30,
             "config": {"r2rec": {"evidence": "chains"},
                        "trl": {"per_device_train_batch_size": 4,
-                               "gradient_accumulation_steps": 1, "num_generations": 4}},
+                               "gradient_accumulation_steps": 1, "num_generations": 4,
+                               "temperature": 1.0}},
+        },
+    )  # fmt: skip
+    register(
+        lakehouse, GRPO2, "grpo", minute=3, manifest={
+            "global_step": 100,
+            "config": {"r2rec": {"evidence": "chains"},
+                       "trl": {"per_device_train_batch_size": 8,
+                               "gradient_accumulation_steps": 1, "num_generations": 8,
+                               "temperature": 1.5}},
         },
     )  # fmt: skip
     rows = [
@@ -72,6 +83,7 @@ def lake(lakehouse):
         *metric_rows("sasrec", 0.5),
         *metric_rows("evidence", 0.3),
         *metric_rows(f"llm:{GRPO}", 0.31),
+        *metric_rows(f"llm:{GRPO2}", 0.32),
         *metric_rows(f"llm:{SFT}", 0.303),
         *metric_rows(f"llm:{BASE}", 0.0),
         *metric_rows("llm:unregistered@1", 0.1),
@@ -94,7 +106,9 @@ def test_the_table_orders_names_and_fills_rows_from_eval_metrics(lake):
         "evidence ranker (no LLM)",
         "untuned smollm2-135m-instruct",
         "SFT with evidence (1000 steps x 2 = 2000 of 6597 examples)",
-        "SFT + GRPO with evidence (30 steps x 1 = 30 prompts)",
+        # Two GRPO runs of one SFT model: their rows say how each sampled.
+        "SFT + GRPO with evidence (30 steps x 1 = 30 prompts, 4 completions at temperature 1)",
+        "SFT + GRPO with evidence (100 steps x 1 = 100 prompts, 8 completions at temperature 1.5)",
         "llm:unregistered@1",
     ]
     cells = {name: line.split(" | ") for name, line in zip(names, body, strict=True)}
