@@ -1,8 +1,8 @@
 """Benchmark: does a job's cost grow with the history before its date?
 
     python -m bench.replay [--dates 20] [--start 1997-10-06] [--every-days 7]
-        [--jobs ingest,graph,samples,chains,evidence,retrieval,traces]
-        [--lakehouse DIR] [--record bench/RESULTS.md]
+        [--jobs ingest,graph,samples,chains,evidence,retrieval,evidence_serve,traces]
+        [--score-users N] [--lakehouse DIR] [--record bench/RESULTS.md]
 
 Replays ML-100k (1997-09-20 .. 1998-04-22) date by date, as a backfill does: for each
 date the data jobs run in order, each in its own process as Airflow runs them. Each
@@ -15,6 +15,11 @@ before it. The table gives, per job, the mean of the first and of the last three
 and their ratio, and the least-squares slope over all dates; the data itself grows
 (each date sees more events), so a ratio near the data's growth is expected and one
 near the number of dates would be the defect.
+
+``--score-users N`` then runs nightly scoring (``inference.score --mode serve``, the
+bundled base model, N users) on the first and the last date, once every date is in the
+tables: the same work on one date's partitions, with 1 and with all the dates beside
+them (issue 16: scoring after 60 ingested dates costs about what it costs after 1).
 """
 
 from __future__ import annotations
@@ -28,19 +33,35 @@ import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# job -> (module, extra options): the data DAG's and the score DAG's Spark and CLI steps.
-JOBS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "ingest": ("spark_jobs.ingest", ("--source", "movielens-100k")),
-    "graph": ("spark_jobs.graph", ()),
-    "samples": ("spark_jobs.samples", ()),
-    "chains": ("spark_jobs.chains", ()),
-    "evidence": ("spark_jobs.evidence", ("--scope", "samples")),
-    "retrieval": ("spark_jobs.retrieval", ("--active-days", "7")),
-    "traces": ("trainer.traces", ("--teacher", "template")),
+
+class Job(NamedTuple):
+    module: str
+    options: tuple[str, ...] = ()
+    recorded_as: str = ""  # its job_runs name, where one job runs in two roles
+
+
+# The data DAG's and the score DAG's Spark and CLI steps, in the order they run.
+JOBS: dict[str, Job] = {
+    "ingest": Job("spark_jobs.ingest", ("--source", "movielens-100k")),
+    "graph": Job("spark_jobs.graph"),
+    "samples": Job("spark_jobs.samples"),
+    "chains": Job("spark_jobs.chains"),
+    "evidence": Job("spark_jobs.evidence", ("--scope", "samples")),
+    "retrieval": Job("spark_jobs.retrieval", ("--active-days", "7")),
+    "evidence_serve": Job("spark_jobs.evidence", ("--scope", "serve"), "evidence"),
+    "traces": Job("trainer.traces", ("--teacher", "template")),
 }
+# Not a data job: run on the first and last date only (--score-users), after the replay.
+SCORE = Job("inference.score", ("--mode", "serve"))
+
+
+def recorded_as(name: str) -> str:
+    job = SCORE if name == "score" else JOBS[name]
+    return job.recorded_as or name
 
 
 def replay_dates(start: str, count: int, every_days: int) -> list[str]:
@@ -48,9 +69,10 @@ def replay_dates(start: str, count: int, every_days: int) -> list[str]:
     return [(first + timedelta(days=k * every_days)).isoformat() for k in range(count)]
 
 
-def run_job(job: str, ds: str, lakehouse: str) -> float:
-    module, extra = JOBS[job]
-    cmd = [sys.executable, "-m", module, "--ds", ds, "--lakehouse", lakehouse, *extra]
+def run_job(job: str, ds: str, lakehouse: str, extra: tuple[str, ...] = ()) -> float:
+    spec = SCORE if job == "score" else JOBS[job]
+    cmd = [sys.executable, "-m", spec.module, "--ds", ds, "--lakehouse", lakehouse,
+           *spec.options, *extra]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -60,6 +82,17 @@ def run_job(job: str, ds: str, lakehouse: str) -> float:
     return seconds
 
 
+def _ran_as(row: dict, name: str) -> bool:
+    """Whether a job_runs row is bench job ``name``: its job_runs name, and its options in
+    its command line (evidence runs once per scope under one name)."""
+    spec = SCORE if name == "score" else JOBS[name]
+    if row["job"] != recorded_as(name):
+        return False
+    argv = json.loads(row["config"] or "[]")
+    n = len(spec.options)
+    return n == 0 or any(tuple(argv[i : i + n]) == spec.options for i in range(len(argv)))
+
+
 def job_rows(lakehouse: str, dates: list[str], jobs: list[str]) -> dict[tuple[str, str], dict]:
     """(job, ds) -> the newest successful job_runs row of that job and date."""
     from r2rec.lakehouse import Lakehouse
@@ -67,9 +100,16 @@ def job_rows(lakehouse: str, dates: list[str], jobs: list[str]) -> dict[tuple[st
     rows = Lakehouse(lakehouse).read_arrow("job_runs").to_pylist()
     out: dict[tuple[str, str], dict] = {}
     for r in sorted(rows, key=lambda r: r["started_at"]):
-        if r["status"] == "success" and r["ds"] in dates and r["job"] in jobs:
-            out[(r["job"], r["ds"])] = r
+        if r["status"] != "success" or r["ds"] not in dates:
+            continue
+        for job in jobs:
+            if _ran_as(r, job):
+                out[(job, r["ds"])] = r
     return out
+
+
+def _mib(row: dict) -> float:
+    return (row["peak_rss_mb"] or 0.0) + (row["jvm_peak_rss_mb"] or 0.0)
 
 
 def slope(values: list[float]) -> float:
@@ -86,8 +126,7 @@ def summarise(rows: dict, dates: list[str], jobs: list[str], wall: dict) -> list
     head, tail = dates[:3], dates[-3:]
     for job in jobs:
         secs = [rows[(job, d)]["elapsed_s"] for d in dates]
-        mem = [(rows[(job, d)]["peak_rss_mb"] or 0.0) + (rows[(job, d)]["jvm_peak_rss_mb"] or 0.0)
-               for d in dates]  # fmt: skip
+        mem = [_mib(rows[(job, d)]) for d in dates]
 
         def mean(values, which, ds=dates):
             picked = [v for v, d in zip(values, ds, strict=True) if d in which]
@@ -103,6 +142,23 @@ def summarise(rows: dict, dates: list[str], jobs: list[str], wall: dict) -> list
             "wall_s_total": sum(wall[(job, d)] for d in dates),
         })  # fmt: skip
     return out
+
+
+def score_table(rows: dict, first: str, last: str, users: int) -> str:
+    """Scoring of N users on the first and on the last date, every date already replayed."""
+    a, b = rows[("score", first)], rows[("score", last)]
+    scored = [json.loads(r["report"] or "{}").get("users") for r in (a, b)]
+    return "\n".join([
+        f"Nightly scoring (`inference.score --mode serve --max-users {users}`, the bundled "
+        "base model) once all dates were replayed:",
+        "",
+        "| date | users scored | s | peak MiB (Python + JVM) |",
+        "|---|---|---|---|",
+        f"| {first} (first) | {scored[0]} | {a['elapsed_s']:.1f} | {_mib(a):.0f} |",
+        f"| {last} (last) | {scored[1]} | {b['elapsed_s']:.1f} | {_mib(b):.0f} |",
+        f"| ratio last / first | | {b['elapsed_s'] / max(a['elapsed_s'], 1e-9):.2f} | "
+        f"{_mib(b) / max(_mib(a), 1e-9):.2f} |",
+    ])  # fmt: skip
 
 
 def data_growth(lakehouse: str, dates: list[str]) -> tuple[int, int]:
@@ -138,13 +194,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", default="1997-10-06", help="first date (a Monday of ML-100k)")
     p.add_argument("--every-days", type=int, default=7)
     p.add_argument("--jobs", default=",".join(JOBS))
+    p.add_argument(
+        "--score-users",
+        type=int,
+        default=0,
+        help="score N users on the first and last date after the replay (0: no)",
+    )
     p.add_argument("--lakehouse", help="default: a new temporary directory")
     p.add_argument("--record", help="append the table to this Markdown file")
     args = p.parse_args(argv)
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
     unknown = sorted(set(jobs) - set(JOBS))
-    if unknown or args.dates < 4 or args.every_days < 1:
-        p.error(f"unknown jobs {unknown}" if unknown else "--dates >= 4, --every-days >= 1")
+    if unknown or args.dates < 4 or args.every_days < 1 or args.score_users < 0:
+        p.error(f"unknown jobs {unknown}" if unknown else
+                "--dates >= 4, --every-days >= 1, --score-users >= 0")  # fmt: skip
+    if args.score_users and not {"retrieval", "evidence_serve"} <= set(jobs):
+        p.error("--score-users needs the retrieval and evidence_serve jobs (what it scores)")
     dates = replay_dates(args.start, args.dates, args.every_days)
     lakehouse = args.lakehouse or tempfile.mkdtemp(prefix="r2rec-replay-")
     wall: dict[tuple[str, str], float] = {}
@@ -152,9 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         for job in jobs:
             wall[(job, ds)] = run_job(job, ds, lakehouse)
         print(f"{ds}: " + ", ".join(f"{j} {wall[(j, ds)]:.0f} s" for j in jobs), flush=True)
-    rows = job_rows(lakehouse, dates, jobs)
+    if args.score_users:
+        for ds in (dates[0], dates[-1]):
+            run_job("score", ds, lakehouse, ("--max-users", str(args.score_users)))
+    rows = job_rows(lakehouse, dates, [*jobs, "score"] if args.score_users else jobs)
     summary = summarise(rows, dates, jobs, wall)
     text = table(summary, data_growth(lakehouse, dates), dates)
+    if args.score_users:
+        text += "\n\n" + score_table(rows, dates[0], dates[-1], args.score_users)
     print(text)
     print(json.dumps(summary))
     if args.record:
@@ -163,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             f.write(
                 f"\n### Replay cost over history ({date.today().isoformat()}, "
                 f"{platform.node()}, {cpu})\n\n`python -m bench.replay --dates {args.dates} "
-                f"--start {args.start} --every-days {args.every_days} --jobs {args.jobs}`; "
+                f"--start {args.start} --every-days {args.every_days} --jobs {args.jobs} "
+                f"--score-users {args.score_users}`; "
                 "each job in its own process, times and peaks from `job_runs`.\n\n"
                 f"{text}\n"
             )

@@ -1,0 +1,84 @@
+"""bench.replay: which job_runs row is which bench job, and the tables it prints."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from bench import replay
+
+DATES = ["1997-10-06", "1997-10-13", "1997-10-20", "1997-10-27"]
+
+
+def run_row(job: str, ds: str, argv: list[str], seconds: float, minute: int, **extra) -> dict:
+    start = dt.datetime(2026, 11, 30, 12, minute, tzinfo=dt.UTC)
+    return {
+        "ds": ds, "job": job, "run_id": f"{job}-{ds}-{minute}", "status": "success",
+        "started_at": start, "ended_at": start + dt.timedelta(seconds=seconds),
+        "elapsed_s": seconds, "inputs": None, "outputs": None,
+        "config": json.dumps(["--ds", ds, *argv]), "report": None, "error": None,
+        "git_commit": None, "host": "h", "pid": 1, "peak_rss_mb": 100.0,
+        "jvm_peak_rss_mb": 400.0, **extra,
+    }  # fmt: skip
+
+
+def test_one_job_in_two_roles_is_told_apart_by_its_options(lakehouse):
+    """Evidence runs as ``evidence`` for the samples and for serving; each bench job gets
+    its own row, the newest successful one, and a failed rerun does not replace it."""
+    rows = []
+    for k, ds in enumerate(DATES):
+        rows += [
+            run_row("evidence", ds, ["--scope", "samples"], 10.0 + k, 4 * k),
+            run_row("evidence", ds, ["--scope", "serve"], 20.0 + k, 4 * k + 1),
+            run_row("graph", ds, [], 5.0, 4 * k + 2),
+        ]
+    rows.append(run_row("evidence", DATES[0], ["--scope", "samples"], 99.0, 50))  # a rerun
+    rows.append(run_row("graph", DATES[0], [], 77.0, 51, status="failed"))
+    rows.append(run_row("graph", "1999-01-01", [], 1.0, 52))  # not a replayed date
+    lakehouse.append("job_runs", rows)
+
+    got = replay.job_rows(lakehouse.root, DATES, ["evidence", "evidence_serve", "graph"])
+    assert set(got) == {(j, d) for j in ("evidence", "evidence_serve", "graph") for d in DATES}
+    assert got[("evidence", DATES[0])]["elapsed_s"] == 99.0  # the newest run of that role
+    assert [got[("evidence", d)]["elapsed_s"] for d in DATES[1:]] == [11.0, 12.0, 13.0]
+    assert [got[("evidence_serve", d)]["elapsed_s"] for d in DATES] == [20.0, 21.0, 22.0, 23.0]
+    assert got[("graph", DATES[0])]["elapsed_s"] == 5.0  # the failed rerun is not a sample
+
+    wall = {(j, d): 1.0 for j in ("evidence_serve",) for d in DATES}
+    (s,) = replay.summarise(got, DATES, ["evidence_serve"], wall)
+    # first three dates 20, 21, 22; last three 21, 22, 23; one second more per date.
+    assert s["s_first3"] == pytest.approx(21.0) and s["s_last3"] == pytest.approx(22.0)
+    assert s["s_ratio"] == pytest.approx(22.0 / 21.0)
+    assert s["s_per_date"] == pytest.approx(1.0)
+    assert s["mib_first3"] == s["mib_last3"] == 500.0  # Python + JVM
+    assert s["wall_s_total"] == 4.0
+
+
+def test_scoring_on_the_first_and_last_date_is_its_own_table(lakehouse):
+    lakehouse.append(
+        "job_runs",
+        [
+            run_row("score", DATES[0], ["--mode", "serve"], 40.0, 1,
+                    report=json.dumps({"users": 20}), peak_rss_mb=900.0),
+            run_row("score", DATES[-1], ["--mode", "serve"], 50.0, 2,
+                    report=json.dumps({"users": 20}), peak_rss_mb=1100.0),
+            run_row("score", DATES[-1], ["--mode", "eval"], 5.0, 3),  # another mode
+        ],
+    )  # fmt: skip
+    rows = replay.job_rows(lakehouse.root, DATES, ["score"])
+    lines = replay.score_table(rows, DATES[0], DATES[-1], 20).splitlines()
+    assert "--max-users 20" in lines[0]
+    assert lines[-3] == "| 1997-10-06 (first) | 20 | 40.0 | 1300 |"
+    assert lines[-2] == "| 1997-10-27 (last) | 20 | 50.0 | 1500 |"
+    assert lines[-1] == "| ratio last / first | | 1.25 | 1.15 |"
+
+
+def test_options_are_checked_before_anything_runs(capsys):
+    with pytest.raises(SystemExit):
+        replay.main(["--score-users", "5", "--jobs", "ingest,graph"])
+    assert "--score-users needs the retrieval and evidence_serve jobs" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        replay.main(["--jobs", "ingest,score"])  # scoring is not a per-date data job
+    assert "unknown jobs ['score']" in capsys.readouterr().err
