@@ -43,8 +43,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def postgres_server(database: str = "airflow") -> Iterator[str]:
-    """Yields a SQLAlchemy URL of a fresh database; the cluster is gone afterwards."""
+def postgres_server(database: str = "airflow", keep: Path | None = None) -> Iterator[str]:
+    """Yields a SQLAlchemy URL of a fresh database; the cluster is gone afterwards.
+
+    With ``keep`` (a directory), the cluster lives there and outlives the call: the next
+    call with the same directory starts it again with its databases (a long replay that
+    resumes in a later session keeps Airflow's record of what already ran).
+    """
     bins = bindir()
     run_as: dict = {}
     owner = None
@@ -52,10 +57,15 @@ def postgres_server(database: str = "airflow") -> Iterator[str]:
         owner = pwd.getpwnam("postgres")  # created by the Debian package
         run_as = {"user": owner.pw_uid, "group": owner.pw_gid}
     # Not under pytest's tmp_path: its root-owned 0700 parents are closed to 'postgres'.
-    root = Path(tempfile.mkdtemp(prefix="r2rec-pg-"))
+    if keep is None:
+        root = Path(tempfile.mkdtemp(prefix="r2rec-pg-"))
+    else:
+        root = Path(keep).resolve()
+        root.mkdir(parents=True, exist_ok=True)
     if owner is not None:
         os.chown(root, owner.pw_uid, owner.pw_gid)
     data, port = root / "data", free_port()
+    fresh = not (data / "PG_VERSION").is_file()
 
     def run(*args: str) -> None:
         out = subprocess.run(args, capture_output=True, text=True, timeout=120, **run_as)
@@ -63,18 +73,26 @@ def postgres_server(database: str = "airflow") -> Iterator[str]:
             raise RuntimeError(f"{' '.join(args)} failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
 
     try:
-        run(str(bins / "initdb"), "-D", str(data), "-U", "airflow", "--auth=trust",
-            "-E", "UTF8", "--no-sync")  # fmt: skip
+        if fresh:
+            run(str(bins / "initdb"), "-D", str(data), "-U", "airflow", "--auth=trust",
+                "-E", "UTF8", "--no-sync")  # fmt: skip
         # A test cluster: durability is not needed, speed is (fsync off).
         options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off"
         run(str(bins / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-o", options,
             "-w", "-t", "60", "start")  # fmt: skip
         try:
-            run(str(bins / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "airflow",
-                database)  # fmt: skip
+            try:
+                run(str(bins / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
+                    "airflow", database)  # fmt: skip
+            except RuntimeError as exc:  # a kept cluster's database from an earlier call
+                if fresh or "already exists" not in str(exc):
+                    raise
             yield f"postgresql+psycopg2://airflow@127.0.0.1:{port}/{database}"
         finally:
+            # A kept cluster stops cleanly: fsync is off, so an immediate stop could lose it.
+            mode = "immediate" if keep is None else "fast"
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                run(str(bins / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+                run(str(bins / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "stop")
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)

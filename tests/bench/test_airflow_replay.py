@@ -1,0 +1,79 @@
+"""bench.airflow_replay: the dates it replays, which run stands for a date, its table."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import airflow_replay as ar
+
+
+def test_the_default_replay_is_29_mondays_of_ml100k():
+    dates = ar.mondays("1997-10-06", "1998-04-20")
+    assert len(dates) == 29 and dates[1] == "1997-10-13" and dates[-1] == "1998-04-20"
+    with pytest.raises(SystemExit, match="must be a Monday"):
+        ar.mondays("1997-10-07", "1998-04-20")
+    with pytest.raises(SystemExit, match="must be a Monday"):
+        ar.mondays("1998-04-20", "1997-10-06")
+
+
+def test_a_date_is_its_newest_run_and_other_dates_are_ignored():
+    runs = [
+        {"run_id": "manual__1997-10-06", "logical_date": "1997-10-06T00:00:00+00:00",
+         "state": "failed", "start_date": "2026-11-30T10:00:00"},
+        {"run_id": "backfill__1997-10-06", "logical_date": "1997-10-06T00:00:00+00:00",
+         "state": "success", "start_date": "2026-11-30T11:00:00"},
+        {"run_id": "backfill__1997-10-13", "logical_date": "1997-10-13T00:00:00+00:00",
+         "state": "queued", "start_date": None},
+        {"run_id": "manual__2026-11-30", "logical_date": "2026-11-30T00:00:00+00:00",
+         "state": "success", "start_date": "2026-11-30T09:00:00"},
+    ]  # fmt: skip
+    dates = ["1997-10-06", "1997-10-13", "1997-10-20"]
+    # A date run twice is its later run (the backfill's success, although "manual" sorts
+    # after "backfill" by id); a date with no run is absent, so waiting goes on for it.
+    assert ar.runs_by_date(runs, dates) == {"1997-10-06": "success", "1997-10-13": "queued"}
+    assert ar.runs_by_date(list(reversed(runs)), dates) == ar.runs_by_date(runs, dates)
+
+
+def test_the_cli_json_is_found_after_its_warnings():
+    assert ar.last_json('WARNING something\n[{"a": 1}]\n') == [{"a": 1}]
+    with pytest.raises(ValueError, match="no JSON"):
+        ar.last_json("No data found\n")
+
+
+def test_the_table_is_hr10_at_h7_per_date_best_first(lakehouse):
+    def row(ds, model, metric, value, horizon=7, ci=(None, None)):
+        return {"ds": ds, "horizon_days": horizon, "model": model, "metric": metric,
+                "value": value, "ci_low": ci[0], "ci_high": ci[1], "users": 40, "k": 10,
+                "run_id": "b", "detail": None}  # fmt: skip
+
+    lakehouse.append("backtest_metrics", [
+        row("1998-01-05", "popularity", "hr@10", 0.2, ci=(0.1, 0.3)),
+        row("1998-01-05", "llm:v", "hr@10", 0.25, ci=(0.15, 0.35)),
+        row("1998-01-05", "llm:v", "hr@10", 0.9, horizon=30),  # another horizon
+        row("1998-01-05", "llm:v", "ndcg@10", 0.8),  # another metric
+        row("1997-12-29", "retrieval", "hr@10", 0.1),
+    ])  # fmt: skip
+    lakehouse.append("job_metrics", [
+        {"ds": "1998-01-05", "job": "score.serve", "metric": "users", "value": 57.0,
+         "detail": None},
+        {"ds": "1998-01-05", "job": "score.eval", "metric": "users", "value": 9.0,
+         "detail": None},
+    ])  # fmt: skip
+    lines = ar.hr10_table(lakehouse.root).splitlines()
+    assert lines[2:] == [
+        "| 1997-12-29 | — | retrieval | 0.100 | 40 |",  # never scored: no serve metric
+        "| 1998-01-05 | 57 | llm:v | 0.250 [0.150, 0.350] | 40 |",
+        "| 1998-01-05 | 57 | popularity | 0.200 [0.100, 0.300] | 40 |",
+    ]
+
+
+def test_options_are_checked_before_anything_starts(capsys, tmp_path):
+    for bad, says in (
+        (["--stages", "data,deploy"], "--stages from data,train,score,backtest"),
+        (["--train-date", "1998-01-06"], "is not one of the replayed Mondays"),
+        (["--sft-steps", "0"], "--sft-steps, --active-days >= 1"),
+    ):
+        with pytest.raises(SystemExit):
+            ar.main(["--workdir", str(tmp_path / "w"), *bad])
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()  # nothing was created for a refused call
