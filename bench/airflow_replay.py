@@ -52,6 +52,8 @@ def mondays(start: str, end: str) -> list[str]:
 
 
 def airflow_env(home: Path, lakehouse: Path, database: str, port: int) -> dict[str, str]:
+    """A project-like Airflow home (also the end-to-end DAG tests'): metadata in
+    ``database``, the repo's DAGs, an API server on ``port``, Spark on local[2]."""
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
@@ -60,15 +62,12 @@ def airflow_env(home: Path, lakehouse: Path, database: str, port: int) -> dict[s
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         # Only the backfills and triggers below make runs: no scheduled "today" beside them.
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        # LocalExecutor forks this many ~150 MB workers up front (default 32).
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
         "AIRFLOW_CONN_SPARK_DEFAULT": '{"conn_type": "spark", "host": "local[2]"}',
         "R2REC_LAKEHOUSE": str(lakehouse),
-        "R2REC_DATA_SCHEDULE": WEEKLY,
-        "R2REC_SCORE_SCHEDULE": WEEKLY,
-        # vLLM's default KV cache (a share of RAM) beside Spark and Airflow ran out of memory.
-        "R2REC_VLLM_KV_CACHE_GIB": os.environ.get("R2REC_VLLM_KV_CACHE_GIB", "1"),
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
     }
     env.pop("R2REC_TRAIN_SCHEDULE", None)
@@ -249,7 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     walls: dict[str, float] = {}
     with open(workdir / "replay.log", "a") as log, \
             postgres_server(keep=workdir / "postgres") as database:  # fmt: skip
-        replay = Replay(workdir, airflow_env(workdir / "airflow", lakehouse, database, port), log)
+        env = airflow_env(workdir / "airflow", lakehouse, database, port)
+        env.update(R2REC_DATA_SCHEDULE=WEEKLY, R2REC_SCORE_SCHEDULE=WEEKLY)
+        # vLLM's default KV cache (a share of RAM) beside Spark and Airflow ran out of memory.
+        env.setdefault("R2REC_VLLM_KV_CACHE_GIB", "1")
+        replay = Replay(workdir, env, log)
         replay.cli("db", "migrate")
         replay.cli("pools", "set", "gpu", "1", "GPU slots for training and scoring")
         with standalone(replay, port):

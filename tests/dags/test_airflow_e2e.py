@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.airflow_replay import airflow_env
 from tests.dags.postgres import free_port, postgres_server
 
 pytestmark = pytest.mark.slow
@@ -70,24 +71,8 @@ class Airflow:
     def __init__(self, home: Path, lakehouse: Path, database: str):
         self.home, self.lakehouse = home, lakehouse
         self.port = free_port()
-        self.env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            # Backfills only: no scheduled run of "today" may start beside them.
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            # LocalExecutor forks this many ~150 MB workers up front (default 32).
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__BASE_URL": f"http://localhost:{self.port}",
-            "AIRFLOW_CONN_SPARK_DEFAULT": '{"conn_type": "spark", "host": "local[2]"}',
-            "R2REC_LAKEHOUSE": str(lakehouse),
-            "R2REC_SPARK_SHUFFLE_PARTITIONS": "4",
-            "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-        }
-        self.env.pop("R2REC_TRAIN_SCHEDULE", None)
+        self.env = airflow_env(home, lakehouse, database, self.port)
+        self.env["R2REC_SPARK_SHUFFLE_PARTITIONS"] = "4"
 
     def cli(self, *args: str, timeout: int = 600) -> str:
         out = subprocess.run(
