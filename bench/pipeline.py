@@ -1,4 +1,4 @@
-"""Benchmark: graph -> samples + candidates -> chains on local[2], 2 GB driver.
+"""Benchmark: graph -> samples + candidates -> chains -> evidence on local[2], 2 GB driver.
 
     python -m bench.pipeline --sizes 100k,1m,5m [--ml100k] [--reference-timeout 900]
         [--record bench/RESULTS.md]
@@ -7,6 +7,9 @@ Each size runs in its own process (a fresh SparkSession) on seeded synthetic dat
 power-law users and items; wall time per stage and the peak resident memory of the
 whole process tree (driver JVM, Python driver and workers) are measured. The plain-
 Python reference runs on the same data in another process, where it finishes in time.
+"total s" is graph + samples + chains, as before the evidence job existed (the target of
+issue 3 and the reference's scope); "with evidence s" adds the prompt evidence of every
+candidate list (issue 15: its added time, and whether 1M still ends within 180 s).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ class PeakRSS:
 
 def run_spark_pipeline(lakehouse_root: str) -> dict:
     from r2rec.lakehouse import Lakehouse
-    from spark_jobs import chains, graph, samples
+    from spark_jobs import chains, evidence, graph, samples
     from spark_jobs.session import get_spark
 
     out: dict = {}
@@ -67,13 +70,16 @@ def run_spark_pipeline(lakehouse_root: str) -> dict:
         spark = get_spark()
         out["spark_start_s"] = time.perf_counter() - t
         lh = Lakehouse(lakehouse_root)
-        for name, job in (("graph", graph), ("samples", samples), ("chains", chains)):
+        stages = (("graph", graph), ("samples", samples), ("chains", chains),
+                  ("evidence", evidence))  # fmt: skip
+        for name, job in stages:
             t = time.perf_counter()
             report = job.run(spark, lh, DS)
             out[f"{name}_s"] = time.perf_counter() - t
             out[name] = report
     out["peak_rss_mb"] = mem.peak / 2**20
     out["total_s"] = out["graph_s"] + out["samples_s"] + out["chains_s"]
+    out["with_evidence_s"] = out["total_s"] + out["evidence_s"]
     return out
 
 
@@ -127,8 +133,9 @@ def machine() -> str:
 def table(rows: list[dict]) -> str:
     head = (
         "| data | interactions (edges) | train samples | chains | coverage | graph s "
-        "| samples+cand s | chains s | total s | peak RSS MB | reference s |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| samples+cand s | chains s | total s | evidence s | evidence rows | with evidence s "
+        "| peak RSS MB | reference s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
@@ -145,7 +152,8 @@ def table(rows: list[dict]) -> str:
             f"| {s['chains']['train_samples']:,} | {s['chains']['chains']:,} "
             f"| {s['chains']['chain_coverage']:.3f} | {s['graph_s']:.1f} "
             f"| {s['samples_s']:.1f} | {s['chains_s']:.1f} | {s['total_s']:.1f} "
-            f"| {s['peak_rss_mb']:.0f} | {ref_s} |"
+            f"| {s['evidence_s']:.1f} | {int(s['evidence']['samples.rows']):,} "
+            f"| {s['with_evidence_s']:.1f} | {s['peak_rss_mb']:.0f} | {ref_s} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -191,7 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     print(result)
     if args.record:
         with open(args.record, "a") as fh:
-            fh.write(f"\n### Pipeline (graph → samples + candidates → chains), {date.today()}\n\n")
+            fh.write(
+                f"\n### Pipeline (graph → samples + candidates → chains → evidence), "
+                f"{date.today()}\n\n"
+            )
             fh.write(
                 f"Machine: {machine()}; Spark local[2], driver memory 2g; "
                 "defaults L=10, M=20, N=20, 3 seeds, K=3, F=50.\n\n"
