@@ -150,7 +150,19 @@ class Replay:
         if out.returncode != 0 and "already" not in out.stderr.lower():
             raise SystemExit(f"backfill of {dag_id} failed: {out.stderr[-3000:]}")
         # "already": the backfill of an earlier call still runs; waiting resumes it.
-        return self.wait(dag_id, dates)
+        return self.succeeded(dag_id, self.wait(dag_id, dates))
+
+    @staticmethod
+    def succeeded(dag_id: str, states: dict[str, str]) -> dict[str, str]:
+        """The states, or a stop naming the failed dates: a later stage must not run on a
+        replay with holes (a task killed with an earlier call's scheduler ends failed)."""
+        failed = sorted(d for d, s in states.items() if s != "success")
+        if failed:
+            raise SystemExit(
+                f"{dag_id}: {len(failed)} run(s) failed: {', '.join(failed)}; their task logs "
+                "are under the Airflow home's logs/. Run this command again to retry them."
+            )
+        return states
 
     def trigger(self, dag_id: str, ds: str, conf: dict) -> str:
         states = self.states(dag_id, [ds])
@@ -161,7 +173,7 @@ class Replay:
         if ds not in states or states[ds] == "failed":
             self.cli("dags", "trigger", dag_id, "--logical-date", f"{ds}T00:00:00+00:00",
                      "--conf", json.dumps(conf))  # fmt: skip
-        return self.wait(dag_id, [ds])[ds]
+        return self.succeeded(dag_id, self.wait(dag_id, [ds]))[ds]
 
 
 @contextlib.contextmanager

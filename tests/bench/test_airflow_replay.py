@@ -34,6 +34,13 @@ def test_a_date_is_its_newest_run_and_other_dates_are_ignored():
     assert ar.runs_by_date(list(reversed(runs)), dates) == ar.runs_by_date(runs, dates)
 
 
+def test_a_stage_with_a_failed_date_stops_the_replay():
+    ok = {"1997-10-06": "success", "1997-10-13": "success"}
+    assert ar.Replay.succeeded("r2rec_data", ok) == ok
+    with pytest.raises(SystemExit, match=r"r2rec_data: 1 run\(s\) failed: 1997-10-13;"):
+        ar.Replay.succeeded("r2rec_data", {**ok, "1997-10-13": "failed"})
+
+
 def test_the_cli_json_is_found_after_its_warnings():
     assert ar.last_json('WARNING something\n[{"a": 1}]\n') == [{"a": 1}]
     with pytest.raises(ValueError, match="no JSON"):
