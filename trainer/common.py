@@ -257,13 +257,58 @@ def progress_callback(run: Run):
                 self.bar.close()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            entry = {"pid": os.getpid(), "step": state.global_step, **(logs or {})}
+            entry = {"pid": os.getpid(), "step": state.global_step, "rss_mb": resident_mb(),
+                     **(logs or {})}  # fmt: skip
             with open(path, "a") as fh:
                 fh.write(json.dumps(entry, default=str) + "\n")
             if self.bar is not None and logs and "loss" in logs:
                 self.bar.note = f"loss {float(logs['loss']):.4f}"
 
     return _Progress()
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory now, in MiB (Linux; None elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
+def _glibc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_memory_callback(trim=None):
+    """A callback handing the heap's freed pages back to the system after every step.
+
+    On a CPU, a GRPO step allocates tensors of a new shape each time (completion lengths
+    vary), and glibc keeps what they freed in its arenas: the trainer's resident memory
+    grew from 12.1 to 15.8 GB over 20 steps of SmolLM2-135M with 8 completions and was
+    OOM-killed on our 24 GB machine. ``malloc_trim(0)`` returns the free pages; the
+    tensors in use are untouched. ``trim`` is for tests.
+    """
+    import gc
+
+    from transformers import TrainerCallback
+
+    trim = trim if trim is not None else _glibc_trim()
+
+    class _Release(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            gc.collect()
+            if trim is not None:
+                trim(0)
+
+    return _Release()
 
 
 def own_progress_only(trainer) -> None:

@@ -28,6 +28,7 @@ from trainer.common import (
     lora_config,
     own_progress_only,
     progress_callback,
+    release_memory_callback,
     stage_main,
     start,
     with_fault_points,
@@ -191,7 +192,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         args=train_args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=[progress_callback(run)],
+        callbacks=[progress_callback(run), release_memory_callback()],
         peft_config=peft_config,
         rollout_func=make_rollout(run_args, train_args, base.path, run.dir),
     )

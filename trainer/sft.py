@@ -30,6 +30,7 @@ from trainer.common import (
     lora_config,
     own_progress_only,
     progress_callback,
+    release_memory_callback,
     stage_main,
     start,
     with_fault_points,
@@ -148,7 +149,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         args=train_args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=[progress_callback(run)],
+        callbacks=[progress_callback(run), release_memory_callback()],
         peft_config=lora_config(run_args) if run_args.use_lora else None,
     )
     own_progress_only(trainer)
