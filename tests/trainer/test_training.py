@@ -128,6 +128,8 @@ def assert_resumed(report: dict, run_dir: Path, total: int) -> None:
     log = progress(run_dir)
     pids = list(dict.fromkeys(e["pid"] for e in log))
     assert len(pids) == 2, "one process before the kill, one after"
+    # Each line says how much memory its process held (a torch trainer: well over 50 MiB).
+    assert all(e["rss_mb"] > 50 for e in log), [e["rss_mb"] for e in log]
     before = [e["step"] for e in log if e["pid"] == pids[0] and "loss" in e]
     after = [e["step"] for e in log if e["pid"] == pids[1] and "loss" in e]
     assert before[0] == 1 and max(before) >= resumed
