@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -32,6 +31,8 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
+
+from bench import record_section
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -288,19 +289,17 @@ def main(argv: list[str] | None = None) -> int:
         table = hr10_table(lakehouse)
         replay.say("\n" + table)
     if args.record:
-        with open(args.record, "a") as f:
-            f.write(
-                f"\n### Airflow replay and backtest ({date.today().isoformat()}, "
-                f"{platform.node()}, {platform.processor() or platform.machine()})\n\n"
-                f"`python -m bench.airflow_replay --start {args.start} --end {args.end} "
-                f"--train-date {args.train_date} --sft-steps {args.sft_steps} --grpo-steps "
-                f"{args.grpo_steps} --active-days {args.active_days}`: {len(dates)} data runs, "
-                f"{len(scored)} scored dates. Wall time of this call per stage: "
-                + ", ".join(f"{s} {w / 60:.0f} min" for s, w in walls.items())
-                + " (a resumed call counts only its own part).\n\n"
-                + table
-                + "\n"
-            )
+        record_section(
+            args.record,
+            "Airflow replay and backtest",
+            f"`python -m bench.airflow_replay --start {args.start} --end {args.end} "
+            f"--train-date {args.train_date} --sft-steps {args.sft_steps} --grpo-steps "
+            f"{args.grpo_steps} --active-days {args.active_days}`: {len(dates)} data runs, "
+            f"{len(scored)} scored dates. Wall time of this call per stage: "
+            + ", ".join(f"{s} {w / 60:.0f} min" for s, w in walls.items())
+            + " (a resumed call counts only its own part).\n\n"
+            + table,
+        )
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import NamedTuple
+
+from bench import record_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,9 +60,12 @@ JOBS: dict[str, Job] = {
 SCORE = Job("inference.score", ("--mode", "serve"))
 
 
+def spec(name: str) -> Job:
+    return SCORE if name == "score" else JOBS[name]
+
+
 def recorded_as(name: str) -> str:
-    job = SCORE if name == "score" else JOBS[name]
-    return job.recorded_as or name
+    return spec(name).recorded_as or name
 
 
 def replay_dates(start: str, count: int, every_days: int) -> list[str]:
@@ -70,9 +74,9 @@ def replay_dates(start: str, count: int, every_days: int) -> list[str]:
 
 
 def run_job(job: str, ds: str, lakehouse: str, extra: tuple[str, ...] = ()) -> float:
-    spec = SCORE if job == "score" else JOBS[job]
-    cmd = [sys.executable, "-m", spec.module, "--ds", ds, "--lakehouse", lakehouse,
-           *spec.options, *extra]  # fmt: skip
+    job_spec = spec(job)
+    cmd = [sys.executable, "-m", job_spec.module, "--ds", ds, "--lakehouse", lakehouse,
+           *job_spec.options, *extra]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -85,12 +89,12 @@ def run_job(job: str, ds: str, lakehouse: str, extra: tuple[str, ...] = ()) -> f
 def _ran_as(row: dict, name: str) -> bool:
     """Whether a job_runs row is bench job ``name``: its job_runs name, and its options in
     its command line (evidence runs once per scope under one name)."""
-    spec = SCORE if name == "score" else JOBS[name]
     if row["job"] != recorded_as(name):
         return False
+    options = spec(name).options
     argv = json.loads(row["config"] or "[]")
-    n = len(spec.options)
-    return n == 0 or any(tuple(argv[i : i + n]) == spec.options for i in range(len(argv)))
+    n = len(options)
+    return n == 0 or any(tuple(argv[i : i + n]) == options for i in range(len(argv)))
 
 
 def job_rows(lakehouse: str, dates: list[str], jobs: list[str]) -> dict[tuple[str, str], dict]:
@@ -228,16 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(json.dumps(summary))
     if args.record:
-        cpu = platform.processor() or platform.machine()
-        with open(args.record, "a") as f:
-            f.write(
-                f"\n### Replay cost over history ({date.today().isoformat()}, "
-                f"{platform.node()}, {cpu})\n\n`python -m bench.replay --dates {args.dates} "
-                f"--start {args.start} --every-days {args.every_days} --jobs {args.jobs} "
-                f"--score-users {args.score_users}`; "
-                "each job in its own process, times and peaks from `job_runs`.\n\n"
-                f"{text}\n"
-            )
+        record_section(
+            args.record,
+            "Replay cost over history",
+            f"`python -m bench.replay --dates {args.dates} --start {args.start} --every-days "
+            f"{args.every_days} --jobs {args.jobs} --score-users {args.score_users}`; each job "
+            "in its own process, times and peaks from `job_runs`.\n\n" + text,
+        )
     return 0
 
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
-from datetime import date
 from pathlib import Path
+
+from bench import record_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,15 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows)
     print(text)
     if args.record:
-        with open(args.record, "a") as f:
-            f.write(
-                f"\n### Nightly scoring of every user ({date.today().isoformat()}, "
-                f"{platform.node()}, {platform.processor() or platform.machine()})\n\n"
-                f"`python -m bench.scoring --ds {args.ds} --model {args.model} --budgets "
-                f"{args.budgets} --max-users {args.max_users}`: `inference.score --mode eval`, "
-                "test samples, candidate seed 0, the model's own prompt; wall time from "
-                "`job_runs` (engine start included).\n\n" + text + "\n"
-            )
+        record_section(
+            args.record,
+            "Nightly scoring of every user",
+            f"`python -m bench.scoring --ds {args.ds} --model {args.model} --budgets "
+            f"{args.budgets} --max-users {args.max_users}`: `inference.score --mode eval`, "
+            "test samples, candidate seed 0, the model's own prompt; wall time from "
+            "`job_runs` (engine start included).\n\n" + text,
+        )
     return 0
 
 
