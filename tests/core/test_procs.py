@@ -1,4 +1,5 @@
-"""A job killed with SIGKILL takes the children it forked under the guard with it."""
+"""A job killed with SIGKILL or SIGTERM, after the guarded block or inside it, takes the
+children it started under the guard with it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 JOB = textwrap.dedent(
     """
     import multiprocessing as mp
+    import os
+    import signal
+    import sys
     import time
 
     from r2rec.procs import children_die_with_me
@@ -37,6 +41,8 @@ JOB = textwrap.dedent(
 
 
     if __name__ == "__main__":
+        inside = sys.argv[1] == "inside"  # killed while the engine is still starting
+        at_once = sys.argv[1] == "at-once"  # dead as soon as the block has ended
         with children_die_with_me():
             spawned = mp.get_context("spawn").Process(target=parent_of_one)  # vLLM on CPU
             spawned.start()
@@ -46,6 +52,16 @@ JOB = textwrap.dedent(
             while not [line for line in open(f"/proc/{spawned.pid}/task/{spawned.pid}/children")
                        if line.strip()]:  # the block ends once the engine is up
                 time.sleep(0.1)
+            if inside:
+                time.sleep(2)  # the watchdog looks every half second
+                print("spawned", spawned.pid, flush=True)
+                print("forked", forked.pid, flush=True)
+                print("after", 0, flush=True)
+                time.sleep(300)
+        if at_once:
+            for name, pid in (("spawned", spawned.pid), ("forked", forked.pid), ("after", 0)):
+                print(name, pid, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
         after = mp.get_context("spawn").Process(target=sleeper)
         after.start()
         print("spawned", spawned.pid, flush=True)
@@ -65,13 +81,23 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def test_sigkill_of_the_job_kills_what_the_block_started_and_only_that(tmp_path):
+@pytest.mark.parametrize(
+    ("where", "sig"),
+    [
+        ("after", signal.SIGKILL),
+        ("after", signal.SIGTERM),
+        ("inside", signal.SIGKILL),
+        ("at-once", signal.SIGKILL),  # its own
+    ],
+)
+def test_a_killed_job_takes_what_the_block_started_and_only_that(tmp_path, where, sig):
     script = tmp_path / "job.py"
     script.write_text(JOB)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     job = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
-    )
+        [sys.executable, str(script), where], stdout=subprocess.PIPE, text=True, env=env,
+        cwd=ROOT,
+    )  # fmt: skip
     pids: dict[str, int] = {}
     try:
         while len(pids) < 4:
@@ -79,19 +105,21 @@ def test_sigkill_of_the_job_kills_what_the_block_started_and_only_that(tmp_path)
             assert line, f"the job ended early (rc {job.poll()})"
             name, pid = line.split()
             pids[name] = int(pid)
-        assert all(alive(p) for p in pids.values())
-        os.kill(job.pid, signal.SIGKILL)
+        if where != "at-once":  # there the watchdog may already have done its work
+            assert all(alive(p) for p in pids.values() if p)
+        os.kill(job.pid, sig)
         job.wait(30)
         deadline = time.monotonic() + 30  # a loaded CPU delivers late, not never
         inside = ("spawned", "forked", "grandchild")
         while any(alive(pids[name]) for name in inside):
             left = [name for name in inside if alive(pids[name])]
-            assert time.monotonic() < deadline, f"{left} outlived the SIGKILLed job"
+            assert time.monotonic() < deadline, f"{left} outlived the job killed by {sig!r}"
             time.sleep(0.2)
-        assert alive(pids["after"])  # started after the block: not the block's to kill
+        if pids["after"]:
+            assert alive(pids["after"])  # started after the block: not the block's to kill
     finally:
         job.kill()
-        for pid in pids.values():
+        for pid in filter(None, pids.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
