@@ -29,69 +29,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-# Runs in a fresh interpreter: argv = the job's pid, its start time, the pids it already had.
-# Until "end", it records the job's new descendants itself every half second; "end" hands
-# over the job's own list ("pid start" lines before it). Then it waits for the job's death.
-_WATCHDOG = """
-import os, select, signal, sys
-from pathlib import Path
-job, job_start = int(sys.argv[1]), sys.argv[2]
-before = {int(p) for p in sys.argv[3].split(",") if p} | {os.getpid()}
-def start(pid):
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        return None
-def tracker(pid):  # multiprocessing's resource tracker frees shared memory once alone
-    try:
-        return b"multiprocessing.resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-def descendants(pid):
-    found, todo = set(), [pid]
-    while todo:
-        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
-            try:
-                kids = {int(k) for k in (task / "children").read_text().split()}
-            except OSError:
-                continue
-            todo.extend(kids - found)
-            found |= kids
-    return found
-try:
-    death = os.pidfd_open(job)
-except (AttributeError, OSError):
-    death = None
-seen, watching, text, alive = {}, True, "", True
-while alive:
-    ready = select.select([0] + ([death] if death is not None else []), [], [],
-                          0.5 if watching or death is None else None)[0]
-    alive = start(job) == job_start and not (death is not None and death in ready)
-    if 0 in ready or not alive:
-        # Read all the job wrote, its last words too: it may die right after the list.
-        while select.select([0], [], [], 0)[0]:
-            chunk = os.read(0, 65536).decode()
-            if not chunk:  # the pipe closed: the job (and every child it forked) is gone
-                alive = False
-                break
-            text += chunk
-        if watching and text.endswith("end\\n"):
-            watching = False
-            seen = dict(line.split() for line in text.splitlines()[:-1])
-            if not seen:
-                sys.exit(0)
-    elif watching:
-        for pid in descendants(job) - before:
-            if pid not in seen and (started := start(pid)):
-                seen[pid] = started
-for pid, started in seen.items():
-    if start(int(pid)) == started and not tracker(int(pid)):  # the same process, not a reused pid
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except OSError:
-            pass
-"""
-
 
 def _start_time(pid: int) -> str | None:
     """Field 22 of /proc/<pid>/stat (clock ticks after boot): with the pid, one process."""
@@ -101,10 +38,10 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
-def _resource_tracker(pid: int) -> bool:
+def _resource_tracker(pid: int, wait: bool = True) -> bool:
     """multiprocessing's tracker: it exits by itself once its users are gone, and must be
     let to, because that is when it frees their leaked shared memory and semaphores."""
-    for _ in range(40):
+    for _ in range(40 if wait else 1):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
@@ -131,6 +68,52 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def _watch(job: int, job_start: str | None, before: list[int]) -> None:
+    """The watchdog's body, in its own interpreter (``python -c``, stdin from the job).
+
+    Until the job's "end" line it notes the job's new descendants itself every half
+    second; "end" hands over the job's own list (the "pid start" lines before it). Then
+    it waits for the job's death and SIGKILLs what still runs of that list."""
+    import select
+    import signal
+
+    mine = set(before) | {os.getpid()}
+    try:
+        death = os.pidfd_open(job)  # readable once the job has exited
+    except (AttributeError, OSError):
+        death = None  # old kernel, or the job already gone: poll its start time instead
+    seen: dict[int, str] = {}
+    watching, text, alive = True, "", True
+    while alive:
+        waits = [0] if death is None else [0, death]
+        ready = select.select(waits, [], [], 0.5 if watching or death is None else None)[0]
+        alive = _start_time(job) == job_start and not (death is not None and death in ready)
+        if 0 in ready or not alive:
+            # Read all the job wrote, its last words too: it may die right after the list.
+            while select.select([0], [], [], 0)[0]:
+                chunk = os.read(0, 65536).decode()
+                if not chunk:  # the pipe closed: the job (and every child it forked) is gone
+                    alive = False
+                    break
+                text += chunk
+            if watching and text.endswith("end\n"):
+                watching = False
+                seen = {int(pid): start for pid, start in
+                        (line.split() for line in text.splitlines()[:-1])}  # fmt: skip
+                if not seen:
+                    return
+        elif watching:
+            for pid in descendants(job) - mine:
+                if pid not in seen and (started := _start_time(pid)):
+                    seen[pid] = started
+    for pid, started in seen.items():
+        # The same process (not a reused pid), and not multiprocessing's resource
+        # tracker, which frees the shared memory of its users once they are gone.
+        if _start_time(pid) == started and not _resource_tracker(pid, wait=False):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
 _watchdogs: list[subprocess.Popen] = []  # never waited for: they outlive us by design
 
 
@@ -143,11 +126,13 @@ def children_die_with_me() -> Iterator[None]:
         return
     me = os.getpid()
     before = descendants(me)
+    # Where this module is, since the watchdog's working directory and path are the job's.
+    root = str(Path(__file__).resolve().parents[1])
+    code = (f"import sys; sys.path.insert(0, {root!r}); from r2rec.procs import _watch; "
+            f"_watch({me}, {_start_time(me)!r}, {sorted(before)!r})")  # fmt: skip
     watchdog = subprocess.Popen(
-        [sys.executable, "-c", _WATCHDOG, str(me), _start_time(me) or "",
-         ",".join(map(str, sorted(before)))],
-        stdin=subprocess.PIPE, text=True, close_fds=True,
-    )  # fmt: skip
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, text=True, close_fds=True
+    )
     try:
         yield
     finally:

@@ -33,10 +33,11 @@ JOB = textwrap.dedent(
         time.sleep(300)
 
 
-    def parent_of_one():  # a child that starts its own, as vLLM's engine core does
+    def parent_of_one(up):  # a child that starts its own, as vLLM's engine core does
         inner = mp.get_context("spawn").Process(target=sleeper)
         inner.start()
         print("grandchild", inner.pid, flush=True)
+        up.set()
         time.sleep(300)
 
 
@@ -44,14 +45,12 @@ JOB = textwrap.dedent(
         inside = sys.argv[1] == "inside"  # killed while the engine is still starting
         at_once = sys.argv[1] == "at-once"  # dead as soon as the block has ended
         with children_die_with_me():
-            spawned = mp.get_context("spawn").Process(target=parent_of_one)  # vLLM on CPU
+            up = mp.get_context("spawn").Event()
+            spawned = mp.get_context("spawn").Process(target=parent_of_one, args=(up,))  # vLLM
             spawned.start()
             forked = mp.get_context("fork").Process(target=sleeper)
             forked.start()
-            time.sleep(0.1)
-            while not [line for line in open(f"/proc/{spawned.pid}/task/{spawned.pid}/children")
-                       if line.strip()]:  # the block ends once the engine is up
-                time.sleep(0.1)
+            assert up.wait(120)  # the block ends once the engine is up
             if inside:
                 time.sleep(2)  # the watchdog looks every half second
                 print("spawned", spawned.pid, flush=True)
