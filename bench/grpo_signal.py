@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import statistics
 import sys
 import time
 from datetime import date
+
+from bench import cpu_model
 
 
 def group_stats(rewards: list[list[float]], accuracy: list[list[float]]) -> dict:
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\n### GRPO learning signal by temperature, {date.today().isoformat()}\n",
             f"`python -m bench.grpo_signal --ds {args.ds} --model {args.model} --prompts "
             f"{len(rows)} --generations {args.generations}` on "
-            f"{platform.processor() or platform.machine()}, engine dtype "
+            f"{cpu_model()}, engine dtype "
             f"{scorer.dtype}: "
             f"{len(rows)} training prompts (rl_prompts, evidence {args.evidence}) x "
             f"{args.generations} completions, rewarded by `trainer.rewards`. 'spread': share "

@@ -17,14 +17,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from datetime import date
+
+from bench import machine
 
 DS = "2026-11-25"
 
@@ -119,15 +119,6 @@ def prepare(size: str, root: str) -> None:
         return
     events = int(float(size.lower().replace("k", "e3").replace("m", "e6")))
     synthetic.write(Lakehouse(root), synthetic.generate(events), DS)
-
-
-def machine() -> str:
-    import psutil
-
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, Python {platform.python_version()}"
-    )
 
 
 def table(rows: list[dict]) -> str:
