@@ -41,6 +41,11 @@ JOB = textwrap.dedent(
         time.sleep(300)
 
 
+    def report(spawned, forked, after):  # what the test watches; after=0: none started
+        for name, pid in (("spawned", spawned.pid), ("forked", forked.pid), ("after", after)):
+            print(name, pid, flush=True)
+
+
     if __name__ == "__main__":
         inside = sys.argv[1] == "inside"  # killed while the engine is still starting
         at_once = sys.argv[1] == "at-once"  # dead as soon as the block has ended
@@ -53,19 +58,14 @@ JOB = textwrap.dedent(
             assert up.wait(120)  # the block ends once the engine is up
             if inside:
                 time.sleep(2)  # the watchdog looks every half second
-                print("spawned", spawned.pid, flush=True)
-                print("forked", forked.pid, flush=True)
-                print("after", 0, flush=True)
+                report(spawned, forked, 0)
                 time.sleep(300)
         if at_once:
-            for name, pid in (("spawned", spawned.pid), ("forked", forked.pid), ("after", 0)):
-                print(name, pid, flush=True)
+            report(spawned, forked, 0)
             os.kill(os.getpid(), signal.SIGKILL)
         after = mp.get_context("spawn").Process(target=sleeper)
         after.start()
-        print("spawned", spawned.pid, flush=True)
-        print("forked", forked.pid, flush=True)
-        print("after", after.pid, flush=True)
+        report(spawned, forked, after.pid)
         time.sleep(300)
     """
 )
