@@ -2,12 +2,14 @@
 
     python -m bench.airflow_replay [--workdir replay-work] [--start 1997-10-06]
         [--end 1998-04-20] [--train-date 1998-01-05] [--sft-steps 300] [--grpo-steps 4]
-        [--active-days 7] [--stages data,train,score,backtest] [--record bench/RESULTS.md]
+        [--active-days 7] [--score-weeks N] [--stages data,train,score,backtest]
+        [--record bench/RESULTS.md]
 
 README "Replay and backtest", run for real (issue 17): weekly data runs of ML-100k
 through ``airflow backfill create --dag-id r2rec_data`` (29 Mondays by default), a
 champion trained as of ``--train-date`` by ``r2rec_train``, weekly scoring from that
-date by a backfill of ``r2rec_score`` (users active the week before), then
+date by a backfill of ``r2rec_score`` (users active the week before; ``--score-weeks``
+bounds it to the first N Mondays, since each scored date costs minutes of vLLM), then
 ``r2rec_backtest``, and the HR@10 at H = 7 of every model per date from
 ``backtest_metrics``.
 
@@ -242,16 +244,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grpo-steps", type=int, default=4)
     p.add_argument("--active-days", type=int, default=7)
     p.add_argument("--eval-samples", type=int, default=100)
+    p.add_argument(
+        "--score-weeks",
+        type=int,
+        help="score only the first N Mondays from --train-date (default: every one to --end)",
+    )
     p.add_argument("--stages", default=",".join(STAGES))
     p.add_argument("--record", help="append the result to this Markdown file")
     args = p.parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
-    if set(stages) - set(STAGES) or min(args.sft_steps, args.active_days) < 1:
-        p.error(f"--stages from {','.join(STAGES)}; --sft-steps, --active-days >= 1")
+    weeks = args.score_weeks if args.score_weeks is not None else 1
+    if set(stages) - set(STAGES) or min(args.sft_steps, args.active_days, weeks) < 1:
+        p.error(f"--stages from {','.join(STAGES)}; --sft-steps, --active-days, --score-weeks >= 1")
     dates = mondays(args.start, args.end)
     if args.train_date not in dates:
         p.error(f"--train-date {args.train_date} is not one of the replayed Mondays")
-    scored = [d for d in dates if d >= args.train_date]
+    scored = [d for d in dates if d >= args.train_date][: args.score_weeks]
 
     from tests.dags.postgres import free_port, postgres_server
 
@@ -294,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
             "Airflow replay and backtest",
             f"`python -m bench.airflow_replay --start {args.start} --end {args.end} "
             f"--train-date {args.train_date} --sft-steps {args.sft_steps} --grpo-steps "
-            f"{args.grpo_steps} --active-days {args.active_days}`: {len(dates)} data runs, "
+            f"{args.grpo_steps} --active-days {args.active_days}"
+            + (f" --score-weeks {args.score_weeks}" if args.score_weeks else "")
+            + f"`: {len(dates)} data runs, "
             f"{len(scored)} scored dates. Wall time of this call per stage: "
             + ", ".join(f"{s} {w / 60:.0f} min" for s, w in walls.items())
             + " (a resumed call counts only its own part).\n\n"

@@ -78,7 +78,8 @@ def test_options_are_checked_before_anything_starts(capsys, tmp_path):
     for bad, says in (
         (["--stages", "data,deploy"], "--stages from data,train,score,backtest"),
         (["--train-date", "1998-01-06"], "is not one of the replayed Mondays"),
-        (["--sft-steps", "0"], "--sft-steps, --active-days >= 1"),
+        (["--sft-steps", "0"], "--sft-steps, --active-days, --score-weeks >= 1"),
+        (["--score-weeks", "0"], "--sft-steps, --active-days, --score-weeks >= 1"),
     ):
         with pytest.raises(SystemExit):
             ar.main(["--workdir", str(tmp_path / "w"), *bad])
