@@ -15,10 +15,12 @@ DEMO_USERS ?= 12
 # of 48 were; 24 steps: 85%), or the demo would show reasoning without an answer.
 DEMO_SFT_STEPS ?= 24
 DEMO_GRPO_STEPS ?= 2
-DEMO_EVAL_SAMPLES ?= 8
+# LLM evaluation samples per split, on candidate seed 0 only: promotion decides on at
+# least 30 samples (fewer decide nothing, and scoring would then have no champion).
+DEMO_EVAL_SAMPLES ?= 40
 # The DAG runs' params (conf): small CPU budgets for the demo.
-DEMO_TRAIN_CONF = {"sft_args": "--max_steps $(DEMO_SFT_STEPS)", "grpo_args": "--max_steps $(DEMO_GRPO_STEPS)", "eval_samples": $(DEMO_EVAL_SAMPLES)}
-DEMO_SCORE_CONF = {"shards": 2, "score_args": "--max-users $(DEMO_USERS)", "eval_samples": $(DEMO_EVAL_SAMPLES), "eval_args": "--sasrec-epochs 10"}
+DEMO_TRAIN_CONF = {"sft_args": "--max_steps $(DEMO_SFT_STEPS)", "grpo_args": "--max_steps $(DEMO_GRPO_STEPS)", "eval_samples": $(DEMO_EVAL_SAMPLES), "eval_seeds": "0"}
+DEMO_SCORE_CONF = {"shards": 2, "score_args": "--max-users $(DEMO_USERS)", "eval_samples": $(DEMO_EVAL_SAMPLES), "eval_args": "--sasrec-epochs 10 --seeds 0"}
 export R2REC_LAKEHOUSE ?= $(CURDIR)/lakehouse
 
 # A project-local Airflow (SQLite) that runs the DAGs in dags/ with this venv's tools.

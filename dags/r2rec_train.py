@@ -1,12 +1,14 @@
-"""r2rec_train: SFT -> evaluate (+ the base) -> promote -> GRPO -> evaluate -> promote.
+"""r2rec_train: SFT -> evaluate (+ the incumbent) -> promote -> GRPO -> evaluate -> promote.
 
 Triggered when ``r2rec_data`` publishes new SFT examples and RL prompts (the ds rides
 on the asset events), or manually with a logical date; ``R2REC_TRAIN_SCHEDULE=@weekly``
 (or any cron) schedules it instead. Training and LLM evaluation run in the ``gpu``
-pool; a candidate becomes the champion only if its validation HR@1 beats the
-champion's, or, before the first promotion, the untuned base model's (evaluated here
-then). Evaluation, promotion and GRPO's starting adapter all use the exact version
-the training task reported, never a "latest" that a rerun could change in between.
+pool; a candidate becomes the champion only if it beats the champion on the same
+validation samples (more won than lost, by a one-sided sign test at ``alpha``), or,
+before the first promotion, the untuned base model. Either incumbent is evaluated here
+on this date's samples first. Evaluation, promotion and GRPO's starting adapter all use
+the exact version the training task reported, never a "latest" that a rerun could
+change in between.
 """
 
 from __future__ import annotations
@@ -72,6 +74,19 @@ with DAG(
         "min_samples": Param(
             30, type="integer", minimum=0, description="fewer validation samples decide nothing"
         ),
+        "alpha": Param(
+            0.05,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=1,
+            description="largest sign-test p-value that promotes (1: the gain alone decides)",
+        ),
+        "eval_seeds": Param(
+            "",
+            type="string",
+            pattern=r"^([0-9]{1,4}(,[0-9]{1,4}){0,15})?$",
+            description="candidate seeds the evaluations use, e.g. 0 (default: all)",
+        ),
     },
 ) as dag:
     ds = run_date()
@@ -95,21 +110,21 @@ with DAG(
         exact = sh(f"ti.xcom_pull(task_ids='{stage}_version')")
         evaluate = cli_job(
             f"evaluate_{stage}", "evaluate", "--models", "llm", "--llm-model", exact,
-            "--max-samples", sh("params.eval_samples"), gpu=1,
+            "--max-samples", sh("params.eval_samples"), "--seeds", sh("params.eval_seeds"), gpu=1,
         )  # fmt: skip
         promote = cli_job(
             f"promote_{stage}", "promote", "--candidate", exact, "--min-gain",
-            sh("params.min_gain"), "--min-samples", sh("params.min_samples"),
-            outlets=[asset("model_registry")],
+            sh("params.min_gain"), "--min-samples", sh("params.min_samples"), "--alpha",
+            sh("params.alpha"), outlets=[asset("model_registry")],
         )  # fmt: skip
         previous >> train >> version >> evaluate >> promote
         if stage == "sft":
-            # The first champion must beat the untuned base: evaluate it on the same
-            # samples (a no-op once a champion exists).
-            base = cli_job(
-                "evaluate_base", "evaluate", "--models", "llm", "--llm-model",
-                sh(f"'base:' ~ ti.xcom_pull(task_ids='{stage}_version')"),
-                "--max-samples", sh("params.eval_samples"), "--unless-champion", gpu=1,
+            # What the SFT must beat, on the same samples: the champion, or before the
+            # first promotion the untuned base. GRPO then meets whichever won.
+            incumbent = cli_job(
+                "evaluate_incumbent", "evaluate", "--models", "llm", "--incumbent-of", exact,
+                "--max-samples", sh("params.eval_samples"), "--seeds", sh("params.eval_seeds"),
+                gpu=1,
             )  # fmt: skip
-            version >> base >> promote
+            version >> incumbent >> promote
         previous = promote

@@ -2,7 +2,8 @@
 
     python -m inference.evaluate --ds 2026-11-25
         [--models popularity,itemknn,als,sasrec,evidence,llm] [--llm-model SPEC]
-        [--adapter PATH] [--evidence chains|none] [--max-samples N] [--seeds 0,1,2]
+        [--adapter PATH] [--incumbent-of REF] [--evidence chains|none] [--max-samples N]
+        [--seeds 0,1,2]
 
 Reads partition D of ``samples``, ``candidates`` and ``graph_edges`` (and, for the
 evidence ranker and the LLM, ``candidate_evidence``). Every model ranks the same
@@ -11,8 +12,9 @@ over samples); the classical baselines are also ranked over all items (full prot
 ``--max-samples N`` limits the LLM to the same N samples per split (a stable hash), and
 every other model is then also reported on exactly those samples (subset ``hash-N``),
 so the rows compare like with like. Replaces the rows of (D, model) in ``eval_metrics``
-per model, so a rerun replaces exactly that model's rows, and ``reports/eval_<D>.md``
-and ``.png`` under the lakehouse root (docs/METHOD.md §9).
+and, per sample and seed, in ``eval_outcomes`` (what a paired comparison of two models
+needs), so a rerun replaces exactly that model's rows, and ``reports/eval_<D>.md`` and
+``.png`` under the lakehouse root (docs/METHOD.md §9).
 """
 
 from __future__ import annotations
@@ -34,11 +36,19 @@ from inference.baselines import (
     spark_for,
     training_edges,
 )
-from inference.metrics import aggregate, full_metrics, interval, mean_metrics, per_sample
+from inference.metrics import (
+    aggregate,
+    full_metrics,
+    interval,
+    mean_metrics,
+    per_sample,
+    rank_of,
+    sample_metrics,
+)
 from inference.ranking import EvalSample, Ranker, Ranking
 from r2rec import faults
 from r2rec.config import parse_ds
-from r2rec.contracts import CANDIDATES, EVAL_METRICS, GRAPH_EDGES, SAMPLES
+from r2rec.contracts import CANDIDATES, EVAL_METRICS, EVAL_OUTCOMES, GRAPH_EDGES, SAMPLES
 from r2rec.errors import R2RecError
 from r2rec.jobs import base_parser, record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
@@ -175,6 +185,21 @@ def sampled_rows(
     return rows
 
 
+def outcome_rows(samples: Sequence[EvalSample], rankings: Sequence[Ranking]) -> list[dict]:
+    """eval_outcomes rows (without ds/model/run): each ranking's target rank and HR@1."""
+    return [
+        {
+            "split": s.split,
+            "sample_id": s.sample_id,
+            "seed": s.seed,
+            "target_rank": rank_of(r.items, s.target_item_id),
+            "answer_valid": r.answer_valid,
+            "hit1": sample_metrics(s, r)["hr@1"],
+        }
+        for s, r in zip(samples, rankings, strict=True)
+    ]
+
+
 def subset_rows(
     samples: Sequence[EvalSample], rankings: Sequence[Ranking], subset: list[EvalSample], name: str
 ) -> list[dict]:
@@ -263,14 +288,22 @@ def job_suffix(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:\-]", "_", model)
 
 
-def _write(lakehouse, ds, name, run_id, detail, rows, seconds) -> dict[str, Any]:
+def _write(lakehouse, ds, name, run_id, detail, rows, seconds, outcomes) -> dict[str, Any]:
+    quoted = name.replace("'", "''")
+    predicate = f"ds = '{ds}' AND model = '{quoted}'"
+    # Outcomes first: metrics carrying this run id imply its outcomes are written, and a
+    # crash in between leaves the run ids unequal, which promotion refuses to pair.
+    lakehouse.overwrite(
+        EVAL_OUTCOMES,
+        [{"ds": ds, "model": name, "run_id": run_id} | r for r in outcomes],
+        predicate=predicate,
+    )
     table = [
         {"ds": ds, "model": name, "run_id": run_id, "detail": json.dumps(detail, sort_keys=True)}
         | r
         for r in rows
     ]
-    quoted = name.replace("'", "''")
-    lakehouse.overwrite(EVAL_METRICS, table, predicate=f"ds = '{ds}' AND model = '{quoted}'")
+    lakehouse.overwrite(EVAL_METRICS, table, predicate=predicate)
     summary = {
         f"{r['split']}.{r['protocol']}.{r['metric']}"
         + ("" if r["subset"] == ALL else f".{r['subset']}"): r["value"]
@@ -357,7 +390,10 @@ def run(
         }
         if hasattr(model, "losses"):
             detail["train_loss"] = [round(x, 4) for x in model.losses]
-        results[model_name] = _write(lakehouse, ds, model_name, run_id, detail, rows, seconds)
+        results[model_name] = _write(
+            lakehouse, ds, model_name, run_id, detail, rows, seconds,
+            outcome_rows(data.eval_samples, rankings),
+        )  # fmt: skip
 
     if EVIDENCE_RANKER in models:  # every sample, like the baselines: it costs no model
         from inference.prompts import EvidenceRanker
@@ -371,8 +407,9 @@ def run(
         rows += subset_rows(data.eval_samples, rankings, subset, name)
         detail = {"protocol": protocol, "rank_seconds": rank_s, **ranker.detail}
         results[ranker.name] = _write(
-            lakehouse, ds, ranker.name, run_id, detail, rows, {"rank": rank_s}
-        )
+            lakehouse, ds, ranker.name, run_id, detail, rows, {"rank": rank_s},
+            outcome_rows(data.eval_samples, rankings),
+        )  # fmt: skip
 
     others: list[Ranker] = list(rankers)
     if "llm" in models:
@@ -395,8 +432,9 @@ def run(
         }
         rows = sampled_rows(subset, rankings, name)
         results[ranker.name] = _write(
-            lakehouse, ds, ranker.name, run_id, detail, rows, {"rank": rank_s}
-        )
+            lakehouse, ds, ranker.name, run_id, detail, rows, {"rank": rank_s},
+            outcome_rows(subset, rankings),
+        )  # fmt: skip
 
     every_model = lakehouse.read_arrow(EVAL_METRICS, partitions=[("ds", "=", ds)]).to_pylist()
     paths = write_report(lakehouse.root, ds, every_model, training_runs(lakehouse, every_model))
@@ -430,9 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-samples", type=int, default=0, help="llm: samples per split (0 = all)")
     p.add_argument("--seeds", help="candidate seeds, comma-separated (default: all present)")
     p.add_argument(
-        "--unless-champion", action="store_true",
-        help="do nothing once a champion exists (the base model's evaluation before the "
-        "first promotion)",
+        "--incumbent-of", metavar="REF",
+        help="llm: evaluate what REF must beat to be promoted: the champion, or before the "
+        "first promotion REF's untuned base (instead of --llm-model)",
     )  # fmt: skip
     p.add_argument("--sasrec-epochs", type=int, help="SASRec training epochs")
     p.add_argument("--als-rank", type=int, help="ALS factors")
@@ -442,12 +480,18 @@ def main(argv: list[str] | None = None) -> int:
         from inference.baselines import ALSConfig
         from r2rec import registry
 
-        if args.unless_champion:
+        llm_model = args.llm_model
+        if args.incumbent_of:
+            if args.llm_model or args.adapter:
+                raise R2RecError("--incumbent-of chooses the model: give no --llm-model/--adapter")
             current = registry.champion(Lakehouse(args.lakehouse))
-            if current is not None:
-                return {"ds": args.ds, "skipped": f"{current['model_version']} is the champion"}
+            # The champion is evaluated on this date's samples too: promotion pairs the
+            # candidate with it sample by sample, and an older date's numbers are not that.
+            llm_model = registry.CHAMPION if current else registry.BASE + args.incumbent_of
 
         models = [m.strip() for m in args.models.split(",") if m.strip()]
+        if args.incumbent_of and "llm" not in models:
+            raise R2RecError("--incumbent-of evaluates an LLM: add llm to --models")
         options: dict[str, Any] = {}
         if args.sasrec_epochs is not None:
             options["sasrec"] = {"epochs": args.sasrec_epochs}
@@ -460,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             models,
             seeds=_ints(args.seeds) if args.seeds else None,
             max_samples=args.max_samples,
-            llm_model=args.llm_model,
+            llm_model=llm_model,
             adapter=args.adapter,
             baseline_options=options,
             evidence=args.evidence,

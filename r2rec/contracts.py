@@ -610,6 +610,27 @@ EVAL_METRICS = TableSpec(
     doc="Evaluation results per model; a rerun of (ds, model) replaces exactly those rows.",
 )
 
+EVAL_OUTCOMES = TableSpec(
+    name="eval_outcomes",
+    layer="gold",
+    columns=_cols(
+        ("ds", "string", False, "run date"),
+        ("model", "string", False, "as in eval_metrics"),
+        ("split", "string", False, "valid | test"),
+        ("sample_id", "string", False, ""),
+        ("seed", "int64", False, "candidate seed"),
+        ("target_rank", "int64", False, "1-based rank of the target among the N candidates"),
+        ("answer_valid", "boolean", False, "the answer was well formed and a candidate"),
+        ("hit1", "double", False, "HR@1 of this ranking: 1 when valid and the target first"),
+        ("run_id", "string", False, "the evaluation run; equals eval_metrics.run_id"),
+    ),
+    # Same layout and rerun rule as eval_metrics: a rerun of (ds, model) replaces both.
+    partition_by=("ds",),
+    key=("ds", "model", "split", "sample_id", "seed"),
+    doc="Per sample and seed, where each model put the target: what a paired comparison of "
+    "two models (promotion) needs beyond their means.",
+)
+
 # --- training (docs/METHOD.md §6-7) --------------------------------------------------------
 MODEL_REGISTRY = TableSpec(
     name="model_registry",
@@ -680,6 +701,7 @@ TABLES: dict[str, TableSpec] = {
         RECOMMENDATIONS,
         BACKTEST_METRICS,
         EVAL_METRICS,
+        EVAL_OUTCOMES,
         MODEL_REGISTRY,
         MODEL_PROMOTIONS,
     )

@@ -3,7 +3,10 @@
 Training registers every finished run in ``model_registry``; the evaluation job writes
 its metrics to ``eval_metrics`` under ``llm:<model version>``; :func:`promote` reads
 them back, compares the candidate's validation HR@1 with the current champion's, and
-records the decision in ``model_promotions`` whether it promotes or not.
+records the decision in ``model_promotions`` whether it promotes or not. The decision is
+paired: both models ranked the same validation samples (``eval_outcomes``), and the
+candidate must win more of them than it loses by more than chance (a one-sided sign
+test), not merely show a higher mean.
 
 Every job that takes a model accepts the same references, resolved here and only here
 (:func:`resolve`), with one meaning each:
@@ -18,11 +21,13 @@ Every job that takes a model accepts the same references, resolved here and only
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from r2rec.contracts import EVAL_METRICS, MODEL_PROMOTIONS, MODEL_REGISTRY
+from r2rec.contracts import EVAL_METRICS, EVAL_OUTCOMES, MODEL_PROMOTIONS, MODEL_REGISTRY
 from r2rec.errors import R2RecError
 from r2rec.lakehouse import Lakehouse
 
@@ -169,6 +174,95 @@ def eval_summary(lake: Lakehouse, ds: str, model_version: str) -> EvalSummary:
 
 
 MIN_SAMPLES = 30  # validation samples below which a decision is noise
+ALPHA = 0.05  # one-sided: the chance a candidate no better than the champion is promoted
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided exact sign test: P(at least ``wins`` of ``wins + losses`` fair coin flips).
+
+    Ties carry no information about which model is better and are left out, as in an
+    exact McNemar test (which this is when there is one seed per sample).
+    """
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    return math.fsum(math.comb(n, k) for k in range(wins, n + 1)) / 2.0**n
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two models on the validation samples both ranked (HR@1 averaged over seeds)."""
+
+    samples: int  # shared samples
+    rankings: int  # shared (sample, seed) rankings
+    mine: float  # the candidate's HR@1 on them
+    theirs: float
+    wins: int  # samples where the candidate's HR@1 is higher
+    losses: int
+    p_value: float
+
+    @property
+    def gain(self) -> float:
+        return self.mine - self.theirs
+
+
+def _outcomes(
+    lake: Lakehouse, ds: str, model_version: str, how: str
+) -> dict[tuple[str, int], float]:
+    """The valid split's HR@1 per (sample, seed) of ``llm:<version>``, refused when they
+    are not from the run that wrote its eval_metrics (a crash between the two writes)."""
+    model = f"llm:{model_version}"
+    runs = {
+        r["run_id"]
+        for r in lake.read_arrow(EVAL_METRICS, partitions=[("ds", "=", ds)]).to_pylist()
+        if r["model"] == model
+    }
+    rows = []
+    if lake.exists(EVAL_OUTCOMES):
+        rows = [
+            r
+            for r in lake.read_arrow(EVAL_OUTCOMES, partitions=[("ds", "=", ds)]).to_pylist()
+            if r["model"] == model and r["split"] == "valid"
+        ]
+    if not rows:
+        raise R2RecError(f"{model} has no per-sample outcomes on {ds} to pair: {how}")
+    if {r["run_id"] for r in rows} != runs:
+        raise R2RecError(f"{model}'s outcomes and metrics on {ds} are from different runs: {how}")
+    return {(r["sample_id"], r["seed"]): r["hit1"] for r in rows}
+
+
+def paired(lake: Lakehouse, ds: str, candidate: str, against: str) -> Paired:
+    """The candidate against ``against`` on the validation rankings both made on ds.
+
+    A sample's score is its HR@1 averaged over the seeds both ranked, so a sample counts
+    once however many candidate seeds it has (they are not independent draws).
+    """
+    evaluate = f"r2rec evaluate --ds {ds} --models llm"
+    how = (
+        f"evaluate it again on the same samples (the candidate: `{evaluate} --llm-model "
+        f"registry:{candidate}`; the champion or base it meets: `{evaluate} --incumbent-of "
+        f"registry:{candidate}`; the same --max-samples for both)"
+    )
+    a, b = _outcomes(lake, ds, candidate, how), _outcomes(lake, ds, against, how)
+    shared = sorted(a.keys() & b.keys())
+    per_sample: dict[str, list[float]] = defaultdict(list)
+    for key in shared:
+        per_sample[key[0]].append(a[key] - b[key])
+    diffs = [math.fsum(d) / len(d) for d in per_sample.values()]
+    wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+
+    def mean(hits: dict[tuple[str, int], float]) -> float:
+        return math.fsum(hits[k] for k in shared) / len(shared) if shared else 0.0
+
+    return Paired(
+        samples=len(per_sample),
+        rankings=len(shared),
+        mine=mean(a),
+        theirs=mean(b),
+        wins=wins,
+        losses=losses,
+        p_value=sign_test(wins, losses),
+    )
 
 
 def promote(
@@ -179,16 +273,22 @@ def promote(
     min_gain: float = 0.0,
     baseline_version: str | None = None,
     min_samples: int = MIN_SAMPLES,
+    alpha: float = ALPHA,
 ) -> dict[str, Any]:
-    """Make ``candidate`` the champion if its valid HR@1 beats the champion's by > ``min_gain``.
+    """Make ``candidate`` the champion if it beats the champion on the same validation
+    samples: HR@1 higher by more than ``min_gain``, and more samples won than lost with a
+    one-sided sign-test p-value <= ``alpha``.
 
     Before the first promotion the candidate must beat ``baseline_version``, the untuned
     base model, which must have been evaluated on ds: a fine-tuned model is never
-    promoted for merely existing. Ties keep the incumbent, and a decision on fewer than
-    ``min_samples`` validation samples is refused as noise. The candidate's metrics are
-    copied into its registry row either way, and every decision is appended to
-    ``model_promotions``.
+    promoted for merely existing. The champion too must have been evaluated on ds (the
+    train DAG does so before its first promotion). Ties keep the incumbent, and a
+    decision on fewer than ``min_samples`` shared validation samples is refused as
+    noise. The candidate's metrics are copied into its registry row either way, and
+    every decision is appended to ``model_promotions``, the test in its reason.
     """
+    if not 0.0 < alpha <= 1.0:
+        raise R2RecError(f"alpha must be in (0, 1], got {alpha}")
     row = lookup(lake, candidate, ds)
     mine = eval_summary(lake, ds, row["model_version"])
     if mine.valid_hr1 is None:
@@ -207,17 +307,34 @@ def promote(
             f"on {ds}: evaluate it first (`r2rec evaluate --ds {ds} --models llm "
             f"--llm-model {base}`), so the first champion has to beat it"
         )
-    if current is not None and current["model_version"] == row["model_version"]:
+    same = current is not None and current["model_version"] == row["model_version"]
+    if not same and theirs.valid_hr1 is None:
+        raise R2RecError(
+            f"the champion {against_version} has no validation HR@1 on {ds}: evaluate it on "
+            f"the same samples first (`r2rec evaluate --ds {ds} --models llm --incumbent-of "
+            f"registry:{row['run_id']} --max-samples <as the candidate's>`)"
+        )
+    if same:
         decision, reason = "promoted", "already the champion"
     elif (mine.samples or 0) < min_samples:
         decision = "rejected"
         reason = f"{mine.samples} validation samples, fewer than {min_samples}: too few to decide"
-    elif mine.valid_hr1 > theirs.valid_hr1 + min_gain:
-        decision = "promoted"
-        reason = f"valid HR@1 {mine.valid_hr1:.4f} > {theirs.valid_hr1:.4f} + {min_gain}"
     else:
-        decision = "rejected"
-        reason = f"valid HR@1 {mine.valid_hr1:.4f} <= {theirs.valid_hr1:.4f} + {min_gain}"
+        test = paired(lake, ds, row["model_version"], against_version)
+        reason = (
+            f"valid HR@1 {test.mine:.4f} vs {test.theirs:.4f} on the {test.samples} samples "
+            f"({test.rankings} rankings) both ranked: {test.wins} won, {test.losses} lost, "
+            f"one-sided sign test p = {test.p_value:.3g}"
+        )
+        if test.samples < min_samples:
+            decision = "rejected"
+            reason += f"; fewer than {min_samples} shared samples: too few to decide"
+        elif test.gain > min_gain and test.p_value <= alpha:
+            decision = "promoted"
+            reason += f" <= {alpha} and gain {test.gain:+.4f} > {min_gain}"
+        else:
+            decision = "rejected"
+            reason += f"; promotion needs gain > {min_gain} and p <= {alpha}"
     if theirs.samples not in (None, mine.samples):
         reason += f" (warning: {mine.samples} vs {theirs.samples} validation samples)"
     now = dt.datetime.now(dt.UTC)

@@ -1,11 +1,12 @@
 """Promotion: a trained version becomes the champion scoring uses only if it validates.
 
 ``python -m trainer.promote --ds D --candidate <run id | model version | latest-sft |
-latest-grpo>`` reads the candidate's validation HR@1 from ``eval_metrics`` of D (run the
-evaluation job on it first), compares it with the current champion's, or with the
-untuned base model's when there is no champion yet (evaluate the base first), and
-records the decision. References resolve through ``r2rec.registry`` (``latest-sft`` is
-the newest SFT run of D).
+latest-grpo>`` reads the candidate's validation results from ``eval_metrics`` and
+``eval_outcomes`` of D (run the evaluation job on it first), pairs them sample by sample
+with the current champion's on D, or with the untuned base model's when there is no
+champion yet (evaluate either first: ``evaluate --incumbent-of <candidate>``), promotes
+only on a gain a one-sided sign test at ``--alpha`` supports, and records the decision.
+References resolve through ``r2rec.registry`` (``latest-sft`` is the newest SFT run of D).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def run(
     candidate: str,
     min_gain: float = 0.0,
     min_samples: int = registry.MIN_SAMPLES,
+    alpha: float = registry.ALPHA,
 ) -> dict:
     ds = parse_ds(ds)
     row = registry.lookup(lake, candidate, ds)
@@ -34,6 +36,7 @@ def run(
         min_gain=min_gain,
         baseline_version=row["base_version"],
         min_samples=min_samples,
+        alpha=alpha,
     )
 
 
@@ -49,10 +52,19 @@ def main(argv: list[str] | None = None) -> int:
         "--min-samples", type=int, default=registry.MIN_SAMPLES,
         help="validation samples below which no model is promoted",
     )  # fmt: skip
+    p.add_argument(
+        "--alpha", type=float, default=registry.ALPHA,
+        help="largest one-sided sign-test p-value that promotes (1 = the gain alone decides)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     return run_main(
         lambda: run(
-            Lakehouse(args.lakehouse), args.ds, args.candidate, args.min_gain, args.min_samples
+            Lakehouse(args.lakehouse),
+            args.ds,
+            args.candidate,
+            args.min_gain,
+            args.min_samples,
+            args.alpha,
         ),
         job="promote",
         argv=argv,

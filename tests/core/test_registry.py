@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from r2rec import registry
-from r2rec.contracts import EVAL_METRICS, MODEL_PROMOTIONS, MODEL_REGISTRY
+from r2rec.contracts import EVAL_METRICS, EVAL_OUTCOMES, MODEL_PROMOTIONS, MODEL_REGISTRY
 from r2rec.errors import R2RecError
 
 DS = "2026-11-25"
@@ -39,7 +39,18 @@ def add(lake, name: str, stage: str = "sft", minute: int = 0, manifest: str = '{
     return version(name)
 
 
-def evaluated(lake, model_version: str, hr1: float, samples: int = 100) -> None:
+def evaluated(
+    lake,
+    model_version: str,
+    hr1: float,
+    samples: int = 100,
+    hits: dict[int, set[int]] | None = None,
+    run_id: str | None = None,
+) -> None:
+    """eval_metrics rows (seed-mean HR@1 ``hr1``) and the valid outcomes behind them:
+    ``hits`` maps a seed to the sample numbers hit at 1 (default: seed 0 hits the first
+    ``hr1 * samples``), as the evaluation job writes both under one run id."""
+    run_id = run_id or f"e-{model_version}"
     rows = [
         {
             "ds": DS,
@@ -53,14 +64,32 @@ def evaluated(lake, model_version: str, hr1: float, samples: int = 100) -> None:
             "ci_low": None,
             "ci_high": None,
             "samples": samples,
-            "run_id": "e",
+            "run_id": run_id,
             "detail": None,
         }
         for split in ("valid", "test")
         for seed in (None, 0)
         for metric, value in (("hr@1", hr1 if seed is None else 0.999), ("ndcg@5", hr1 / 2))
     ]
-    lake.overwrite(EVAL_METRICS, rows, predicate=f"ds = '{DS}' AND model = 'llm:{model_version}'")
+    predicate = f"ds = '{DS}' AND model = 'llm:{model_version}'"
+    hits = hits if hits is not None else {0: set(range(round(hr1 * samples)))}
+    outcomes = [
+        {
+            "ds": DS,
+            "model": f"llm:{model_version}",
+            "split": "valid",
+            "sample_id": f"s{i:03d}",
+            "seed": seed,
+            "target_rank": 1 if i in hit else 2,
+            "answer_valid": True,
+            "hit1": 1.0 if i in hit else 0.0,
+            "run_id": run_id,
+        }
+        for seed, hit in hits.items()
+        for i in range(samples)
+    ]
+    lake.overwrite(EVAL_OUTCOMES, outcomes, predicate=predicate)
+    lake.overwrite(EVAL_METRICS, rows, predicate=predicate)
 
 
 def paths(lake, model, adapter, ds=None) -> tuple:
@@ -149,18 +178,19 @@ def test_promotion_needs_metrics_and_the_base_then_beats_the_champion(lakehouse)
     evaluated(lakehouse, b, 0.19)  # worse than the champion: stays out
     second = registry.promote(lakehouse, DS, b, baseline_version=BASE)
     assert (second["decision"], second["champion_version"]) == ("rejected", a)
-    assert "0.1900 <= 0.2000" in second["reason"]
+    assert "0.1900 vs 0.2000 on the 100 samples" in second["reason"]
+    assert "0 won, 1 lost" in second["reason"]
 
     evaluated(lakehouse, c, 0.20)  # a tie keeps the incumbent
     assert registry.promote(lakehouse, DS, c)["decision"] == "rejected"
-    evaluated(lakehouse, d, 0.21)
+    evaluated(lakehouse, d, 0.30)  # wins 10 samples, loses none: p = 2^-10
     assert registry.promote(lakehouse, DS, d)["decision"] == "promoted"
     assert statuses(lakehouse) == {a: "retired", b: "rejected", c: "rejected", d: "champion"}
     assert paths(lakehouse, "champion", None) == ("/models/base", "/runs/d/adapter")
 
     row = registry.lookup(lakehouse, f"registry:{d}")
-    assert row["valid_hr1"] == 0.21 and row["eval_samples"] == 100
-    assert dict(row["metrics"])["test/sampled/ndcg@5"] == pytest.approx(0.105)
+    assert row["valid_hr1"] == 0.30 and row["eval_samples"] == 100
+    assert dict(row["metrics"])["test/sampled/ndcg@5"] == pytest.approx(0.15)
 
     log = sorted(lakehouse.read_arrow(MODEL_PROMOTIONS).to_pylist(), key=lambda r: r["decided_at"])
     assert [(r["candidate_version"], r["decision"]) for r in log] == [
@@ -194,8 +224,79 @@ def test_min_gain_and_min_samples(lakehouse):
     evaluated(lakehouse, b, 0.22)
     evaluated(lakehouse, c, 0.90, samples=8)
     registry.promote(lakehouse, DS, a, baseline_version=BASE)
-    decision = registry.promote(lakehouse, DS, b, min_gain=0.05)
+    # alpha 1: the gain alone decides, so min_gain is what rejects it
+    decision = registry.promote(lakehouse, DS, b, min_gain=0.05, alpha=1.0)
     assert decision["decision"] == "rejected"
+    assert "promotion needs gain > 0.05 and p <= 1.0" in decision["reason"]
     few = registry.promote(lakehouse, DS, c)
     assert few["decision"] == "rejected" and "8 validation samples, fewer than 30" in few["reason"]
     assert registry.champion(lakehouse)["model_version"] == a
+    with pytest.raises(R2RecError, match=r"alpha must be in \(0, 1\]"):
+        registry.promote(lakehouse, DS, b, alpha=0.0)
+
+
+def test_the_sign_test_is_exact():
+    assert registry.sign_test(0, 0) == 1.0  # only ties: no evidence either way
+    assert registry.sign_test(5, 0) == pytest.approx(1 / 32)
+    assert registry.sign_test(3, 3) == pytest.approx(42 / 64)  # P(X >= 3), X ~ B(6, 1/2)
+    assert registry.sign_test(0, 4) == 1.0
+    assert registry.sign_test(25, 20) == pytest.approx(0.2757, abs=1e-4)
+
+
+def test_a_higher_mean_from_coin_flips_is_not_promoted(lakehouse):
+    a, b, c = add(lakehouse, "a"), add(lakehouse, "b"), add(lakehouse, "c")
+    evaluated(lakehouse, BASE, 0.0)
+    evaluated(lakehouse, a, 0.40)  # hits samples 0-39
+    registry.promote(lakehouse, DS, a, baseline_version=BASE)
+    # c hits 0-44: five more samples and none fewer, p = 1/32
+    evaluated(lakehouse, c, 0.45)
+    won = registry.promote(lakehouse, DS, c)
+    assert won["decision"] == "promoted" and "5 won, 0 lost" in won["reason"], won["reason"]
+    # b's mean is higher still (0.50), but it hits 20-69: 25 samples won from c and 20
+    # lost, what a coin does (p = 0.28)
+    evaluated(lakehouse, b, 0.50, hits={0: set(range(20, 70))})
+    flip = registry.promote(lakehouse, DS, b)
+    assert flip["decision"] == "rejected", flip["reason"]
+    assert "0.5000 vs 0.4500 on the 100 samples" in flip["reason"]
+    assert "25 won, 20 lost, one-sided sign test p = 0.276" in flip["reason"]
+    assert registry.champion(lakehouse)["model_version"] == c
+    # alpha 1 is the old rule, the higher mean alone
+    assert registry.promote(lakehouse, DS, b, alpha=1.0)["decision"] == "promoted"
+
+
+def test_a_sample_counts_once_however_many_seeds_ranked_it(lakehouse):
+    a, b = add(lakehouse, "a"), add(lakehouse, "b")
+    evaluated(lakehouse, BASE, 0.0)
+    evaluated(lakehouse, a, 0.10, hits={seed: set(range(10)) for seed in (0, 1, 2)})
+    registry.promote(lakehouse, DS, a, baseline_version=BASE)
+    # b also hits samples 10-15, but on one seed of three: six samples won, not eighteen
+    hits = {0: set(range(16)), 1: set(range(10)), 2: set(range(10))}
+    evaluated(lakehouse, b, 0.12, hits=hits)
+    decision = registry.promote(lakehouse, DS, b)
+    assert "on the 100 samples (300 rankings) both ranked: 6 won, 0 lost" in decision["reason"]
+    assert "p = 0.0156" in decision["reason"] and decision["decision"] == "promoted"
+
+
+def test_promotion_refuses_what_it_cannot_pair(lakehouse):
+    a, b = add(lakehouse, "a"), add(lakehouse, "b")
+    # a champion of an earlier date, not evaluated on this one
+    registry.register(lakehouse, {**registry.lookup(lakehouse, a), "status": "champion"})
+    evaluated(lakehouse, b, 0.30)
+    with pytest.raises(R2RecError, match=r"the champion .* has no validation HR@1 on 2026-11-25"):
+        registry.promote(lakehouse, DS, b)
+    # outcomes from another evaluation run than the metrics (a crash between the writes)
+    evaluated(lakehouse, a, 0.10)
+    rows = lakehouse.read_arrow(EVAL_METRICS).to_pylist()
+    mine = [r | {"run_id": "later"} for r in rows if r["model"] == f"llm:{a}"]
+    lakehouse.overwrite(EVAL_METRICS, mine, predicate=f"ds = '{DS}' AND model = 'llm:{a}'")
+    with pytest.raises(R2RecError, match=r"outcomes and metrics on 2026-11-25 are from different"):
+        registry.promote(lakehouse, DS, b)
+    # metrics with no outcomes at all (evaluated before outcomes were written)
+    lakehouse.overwrite(
+        EVAL_OUTCOMES,
+        [],
+        predicate=f"ds = '{DS}' AND model = 'llm:{a}'",
+    )
+    with pytest.raises(R2RecError, match=r"no per-sample outcomes on 2026-11-25 to pair"):
+        registry.promote(lakehouse, DS, b)
+    assert not lakehouse.exists(MODEL_PROMOTIONS)  # nothing decided on what was refused

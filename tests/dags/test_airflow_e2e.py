@@ -147,9 +147,12 @@ def train_run(airflow, data_run):
         "--per_device_train_batch_size 2 --max_completion_length 16 --rollout trl",
         "eval_samples": 4,
         # Random tiny models cannot beat each other on 4 samples: promote anyway, so the
-        # score DAG has a champion to serve (never the base by accident).
+        # score DAG has a champion to serve (never the base by accident). alpha 1: no
+        # test can reach 0.05 on 4 samples.
         "min_gain": -1.0,
         "min_samples": 0,
+        "alpha": 1,
+        "eval_seeds": "0",
     }
     return airflow.test_dag("r2rec_train", DS, conf)
 
@@ -231,6 +234,18 @@ def test_train_dag_registers_and_gates_both_stages(train_run, lake, airflow):
     assert sorted(d["candidate_version"] for d in decisions) == sorted(
         [sft["model_version"], grpo["model_version"]]
     )
+    # Paired decisions: the SFT against the base (the incumbent the DAG evaluated on the
+    # same samples), GRPO against the SFT it beat, each on the outcomes of both.
+    assert {d["candidate_version"]: d["champion_version"] for d in decisions} == {
+        sft["model_version"]: sft["base_version"],
+        grpo["model_version"]: sft["model_version"],
+    }
+    assert all("won" in d["reason"] and "sign test p =" in d["reason"] for d in decisions)
+    outcomes = lake.read_arrow("eval_outcomes", partitions=[("ds", "=", DS)]).to_pylist()
+    for version in (sft["base_version"], sft["model_version"], grpo["model_version"]):
+        mine = [o for o in outcomes if o["model"] == f"llm:{version}"]
+        # eval_seeds reached every evaluation: seed 0 only, 4 samples per split
+        assert {o["seed"] for o in mine} == {0} and len(mine) == 8, version
 
 
 def test_score_dag_maps_shards_and_publishes_every_user_once(score_run, lake):

@@ -95,10 +95,10 @@ def test_train_dag_wiring_and_gpu_pool(bag):
              "grpo", "grpo_version", "evaluate_grpo", "promote_grpo"]  # fmt: skip
     for up, down in pairwise(chain):
         assert up in tasks[down]["upstream"], (up, down)
-    # the base is evaluated before the first promotion can compare with it
-    assert tasks["evaluate_base"]["upstream"] == ["sft_version"]
-    assert sorted(tasks["promote_sft"]["upstream"]) == ["evaluate_base", "evaluate_sft"]
-    for k in ("sft", "grpo", "evaluate_sft", "evaluate_grpo", "evaluate_base"):
+    # what the SFT must beat (champion or base) is evaluated before its promotion
+    assert tasks["evaluate_incumbent"]["upstream"] == ["sft_version"]
+    assert sorted(tasks["promote_sft"]["upstream"]) == ["evaluate_incumbent", "evaluate_sft"]
+    for k in ("sft", "grpo", "evaluate_sft", "evaluate_grpo", "evaluate_incumbent"):
         assert (tasks[k]["pool"], tasks[k]["pool_slots"]) == ("gpu", 1)
     assert tasks["promote_sft"]["pool"] == "default_pool"
 
@@ -156,11 +156,20 @@ def test_every_run_param_has_a_type_pattern_or_enum_that_refuses_shell_syntax(ba
         ("r2rec_data", "source", ["movielens-1m", "csv", "amazon-reviews-2023"]),
         ("r2rec_score", "model", ["champion", "registry:base@1+adapter@2", "/models/x-1.7B"]),
         ("r2rec_train", "sft_config", ["trainer/configs/sft.yaml", "/cfg/my-sft.yml"]),
+        ("r2rec_train", "eval_seeds", ["", "0", "0,1,2"]),
     ],
 )
 def test_string_params_take_their_values(bag, dag_id, key, good):
     schema = bag["dags"][dag_id]["params"][key]
     assert all(valid(schema, value) for value in good)
+
+
+def test_promotion_params_refuse_what_would_decide_nothing(bag):
+    params = bag["dags"]["r2rec_train"]["params"]
+    assert [valid(params["alpha"], v) for v in (0.05, 1, 0, -0.1, 1.5, "0.05")] == [
+        True, True, False, False, False, False,
+    ]  # fmt: skip
+    assert not any(valid(params["eval_seeds"], v) for v in ("1,", ",", "a", "0 1", "-1"))
 
 
 def test_run_params_that_reach_a_shell_only_take_options(bag):

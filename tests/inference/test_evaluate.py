@@ -14,7 +14,14 @@ import pytest
 from inference import evaluate
 from inference.baselines import training_edges
 from inference.ranking import Ranking
-from r2rec.contracts import CANDIDATES, EVAL_METRICS, GRAPH_EDGES, JOB_METRICS, SAMPLES
+from r2rec.contracts import (
+    CANDIDATES,
+    EVAL_METRICS,
+    EVAL_OUTCOMES,
+    GRAPH_EDGES,
+    JOB_METRICS,
+    SAMPLES,
+)
 from r2rec.errors import R2RecError
 from r2rec.lakehouse import Lakehouse
 from r2rec.prompt import PROMPT_VERSION
@@ -233,6 +240,35 @@ def test_rerun_replaces_exactly_that_model(lh):
     assert "| popularity |" in md and "| llm:oracle |" in md
 
 
+def test_outcomes_hold_each_ranking_under_the_metrics_run_id(lh):
+    evaluate.run(None, lh, DS, ["popularity"], rankers=[Oracle(), Invalid()], max_samples=3)
+    out = lh.read_arrow(EVAL_OUTCOMES, partitions=[("ds", "=", DS)]).to_pylist()
+    by_model = {m: [o for o in out if o["model"] == m] for m in {o["model"] for o in out}}
+    cands = {(c["sample_id"], c["seed"]): c for c in candidates(lh)}
+    # the baseline ranked every (sample, seed); the LLMs their 3 hashed samples per split
+    assert len(by_model["popularity"]) == len(cands)
+    assert len(by_model["llm:oracle"]) == len(by_model["llm:invalid"]) == 3 * 2 * len(SEEDS)
+    assert {(o["target_rank"], o["hit1"]) for o in by_model["llm:oracle"]} == {(1, 1.0)}
+    for o in by_model["llm:invalid"]:  # display order kept, and an invalid answer never hits
+        c = cands[(o["sample_id"], o["seed"])]
+        assert o["target_rank"] == c["items"].index(c["target_item_id"]) + 1
+        assert (o["answer_valid"], o["hit1"]) == (False, 0.0)
+    # an outcome's HR@1 is what the metrics average: per seed, over the same samples
+    pop = metrics(lh, "popularity")
+    for split in ("valid", "test"):
+        hits = [o["hit1"] for o in by_model["popularity"] if (o["split"], o["seed"]) == (split, 7)]
+        assert value(pop, "popularity", split, "hr@1", 7) == pytest.approx(sum(hits) / len(hits))
+    for model, rows in by_model.items():
+        assert {o["run_id"] for o in rows} == {r["run_id"] for r in metrics(lh, model)}
+    # a rerun of one model replaces its outcomes, and only its
+    evaluate.run(None, lh, DS, [], rankers=[Oracle()])
+    again = lh.read_arrow(EVAL_OUTCOMES, partitions=[("ds", "=", DS)]).to_pylist()
+    assert len([o for o in again if o["model"] == "llm:oracle"]) == len(cands)
+    assert sorted(map(str, (o for o in again if o["model"] != "llm:oracle"))) == sorted(
+        map(str, (o for o in out if o["model"] != "llm:oracle"))
+    )
+
+
 def test_max_samples_is_the_same_hashed_subset_for_every_seed_and_every_model(lh):
     oracle = Oracle()
     evaluate.run(None, lh, DS, ["popularity"], rankers=[oracle], max_samples=3)
@@ -254,6 +290,21 @@ def test_max_samples_is_the_same_hashed_subset_for_every_seed_and_every_model(lh
     again = Oracle()
     evaluate.run(None, lh, DS, [], rankers=[again], max_samples=3)
     assert again.seen == oracle.seen
+
+
+# A registered SFT run of a tiny model (its paths are never opened: the ranker is fake).
+TINY = {
+    "model_version": "tiny+adapter@abcdefabcdef",
+    "run_id": f"sft-{DS}-x",
+    "ds": DS,
+    "stage": "sft",
+    "base_model": "tiny",
+    "base_version": "tiny@123456789012",
+    "model_path": "/models/tiny",
+    "adapter_path": "/runs/x/adapter",
+    "run_dir": "/runs/x",
+    "manifest": "{}",
+}
 
 
 def test_llm_model_is_built_lazily_from_inference_llm(lh, monkeypatch):
@@ -280,21 +331,7 @@ def test_llm_model_is_built_lazily_from_inference_llm(lh, monkeypatch):
     # A registry reference: its paths, its recorded version and the prompt it was trained on.
     from r2rec import registry
 
-    registry.register(
-        lh,
-        {
-            "model_version": "tiny+adapter@abcdefabcdef",
-            "run_id": f"sft-{DS}-x",
-            "ds": DS,
-            "stage": "sft",
-            "base_model": "tiny",
-            "base_version": "tiny@123456789012",
-            "model_path": "/models/tiny",
-            "adapter_path": "/runs/x/adapter",
-            "run_dir": "/runs/x",
-            "manifest": '{"config": {"r2rec": {"evidence": "none"}}}',
-        },
-    )
+    registry.register(lh, {**TINY, "manifest": '{"config": {"r2rec": {"evidence": "none"}}}'})
     ref = f"registry:sft-{DS}-x"
     with pytest.raises(R2RecError, match="trained on --evidence none prompts"):
         evaluate.run(None, lh, DS, ["llm"], llm_model=ref, evidence="chains", seeds=[7])
@@ -303,6 +340,37 @@ def test_llm_model_is_built_lazily_from_inference_llm(lh, monkeypatch):
     assert made == [
         (lh, DS, "/models/tiny", "/runs/x/adapter", "none", "tiny+adapter@abcdefabcdef")
     ]
+
+
+def test_incumbent_of_evaluates_the_champion_or_before_one_the_base(lh, monkeypatch, capsys):
+    from r2rec import registry
+
+    made = []
+
+    class FakeLLMRanker(Oracle):
+        def __init__(self, lakehouse, ds, model=None, adapter=None, evidence=None, registered=None):
+            super().__init__()
+            self.name = f"llm:{registered or model}"
+            made.append((model, adapter))
+
+    fake = types.ModuleType("inference.llm")
+    fake.LLMRanker = FakeLLMRanker
+    monkeypatch.setitem(sys.modules, "inference.llm", fake)
+    registry.register(lh, TINY)
+    args = ["--ds", DS, "--lakehouse", lh.root, "--models", "llm", "--seeds", "7"]
+    assert evaluate.main([*args, "--incumbent-of", f"registry:sft-{DS}-x"]) == 0
+    assert made == [("/models/tiny", None)]  # no champion yet: the untuned base
+    old = {"model_version": "tiny+old@000000000000", "run_id": "sft-2026-01-01-y"}
+    registry.register(lh, {**TINY, **old, "status": "champion", "adapter_path": "/runs/y/adapter"})
+    assert evaluate.main([*args, "--incumbent-of", f"registry:sft-{DS}-x"]) == 0
+    assert made[-1] == ("/models/tiny", "/runs/y/adapter")  # the champion, on this date
+    assert "llm:tiny+old@000000000000" in {r["model"] for r in metrics(lh)}
+    capsys.readouterr()
+    assert evaluate.main([*args, "--incumbent-of", "champion", "--llm-model", "x"]) == 1
+    assert "--incumbent-of chooses the model" in capsys.readouterr().err
+    bad = ["--ds", DS, "--lakehouse", lh.root, "--models", "popularity", "--incumbent-of", "x"]
+    assert evaluate.main(bad) == 1
+    assert "add llm to --models" in capsys.readouterr().err
 
 
 def test_the_evidence_ranker_orders_candidates_by_their_evidence(lh):
