@@ -40,7 +40,7 @@ JOB_INPUTS: dict[str, tuple[str, ...]] = {
     "traces": ("samples", "candidates", "chains", "candidate_evidence", "items"),
     "sft": ("sft_examples", "model_registry"),
     "grpo": ("rl_prompts", "candidate_evidence", "items", "model_registry"),
-    "promote": ("eval_metrics", "model_registry", "model_promotions"),
+    "promote": ("eval_metrics", "eval_outcomes", "model_registry", "model_promotions"),
     "score": ("samples", "candidates", "serve_candidates", "candidate_evidence", "items",
               "score_chunks", "model_registry", "model_promotions"),
     "evaluate": ("samples", "candidates", "candidate_evidence", "items", "graph_edges",
