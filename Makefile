@@ -75,16 +75,20 @@ demo: setup airflow-db
 	  ORDER BY r.user_id, r.rank"
 	$(VENV)/bin/r2rec sql "SELECT user_id, model_version, reasoning FROM recommendations \
 	  WHERE ds = '$(DEMO_DS)' AND mode = 'serve' AND rank = 1 ORDER BY user_id LIMIT 3" --format json
-	$(VENV)/bin/r2rec sql "SELECT model, split, max(CASE WHEN metric = 'hr@1' THEN round(value, 3) END) AS hr1, \
-	  max(CASE WHEN metric = 'valid_ratio' THEN round(value, 3) END) AS valid_ratio, \
-	  max(CASE WHEN metric = 'ndcg@5' THEN round(value, 3) END) AS ndcg5, max(samples) AS samples \
-	  FROM eval_metrics WHERE ds = '$(DEMO_DS)' AND protocol = 'sampled' AND seed IS NULL \
-	  GROUP BY model, split ORDER BY split, hr1 DESC"
+	$(VENV)/bin/r2rec sql "SELECT CASE WHEN r.stage IS NOT NULL THEN 'llm ' || r.stage || ' (' || r.status || ')' \
+	  WHEN e.model LIKE 'llm:%' THEN 'llm untuned base' ELSE e.model END AS model, e.split, \
+	  max(CASE WHEN e.metric = 'hr@1' THEN round(e.value, 3) END) AS hr1, \
+	  max(CASE WHEN e.metric = 'valid_ratio' THEN round(e.value, 3) END) AS valid_ratio, \
+	  max(CASE WHEN e.metric = 'ndcg@5' THEN round(e.value, 3) END) AS ndcg5, max(e.samples) AS samples \
+	  FROM eval_metrics e LEFT JOIN model_registry r ON e.model = 'llm:' || r.model_version \
+	  WHERE e.ds = '$(DEMO_DS)' AND e.protocol = 'sampled' AND e.seed IS NULL \
+	  AND e.subset = 'hash-$(DEMO_EVAL_SAMPLES)' GROUP BY 1, e.split ORDER BY e.split, hr1 DESC"
 	$(VENV)/bin/r2rec sql "SELECT stage, run_id, status, round(valid_hr1, 3) AS valid_hr1, eval_samples, \
 	  json_extract_string(manifest, '$$.global_step') AS steps, \
 	  round(CAST(json_extract_string(manifest, '$$.train_runtime_s') AS DOUBLE)) AS train_s \
 	  FROM model_registry ORDER BY registered_at"
-	$(VENV)/bin/r2rec sql "SELECT candidate_version, decision, reason FROM model_promotions ORDER BY decided_at"
+	$(VENV)/bin/r2rec sql "SELECT r.stage, p.decision, p.reason FROM model_promotions p \
+	  JOIN model_registry r ON r.model_version = p.candidate_version ORDER BY p.decided_at" --format json
 	@echo "Evaluation report: $(R2REC_LAKEHOUSE)/reports/eval_$(DEMO_DS).md (+ .png)"
 	@echo "Airflow UI over these runs: make airflow"
 
