@@ -5,8 +5,9 @@ imports Spark, torch or vLLM or touches the lakehouse; every task runs an existi
 entrypoint (``spark-submit spark_jobs/<job>.py`` or ``r2rec <job>``) with the run's
 date and the configured lakehouse.
 
-Dates: a task's ds is the run's data interval start, computed once by the ``run_date``
-task and read by every other task from XCom. Nothing calls ``now()``: a manual run
+Dates: a task's ds is the run's logical date (a scheduled or backfill run's is its data
+interval start), computed once by the ``run_date`` task and read by every other task
+from XCom. Nothing calls ``now()``: a manual run
 without a logical date fails in ``run_date`` with a message saying how to give one,
 and an asset-triggered run takes the ds the data DAG attached to its asset events.
 
@@ -84,12 +85,16 @@ def asset(table: str) -> Asset:
 
 
 def ds_of(context) -> str:
-    """The run's ds: its data interval start, or the ds its triggering asset events carry."""
+    """The run's ds: its logical date, or the ds its triggering asset events carry."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    start = context.get("data_interval_start")
-    if start is not None:
-        return start.strftime("%Y-%m-%d")
+    # Not the data interval: Airflow 3 infers a manual run's interval from its run_after
+    # (the moment of `airflow dags trigger --logical-date X`), so a run triggered for a
+    # past date would otherwise work on today. Scheduled and backfill runs have both equal.
+    # An asset-triggered run has neither.
+    for key in ("logical_date", "data_interval_start"):
+        if (when := context.get(key)) is not None:
+            return when.strftime("%Y-%m-%d")
     events = context.get("triggering_asset_events") or {}
     dates = [e.extra.get("ds") for evs in events.values() for e in evs if e.extra.get("ds")]
     # Asset events can be posted through the API with any extra; the ds reaches commands.

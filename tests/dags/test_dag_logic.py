@@ -24,8 +24,17 @@ def event(ds):
     return SimpleNamespace(extra={"ds": ds} if ds else {})
 
 
-def test_ds_is_the_data_interval_start():
-    context = {"dag": DAG, "data_interval_start": datetime(2026, 11, 25, tzinfo=UTC)}
+def test_ds_is_the_logical_date_not_the_moment_a_manual_run_was_triggered():
+    # `airflow dags trigger --logical-date 1998-01-05...` today: Airflow 3 gives the run
+    # a data interval at the trigger time, and the run must still work on 1998-01-05.
+    context = {"dag": DAG, "logical_date": datetime(1998, 1, 5, tzinfo=UTC),
+               "data_interval_start": datetime(2026, 12, 1, 4, 38, tzinfo=UTC)}  # fmt: skip
+    assert common.ds_of(context) == "1998-01-05"
+
+
+def test_ds_falls_back_to_the_data_interval_start():
+    context = {"dag": DAG, "logical_date": None,
+               "data_interval_start": datetime(2026, 11, 25, tzinfo=UTC)}  # fmt: skip
     assert common.ds_of(context) == "2026-11-25"
 
 
