@@ -86,8 +86,8 @@ def last_json(text: str):
 
 
 def runs_by_date(runs: list[dict], dates: list[str]) -> dict[str, str]:
-    """logical date -> state of the newest run of each asked date (a date triggered again
-    after a failure has two runs)."""
+    """logical date -> state of the newest run of each asked date (Airflow keeps one run
+    per logical date; the newest, should a date ever hold two)."""
     newest: dict[str, dict] = {}
 
     def when(r: dict) -> tuple[str, str]:
@@ -173,9 +173,14 @@ class Replay:
             self.say(f"{dag_id} {ds}: already succeeded")
             return "success"
         self.cli("dags", "unpause", dag_id)
-        if ds not in states or states[ds] == "failed":
+        if ds not in states:
             self.cli("dags", "trigger", dag_id, "--logical-date", f"{ds}T00:00:00+00:00",
                      "--conf", json.dumps(conf))  # fmt: skip
+        elif states[ds] == "failed":
+            # A logical date holds one run (a second trigger is refused): the operator's
+            # retry is to clear it, and the scheduler runs all of it again.
+            self.say(f"{dag_id} {ds}: failed before; clearing it to run again")
+            self.cli("tasks", "clear", dag_id, "--start-date", ds, "--end-date", ds, "--yes")
         return self.succeeded(dag_id, self.wait(dag_id, [ds]))[ds]
 
 

@@ -41,6 +41,52 @@ def test_a_stage_with_a_failed_date_stops_the_replay():
         ar.Replay.succeeded("r2rec_data", {**ok, "1997-10-13": "failed"})
 
 
+class FakeAirflow(ar.Replay):
+    """Replay's decisions over scripted run states; records the CLI calls it makes."""
+
+    def __init__(self, states: list[dict[str, str]]):
+        self.calls: list[tuple[str, ...]] = []
+        self.script = states
+
+    def say(self, text: str) -> None:
+        pass
+
+    def cli(self, *args: str, check: bool = True):
+        self.calls.append(args)
+
+    def states(self, dag_id: str, dates: list[str]) -> dict[str, str]:
+        return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
+    def wait(self, dag_id: str, dates: list[str], poll: float = 30) -> dict[str, str]:
+        return self.states(dag_id, dates)
+
+
+@pytest.mark.parametrize(
+    ("before", "expected"),
+    [
+        ({}, ("dags", "trigger", "r2rec_train", "--logical-date", "1998-01-05T00:00:00+00:00",
+              "--conf", '{"a": 1}')),
+        # Airflow refuses a second run of one logical date: a failed one is cleared instead.
+        ({"1998-01-05": "failed"}, ("tasks", "clear", "r2rec_train", "--start-date",
+                                    "1998-01-05", "--end-date", "1998-01-05", "--yes")),
+        ({"1998-01-05": "running"}, None),  # an earlier call's run: only waited for
+    ],
+)  # fmt: skip
+def test_a_trigger_starts_clears_or_waits_for_the_dates_run(before, expected):
+    fake = FakeAirflow([before, {"1998-01-05": "success"}])
+
+    assert fake.trigger("r2rec_train", "1998-01-05", {"a": 1}) == "success"
+    assert fake.calls[0] == ("dags", "unpause", "r2rec_train")
+    assert fake.calls[1:] == ([expected] if expected else [])
+
+
+def test_a_date_that_already_succeeded_is_not_run_again():
+    fake = FakeAirflow([{"1998-01-05": "success"}])
+
+    assert fake.trigger("r2rec_train", "1998-01-05", {}) == "success"
+    assert fake.calls == []
+
+
 def test_the_cli_json_is_found_after_its_warnings():
     assert ar.last_json('WARNING something\n[{"a": 1}]\n') == [{"a": 1}]
     with pytest.raises(ValueError, match="no JSON"):
