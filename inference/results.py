@@ -137,13 +137,15 @@ def _seeds(lakehouse: Lakehouse, ds: str, subset: str) -> str:
     return f"{len(seeds)} {noun} ({', '.join(map(str, seeds))})"
 
 
-def write_readme(path: Path, text: str) -> None:
+def write_readme(path: Path, text: str, block: str = "results") -> None:
+    """Replace what lies between ``<!-- {block}:begin -->`` and ``<!-- {block}:end -->``."""
+    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
     doc = path.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise R2RecError(f"{path} has no {BEGIN} ... {END} block to replace")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+    if begin not in doc or end not in doc:
+        raise R2RecError(f"{path} has no {begin} ... {end} block to replace")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from bench import airflow_replay as ar
@@ -126,8 +128,27 @@ def test_options_are_checked_before_anything_starts(capsys, tmp_path):
         (["--train-date", "1998-01-06"], "is not one of the replayed Mondays"),
         (["--sft-steps", "0"], "--sft-steps, --active-days, --score-weeks >= 1"),
         (["--score-weeks", "0"], "--sft-steps, --active-days, --score-weeks >= 1"),
+        (["--readme", str(tmp_path / "none.md")], "has no <!-- backtest:begin -->"),
     ):
         with pytest.raises(SystemExit):
             ar.main(["--workdir", str(tmp_path / "w"), *bad])
         assert says in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # nothing was created for a refused call
+
+
+def test_the_readme_block_says_what_was_replayed_and_holds_the_table(tmp_path):
+    from inference.results import write_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# R\n<!-- backtest:begin -->\nold\n<!-- backtest:end -->\nrest\n")
+    args = argparse.Namespace(
+        train_date="1998-01-05", sft_steps=100, grpo_steps=4, eval_samples=60, active_days=7
+    )
+    dates = ar.mondays("1997-12-29", "1998-02-02")
+    text = ar.readme_text(args, dates, dates[1:5], "python -m bench.airflow_replay", "| t |")
+    write_readme(readme, text, block="backtest")
+
+    doc = readme.read_text()
+    assert doc.startswith("# R\n<!-- backtest:begin -->\n6 weekly `r2rec_data` runs (1997-12-29")
+    assert "on 4 Mondays (1998-01-05 .. 1998-01-26" in doc and "old" not in doc
+    assert doc.endswith("| t |\n<!-- backtest:end -->\nrest\n")
