@@ -145,10 +145,38 @@ def test_the_readme_block_says_what_was_replayed_and_holds_the_table(tmp_path):
         train_date="1998-01-05", sft_steps=100, grpo_steps=4, eval_samples=60, active_days=7
     )
     dates = ar.mondays("1997-12-29", "1998-02-02")
-    text = ar.readme_text(args, dates, dates[1:5], "python -m bench.airflow_replay", "| t |")
+    text = ar.readme_text(
+        args, dates, dates[1:5], "python -m bench.airflow_replay", "| t |", "**Verdict.**"
+    )
     write_readme(readme, text, block="backtest")
 
     doc = readme.read_text()
     assert doc.startswith("# R\n<!-- backtest:begin -->\n6 weekly `r2rec_data` runs (1997-12-29")
     assert "on 4 Mondays (1998-01-05 .. 1998-01-26" in doc and "old" not in doc
-    assert doc.endswith("| t |\n<!-- backtest:end -->\nrest\n")
+    assert doc.endswith("| t |\n\n**Verdict.**\n<!-- backtest:end -->\nrest\n")
+
+
+def test_the_verdict_compares_the_published_top10_with_popularity_and_retrieval(lakehouse):
+    def row(ds, model, value, low, high, metric="hr@10"):
+        return {"ds": ds, "horizon_days": 7, "model": model, "metric": metric, "value": value,
+                "ci_low": low, "ci_high": high, "users": 40, "k": 10, "run_id": "b",
+                "detail": None}  # fmt: skip
+
+    assert ar.verdict(lakehouse.root) == "No backtest yet."
+    lakehouse.append("backtest_metrics", [
+        row("1998-01-05", "llm:v1", 0.30, 0.25, 0.35),
+        row("1998-01-05", "popularity", 0.20, 0.10, 0.24),
+        row("1998-01-05", "retrieval", 0.25, 0.20, 0.30),
+        row("1998-01-12", "llm:v1", 0.20, 0.10, 0.30),
+        row("1998-01-12", "popularity", 0.25, 0.15, 0.35),
+        row("1998-01-12", "retrieval", 0.10, 0.05, 0.15),
+        row("1998-01-12", "llm:v1", 0.99, 0.9, 1.0, metric="ndcg@10"),  # another metric
+        row("1998-01-19", "retrieval", 0.50, 0.4, 0.6),  # never published: not compared
+    ])  # fmt: skip
+
+    assert ar.verdict(lakehouse.root) == (
+        "**The published top-10 did not beat both popularity and the retrieval order on "
+        "HR@10 at H = 7 on every date.** It was higher than popularity on 1 of 2 dates "
+        "(lower on 1; its 95% interval wholly above on 1) and than the retrieval order on 2 "
+        "of 2 dates (lower on 0; its 95% interval wholly above on 0)."
+    )
