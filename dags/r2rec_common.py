@@ -71,11 +71,17 @@ DEFAULT_ARGS = {
     "max_retry_delay": timedelta(minutes=30),
     "execution_timeout": timedelta(hours=2),
 }
+# A task's XCom is its last output line: the job's JSON report (a training task's model
+# version). vLLM leaves a shared-memory segment to multiprocessing's resource tracker,
+# which cleans it up after the job exited and warns about it then, on the same output:
+# the GRPO task's "report" became that warning. The segment is still cleaned up.
+QUIET_AT_EXIT = "ignore:resource_tracker:UserWarning"
 JOB_ENV = {
     "R2REC_LAKEHOUSE": LAKEHOUSE,
     "PYSPARK_PYTHON": PYTHON,
     "PYSPARK_DRIVER_PYTHON": PYTHON,
     "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+    "PYTHONWARNINGS": ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), QUIET_AT_EXIT))),
 }
 
 

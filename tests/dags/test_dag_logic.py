@@ -281,3 +281,29 @@ def test_the_teacher_travels_from_the_asset_events_or_the_param():
         common.teacher_of({"triggering_asset_events": mixed}, "template")
     with pytest.raises(AirflowFailException, match="unknown teacher"):
         common.teacher_of({"triggering_asset_events": {"a": [event(teacher="x; rm")]}}, "t")
+
+
+LEAKS_A_SEGMENT = """
+import json
+from multiprocessing import shared_memory
+segment = shared_memory.SharedMemory(create=True, size=64)
+print(json.dumps({"v": 1}))
+"""
+
+
+def test_a_jobs_report_stays_its_last_line_when_a_shared_memory_segment_leaks():
+    import subprocess
+    import sys
+
+    # As vLLM's engine does: a segment left to the resource tracker, which warns at exit,
+    # on the output Airflow reads the task's XCom (last line) from.
+    def last_line(env: dict) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", LEAKS_A_SEGMENT], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, env=env, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        return out.strip().splitlines()[-1]
+
+    bare = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    assert last_line(bare) != '{"v": 1}'  # the warning came last
+    assert last_line({**bare, "PYTHONWARNINGS": common.JOB_ENV["PYTHONWARNINGS"]}) == '{"v": 1}'
