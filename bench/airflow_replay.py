@@ -215,16 +215,26 @@ def standalone(replay: Replay, port: int) -> Iterator[None]:
         log.close()
 
 
+def hr_rows(lakehouse: Path, k: int, horizon: int) -> list[dict] | None:
+    """backtest_metrics' HR@k rows at H, or None before the first backtest."""
+    from r2rec.lakehouse import Lakehouse
+
+    lake = Lakehouse(str(lakehouse))
+    if not lake.exists("backtest_metrics"):
+        return None
+    return [r for r in lake.read_arrow("backtest_metrics").to_pylist()
+            if r["horizon_days"] == horizon and r["metric"] == f"hr@{k}"]  # fmt: skip
+
+
 def hr10_table(lakehouse: Path, k: int = 10, horizon: int = 7) -> str:
     """Per date, HR@k at H of every model in backtest_metrics, the best first, and how
     many users that date's nightly scoring published (job_metrics ``score.serve``)."""
     from r2rec.lakehouse import Lakehouse
 
-    lake = Lakehouse(str(lakehouse))
-    if not lake.exists("backtest_metrics"):
+    rows = hr_rows(lakehouse, k, horizon)
+    if rows is None:
         return "no backtest_metrics yet"
-    rows = [r for r in lake.read_arrow("backtest_metrics").to_pylist()
-            if r["horizon_days"] == horizon and r["metric"] == f"hr@{k}"]  # fmt: skip
+    lake = Lakehouse(str(lakehouse))
     scored = {}
     if lake.exists("job_metrics"):
         scored = {r["ds"]: int(r["value"]) for r in lake.read_arrow("job_metrics").to_pylist()
@@ -242,16 +252,13 @@ def hr10_table(lakehouse: Path, k: int = 10, horizon: int = 7) -> str:
 def verdict(lakehouse: Path, k: int = 10, horizon: int = 7) -> str:
     """Whether the published top-k (``llm:*``) beat popularity and the retrieval order on
     HR@k at H, date by date: by point estimate, and by intervals that do not overlap."""
-    from r2rec.lakehouse import Lakehouse
-
-    lake = Lakehouse(str(lakehouse))
-    if not lake.exists("backtest_metrics"):
+    rows = hr_rows(lakehouse, k, horizon)
+    if rows is None:
         return "No backtest yet."
     by_ds: dict[str, dict[str, dict]] = {}
-    for r in lake.read_arrow("backtest_metrics").to_pylist():
-        if r["horizon_days"] == horizon and r["metric"] == f"hr@{k}":
-            name = "llm" if r["model"].startswith("llm:") else r["model"]
-            by_ds.setdefault(r["ds"], {})[name] = r
+    for r in rows:
+        name = "llm" if r["model"].startswith("llm:") else r["model"]
+        by_ds.setdefault(r["ds"], {})[name] = r
     dates = sorted(d for d, m in by_ds.items() if {"llm", "popularity", "retrieval"} <= set(m))
     if not dates:
         return "No date has the published top-k, popularity and the retrieval order together."
@@ -329,8 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_date not in dates:
         p.error(f"--train-date {args.train_date} is not one of the replayed Mondays")
     scored = [d for d in dates if d >= args.train_date][: args.score_weeks]
-    if args.readme and "<!-- backtest:begin -->" not in _text(args.readme):
-        p.error(f"--readme {args.readme} has no <!-- backtest:begin --> ... end block")
+    if args.readme:
+        from inference.results import markers
+
+        if not all(m in _text(args.readme) for m in markers("backtest")):
+            p.error(f"--readme {args.readme} has no {' ... '.join(markers('backtest'))} block")
 
     from tests.dags.postgres import free_port, postgres_server
 
@@ -365,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.monotonic()
                 replay.say(f"{stage}: {steps[stage]()}")
                 walls[stage] = time.monotonic() - t0
-        table = hr10_table(lakehouse)
-        replay.say("\n" + table + "\n" + verdict(lakehouse))
+        table, plainly = hr10_table(lakehouse), verdict(lakehouse)
+        replay.say("\n" + table + "\n" + plainly)
     command = (
         f"python -m bench.airflow_replay --start {args.start} --end {args.end} --train-date "
         f"{args.train_date} --sft-steps {args.sft_steps} --grpo-steps {args.grpo_steps} "
@@ -376,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme:
         from inference.results import write_readme
 
-        text = readme_text(args, dates, scored, command, table, verdict(lakehouse))
+        text = readme_text(args, dates, scored, command, table, plainly)
         write_readme(Path(args.readme), text, block="backtest")
     if args.record:
         record_section(

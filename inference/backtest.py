@@ -207,7 +207,7 @@ def future_items(
     )
     # The time filter runs on the loaded rows, not as a scan filter: on a Spark-written
     # table, delta-rs pruned every file by its ts statistics and the replay's backtest saw
-    # no future at all (0 of 80 users, where 19 had one).
+    # no future at all (0 of 80 users, where 22 had one).
     rows = dataset.to_table(columns=["user_id", "item_id", "ts"]).filter(when)
     out: dict[str, set[str]] = {}
     for user, item in zip(rows["user_id"].to_pylist(), rows["item_id"].to_pylist(), strict=True):

@@ -20,7 +20,13 @@ from r2rec.errors import R2RecError
 from r2rec.jobs import base_parser, run_main
 from r2rec.lakehouse import Lakehouse
 
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+def markers(block: str) -> tuple[str, str]:
+    """The comments that delimit a generated block of a Markdown file."""
+    return f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+
+
+BEGIN, END = markers("results")
 CLASSICAL = ("sasrec", "als", "itemknn", "popularity", "evidence")
 NAMES = {"evidence": "evidence ranker (no LLM)", "sasrec": "SASRec", "als": "ALS",
          "itemknn": "ItemKNN", "popularity": "popularity"}  # fmt: skip
@@ -139,7 +145,7 @@ def _seeds(lakehouse: Lakehouse, ds: str, subset: str) -> str:
 
 def write_readme(path: Path, text: str, block: str = "results") -> None:
     """Replace what lies between ``<!-- {block}:begin -->`` and ``<!-- {block}:end -->``."""
-    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+    begin, end = markers(block)
     doc = path.read_text()
     if begin not in doc or end not in doc:
         raise R2RecError(f"{path} has no {begin} ... {end} block to replace")
