@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from r2rec.contracts import TableSpec
@@ -27,6 +28,7 @@ FILE_META_SCHEMA = "path string, size long, partition_values string, stats strin
 
 
 def _file_stats(table: pa.Table) -> str:
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.types as t
 
@@ -43,13 +45,31 @@ def _file_stats(table: pa.Table) -> str:
         # min/max only where their JSON form is unambiguous, so data skipping stays exact.
         # Strings need them too: delta-rs 1.6.6 prunes *every* file whose stats lack a
         # column filtered on, so a filter on a string column silently read 0 rows.
+        # Timestamps too: without them a `ts >= ...` filter (the backtest's future window,
+        # an analyst's SQL) read 0 rows of a Spark-written table.
         numeric = t.is_integer(col.type) or t.is_floating(col.type)
         text = t.is_string(col.type) or t.is_large_string(col.type)
-        if (numeric or text) and col.null_count < len(col):
+        if col.null_count == len(col):
+            continue
+        if t.is_timestamp(col.type):
+            micros = pc.min_max(col.cast(pa.timestamp("us", tz=col.type.tz)).cast(pa.int64()))
+            low, high = micros.as_py().values()
+            stats["minValues"][name] = _delta_timestamp(low, up=False)
+            stats["maxValues"][name] = _delta_timestamp(high, up=True)
+        elif numeric or text:
             mm = pc.min_max(col).as_py()
             if all(v is None or v == v for v in mm.values()):  # skip NaN
                 stats["minValues"][name], stats["maxValues"][name] = mm["min"], mm["max"]
     return json.dumps(stats)
+
+
+def _delta_timestamp(micros: int, *, up: bool) -> str:
+    """A stats bound in Delta's form, ISO-8601 UTC in milliseconds. The log cannot hold
+    microseconds, so a minimum rounds down and a maximum up: a bound that cut off its own
+    file's last microseconds would let readers prune rows that match."""
+    millis = -(-micros // 1000) if up else micros // 1000
+    when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=millis)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def make_partition_writer(spec: TableSpec, table_uri: str, run_id: str):
