@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from bench import record_section
+from inference.metrics import proportion_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,12 +71,11 @@ def summarise(seconds: float, top: list[dict], targets: dict[str, str]) -> dict:
         raise SystemExit("the scoring run published no rank-1 rows")
     hits = sum(r["item_id"] == targets[r["sample_id"]] for r in top)
     hr = hits / n
-    half = 1.96 * (hr * (1 - hr) / n) ** 0.5  # normal interval over users
     words = [len((r["reasoning"] or "").split()) for r in top]
     return {
         "users": n, "seconds": seconds, "users_per_s": n / seconds,
         "minutes_for_943": 943 / (n / seconds) / 60, "hr@1": hr,
-        "ci": (max(0.0, hr - half), min(1.0, hr + half)),
+        "ci": proportion_interval(hits, n),
         "valid": sum(r["answer_valid"] for r in top) / n,
         "words": sum(words) / n,
     }  # fmt: skip

@@ -44,7 +44,7 @@ from datetime import timedelta
 
 import pyarrow as pa
 
-from inference.metrics import interval
+from inference.metrics import interval, proportion_interval
 from r2rec.config import ds_start, parse_ds
 from r2rec.contracts import (
     BACKTEST_METRICS,
@@ -108,7 +108,12 @@ def list_metrics(
     for name in PER_USER:
         values = [m[name] for m in per_user]
         if values:
-            low, high = interval(values)
+            # HR is a 0/1 per user: Wilson's interval, not a normal one that runs below 0
+            # on the few users a replayed date has.
+            low, high = (
+                proportion_interval(int(sum(values)), len(values)) if name == "hr"
+                else interval(values)
+            )  # fmt: skip
             out[f"{name}@{k}"] = (sum(values) / len(values), low, high, len(values))
     shown = [item for u in lists for item in lists[u][:k]]
     if catalogue:

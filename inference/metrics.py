@@ -131,6 +131,21 @@ def interval(values: Sequence[float]) -> tuple[float, float]:
     return mean - half, mean + half
 
 
+def proportion_interval(hits: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion hits/n: a hit rate (one 0/1 per user or
+    sample). Unlike the normal interval it stays inside [0, 1] and is not a point at 0 or
+    1 hits, which is where a 15-user backtest date or a weak model's HR@1 sits."""
+    if n < 1:
+        raise ValueError("a proportion needs n >= 1")
+    if not 0 <= hits <= n:
+        raise ValueError(f"hits {hits} is not within 0..{n}")
+    p, z2 = hits / n, Z95 * Z95
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    # Exact at the ends: rounding must not leave 0 hits an interval above 0.
+    return (0.0 if hits == 0 else centre - half), (1.0 if hits == n else centre + half)
+
+
 def paired_difference(
     a: dict[str, dict[str, float]], b: dict[str, dict[str, float]], metric: str
 ) -> tuple[float, float, float, int] | None:

@@ -19,13 +19,13 @@ def test_hr1_counts_rank_one_hits_over_users_with_an_interval():
     targets = {"u1:9": "i1", "u2:4": "i2", "u3:2": "i3", "u4:8": "i4"}
     m = scoring.summarise(200.0, rows, targets)
     assert m["users"] == 4 and m["hr@1"] == 0.5
-    assert m["ci"] == pytest.approx((0.01, 0.99))  # 0.5 ± 1.96 * sqrt(0.5 * 0.5 / 4)
+    assert m["ci"] == pytest.approx((0.150, 0.850), abs=5e-4)  # Wilson's for 2 of 4
     assert m["valid"] == 0.75
     assert m["words"] == 3.0  # 4 + 0 + 4 + 4 words over 4 users
     assert m["users_per_s"] == 0.02
     assert m["minutes_for_943"] == pytest.approx(943 / 0.02 / 60)
     line = scoring.table([(64, m)]).splitlines()[-1]
-    assert line == "| 64 | 4 | 200 | 0.02 | 785.8 | 0.500 [0.010, 0.990] | 0.750 | 3 |"
+    assert line == "| 64 | 4 | 200 | 0.02 | 785.8 | 0.500 [0.150, 0.850] | 0.750 | 3 |"
     with pytest.raises(SystemExit, match="no rank-1 rows"):
         scoring.summarise(1.0, [], {})
 

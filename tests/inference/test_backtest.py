@@ -11,6 +11,7 @@ import pytest
 
 from inference import backtest
 from inference.backtest import list_metrics, user_metrics
+from inference.metrics import interval
 from r2rec.contracts import (
     BACKTEST_METRICS,
     GRAPH_EDGES,
@@ -52,8 +53,11 @@ def test_users_without_a_future_are_out_of_hr_and_in_the_active_share():
     # Self-information in bits; "d" nobody took before D gets the floor.
     bits = [1, 2, 1, 3, 3, 4]
     assert out["novelty@2"][0] == pytest.approx(sum(bits) / 6)
-    low, high = out["hr@2"][1:3]
-    assert low < 0.5 < high
+    # HR is one 0/1 per user: Wilson's interval for 1 of 2 (a normal one would be
+    # 0.5 +- 0.69, below 0 and above 1).
+    assert out["hr@2"][1:3] == pytest.approx((0.0945, 0.9055), abs=5e-4)
+    # The other per-user metrics keep the normal interval of a mean.
+    assert out["recall@2"][1:3] == pytest.approx(interval([1 / 1, 0.0]))
 
 
 def test_retrieval_order_is_chains_by_paths_then_popular_by_share():

@@ -13,6 +13,7 @@ from inference.metrics import (
     hit_at_k,
     mean_metrics,
     ndcg_at_k,
+    proportion_interval,
     rank_of,
     sample_metrics,
 )
@@ -143,3 +144,36 @@ def test_full_ranking_helpers():
     assert full_rank_of({"a": 1.0, "t": 1.0, "u": 1.0}, "t") == 2
     assert mean_metrics([{"hr@10": 1.0}, {"hr@10": 0.0}, {"hr@10": 0.0}]) == {"hr@10": 1 / 3}
     assert mean_metrics([]) == {}
+
+
+def _wilson_by_bisection(hits: int, n: int) -> tuple[float, float]:
+    """The interval's definition, solved numerically: every p with
+    |hits/n - p| <= z * sqrt(p (1 - p) / n)."""
+    z, phat = 1.959963984540054, hits / n
+
+    def inside(p: float) -> bool:
+        return abs(phat - p) <= z * math.sqrt(p * (1 - p) / n)
+
+    def edge(lo: float, hi: float) -> float:  # lo inside, hi outside (or the reverse)
+        want = inside(lo)
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if inside(mid) == want else (lo, mid)
+        return (lo + hi) / 2
+
+    return (0.0 if hits == 0 else edge(phat, 0.0)), (1.0 if hits == n else edge(phat, 1.0))
+
+
+@pytest.mark.parametrize("hits, n", [(0, 10), (1, 2), (3, 17), (10, 10), (56, 300), (1, 943)])
+def test_proportion_interval_is_wilsons(hits, n):
+    low, high = proportion_interval(hits, n)
+    assert (low, high) == pytest.approx(_wilson_by_bisection(hits, n), abs=1e-9)
+    assert 0.0 <= low <= hits / n <= high <= 1.0
+
+
+def test_proportion_interval_known_values_and_bad_input():
+    assert proportion_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert proportion_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    for hits, n in ((1, 0), (-1, 5), (6, 5)):
+        with pytest.raises(ValueError):
+            proportion_interval(hits, n)
