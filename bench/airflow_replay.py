@@ -11,7 +11,8 @@ champion trained as of ``--train-date`` by ``r2rec_train``, weekly scoring from 
 date by a backfill of ``r2rec_score`` (users active the week before; ``--score-weeks``
 bounds it to the first N Mondays, since each scored date costs minutes of vLLM), then
 ``r2rec_backtest``, and the HR@10 at H = 7 of every model per date from
-``backtest_metrics``.
+``backtest_metrics``. With it, the cost of each data job as dates accumulate
+(:func:`cost_table`, bench.replay's table from the ``job_runs`` rows the tasks wrote).
 
 Everything lives in ``--workdir``: the lakehouse, the Airflow home and its PostgreSQL
 cluster (kept between calls), and a log. It takes hours on two cores, so it resumes: a
@@ -283,6 +284,31 @@ def verdict(lakehouse: Path, k: int = 10, horizon: int = 7) -> str:
     )
 
 
+# The data DAG's jobs, by their bench.replay names (each records a job_runs row).
+DATA_JOBS = ("ingest", "graph", "samples", "chains", "evidence", "traces")
+
+
+def cost_table(lakehouse: Path, dates: list[str]) -> str:
+    """bench.replay's cost-over-history table for the data DAG's runs of the replayed
+    dates (issue 17 item 4), from the job_runs rows the Airflow tasks wrote: a backfill
+    with one active run at a time replays dates in order, as the benchmark does."""
+    from bench import replay as cost
+
+    jobs = list(DATA_JOBS)
+    rows = cost.job_rows(str(lakehouse), dates, jobs)
+    done = [d for d in dates if all((j, d) in rows for j in jobs)]
+    if len(done) < 4:
+        return (f"Cost over history: {len(done)} of {len(dates)} dates have a successful "
+                "run of every data job; 4 are needed for a first-3/last-3 table.")  # fmt: skip
+    seconds = {key: r["elapsed_s"] for key, r in rows.items()}
+    summary = cost.summarise(rows, done, jobs, seconds)
+    text = cost.table(summary, cost.data_growth(str(lakehouse), done), done)
+    if len(done) < len(dates):
+        missing = sorted(set(dates) - set(done))
+        text += f"\n\nNot in the table (a data job without a successful run): {', '.join(missing)}"
+    return text
+
+
 def _text(path: str) -> str:
     try:
         return Path(path).read_text()
@@ -376,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
                 replay.say(f"{stage}: {steps[stage]()}")
                 walls[stage] = time.monotonic() - t0
         table, plainly = hr10_table(lakehouse), verdict(lakehouse)
-        replay.say("\n" + table + "\n" + plainly)
+        costs = cost_table(lakehouse, dates)
+        replay.say("\n" + costs + "\n\n" + table + "\n" + plainly)
     command = (
         f"python -m bench.airflow_replay --start {args.start} --end {args.end} --train-date "
         f"{args.train_date} --sft-steps {args.sft_steps} --grpo-steps {args.grpo_steps} "
@@ -396,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(scored)} scored dates. Wall time of this call per stage: "
             + ", ".join(f"{s} {w / 60:.0f} min" for s, w in walls.items())
             + " (a resumed call counts only its own part).\n\n"
-            + table,
+            + "Cost of the data DAG's jobs as dates accumulate (seconds and peaks from the "
+            "`job_runs` rows its tasks wrote):\n\n" + costs + "\n\n" + table,
         )
     return 0
 

@@ -180,3 +180,41 @@ def test_the_verdict_compares_the_published_top10_with_popularity_and_retrieval(
         "(lower on 1; its 95% interval wholly above on 1) and than the retrieval order on 2 "
         "of 2 dates (lower on 0; its 95% interval wholly above on 0)."
     )
+
+
+def test_the_cost_table_covers_the_data_dags_jobs_over_the_dates_all_ran(lakehouse):
+    """Item 4 of issue 17 from the replay's own job_runs: per data job, the first and last
+    three dates; a date where a job has no successful run is named, not averaged in."""
+    import datetime as dt
+
+    from tests.bench.test_replay import run_row
+
+    dates = ar.mondays("1997-10-06", "1997-11-03")  # 5 Mondays
+    options = {"ingest": ["--source", "movielens-100k"], "evidence": ["--scope", "samples"],
+               "traces": ["--teacher", "template"]}  # fmt: skip
+    rows, minute = [], 0
+    for k, ds in enumerate(dates):
+        for job in ar.DATA_JOBS:
+            if (job, ds) == ("traces", dates[2]):
+                continue  # this date's traces never succeeded
+            minute += 1
+            rows.append(run_row(job, ds, options.get(job, []), 10.0 + k, minute))
+    lakehouse.append("job_runs", rows)
+    when = dt.datetime(1997, 9, 25, tzinfo=dt.UTC)
+    lakehouse.append("graph_edges", [
+        {"ds": ds, "user_id": f"u{n}", "item_id": "i", "rating": 4.0, "ts": when, "weight": 4.0}
+        for ds, edges in ((dates[0], 2), (dates[-1], 7)) for n in range(edges)
+    ])  # fmt: skip
+
+    lines = ar.cost_table(lakehouse.root, dates).splitlines()
+    assert lines[0] == ("Replay of 4 dates 1997-10-06 .. 1997-11-03; graph edges 2 on the "
+                        "first date, 7 on the last (3.5x).")  # fmt: skip
+    body = {line.split(" | ")[0][2:]: line for line in lines[4:] if line.startswith("| ")}
+    assert list(body) == list(ar.DATA_JOBS)
+    # Dates 0, 1, 3 then 1, 3, 4 (date 2 is out): 11.33 s and 12.67 s; the slope of
+    # (10, 11, 13, 14) over their positions in the table is 1.4 s a date.
+    assert body["traces"] == "| traces | 11.3 | 12.7 | 1.12 | +1.40 | 500 | 500 | 1.00 |"
+    assert lines[-1] == ("Not in the table (a data job without a successful run): "
+                         "1997-10-20")  # fmt: skip
+    few = ar.cost_table(lakehouse.root, dates[:3])
+    assert few.startswith("Cost over history: 2 of 3 dates have a successful run")
