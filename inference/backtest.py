@@ -210,9 +210,10 @@ def future_items(
     when = (pc.field("ts") >= pa.scalar(start, pa.timestamp("us", "UTC"))) & (
         pc.field("ts") < pa.scalar(end, pa.timestamp("us", "UTC"))
     )
-    # The time filter runs on the loaded rows, not as a scan filter: on a Spark-written
-    # table, delta-rs pruned every file by its ts statistics and the replay's backtest saw
-    # no future at all (0 of 80 users, where 22 had one).
+    # The time filter runs on the loaded rows, not as a scan filter: Spark-written files
+    # from before their ts statistics (r2rec.spark_writer) carry none, delta-rs prunes
+    # such a file under a ts filter, and the replay's backtest saw no future at all (0 of
+    # 80 users, where 22 had one). The ds partitions above bound what is loaded.
     rows = dataset.to_table(columns=["user_id", "item_id", "ts"]).filter(when)
     out: dict[str, set[str]] = {}
     for user, item in zip(rows["user_id"].to_pylist(), rows["item_id"].to_pylist(), strict=True):
