@@ -82,3 +82,45 @@ def test_options_are_checked_before_anything_runs(capsys):
     with pytest.raises(SystemExit):
         replay.main(["--jobs", "ingest,score"])  # scoring is not a per-date data job
     assert "unknown jobs ['score']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        replay.main(["--jobs", "ingest,graph", "--between-jobs", "ingest,traces"])
+    assert "--between-jobs ['traces'] are not in --jobs" in capsys.readouterr().err
+
+
+def test_between_jobs_run_on_the_middle_dates_and_every_job_on_the_ends(monkeypatch):
+    ran: list[tuple[str, str]] = []
+
+    def fake_run(job, ds, lakehouse, extra=()):
+        ran.append((job, ds))
+        return 1.0
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args):
+        raise Stop
+
+    monkeypatch.setattr(replay, "run_job", fake_run)
+    monkeypatch.setattr(replay, "job_rows", stop)
+    with pytest.raises(Stop):
+        replay.main(["--dates", "4", "--every-days", "1", "--jobs", "ingest,graph,traces",
+                     "--between-jobs", "graph,ingest", "--lakehouse", "unused"])  # fmt: skip
+    first, second, third, last = replay.replay_dates("1997-10-06", 4, 1)
+    assert ran == [
+        ("ingest", first), ("graph", first), ("traces", first),
+        ("ingest", second), ("graph", second),  # in --jobs order, not --between-jobs'
+        ("ingest", third), ("graph", third),
+        ("ingest", last), ("graph", last), ("traces", last),
+    ]  # fmt: skip
+
+
+def test_a_job_run_on_the_ends_only_gets_a_first_against_last_table(lakehouse):
+    lakehouse.append("job_runs", [
+        run_row("traces", DATES[0], ["--teacher", "template"], 4.0, 1),
+        run_row("traces", DATES[-1], ["--teacher", "template"], 5.0, 2, peak_rss_mb=300.0),
+    ])  # fmt: skip
+    rows = replay.job_rows(lakehouse.root, DATES, ["traces"])
+    lines = replay.endpoint_table(rows, DATES[0], DATES[-1], ["traces"]).splitlines()
+    assert lines[0] == "Jobs run on the first and the last date only (1997-10-06, 1997-10-27):"
+    # 100 + 400 MiB on the first date, 300 + 400 on the last.
+    assert lines[-1] == "| traces | 4.0 | 5.0 | 1.25 | 500 | 700 | 1.40 |"
