@@ -188,6 +188,65 @@ def sql(
     if cut:
         note = f"showing the first {limit} rows; --limit 0 shows all"
         Console(stderr=True, highlight=False).print(Text(note, style="dim"))
+    _warn_stats_gaps(_lakehouse(lakehouse), query, versions)
+
+
+def _warn_stats_gaps(lh: Lakehouse, query: str, versions: dict[str, int]) -> None:
+    """A line on stderr for each table the query names whose files lack column
+    statistics: a filter on those columns can silently miss their rows."""
+    import re
+
+    err = Console(stderr=True, highlight=False)
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query.lower()))
+    for spec in lh.tables():
+        if spec.name not in words or spec.name in versions:
+            continue
+        gaps = lh.stats_gaps(spec)
+        if gaps:
+            files = sum(g["files"] for g in gaps)
+            columns = sorted({c for g in gaps for c in g["columns"]})
+            err.print(Text(
+                f"warning: {spec.name} has {files} file(s) in {len(gaps)} partition(s) "
+                f"without statistics for {', '.join(columns)}: a filter on them can miss "
+                f"rows. `r2rec repair-stats {spec.name}` rewrites those partitions.",
+                style="yellow",
+            ), soft_wrap=True)  # fmt: skip
+
+
+@app.command("repair-stats")
+def repair_stats(
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="[TABLE]...", help="Default: every table.")
+    ] = None,
+    lakehouse: LakehouseOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the partitions; rewrite nothing.")
+    ] = False,
+) -> None:
+    """Rewrite the partitions whose files lack column statistics, with the same rows.
+
+    Spark-written files from before timestamp statistics have none for their timestamp
+    columns, and a filter on one (``WHERE ts >= ...``) skips those files.
+    """
+    from r2rec.contracts import get_table
+
+    lh = _lakehouse(lakehouse)
+    specs = [get_table(n) for n in names] if names else lh.tables()
+    headers = ["table", "partition", "files", "columns", "rows rewritten"]
+    out = []
+    for spec in specs:
+        if not lh.exists(spec):
+            raise R2RecError(f"table '{spec.name}' does not exist under {lh.root}")
+        gaps = lh.stats_gaps(spec) if dry_run else lh.repair_stats(spec)
+        for g in gaps:
+            where = ", ".join(f"{k}={v}" for k, v in g["partition"].items()) or "-"
+            out.append([spec.name, where, g["files"], ", ".join(g["columns"]),
+                        "-" if dry_run else g["rows"]])  # fmt: skip
+    if not out:
+        _console().print("Every file has statistics for its columns; nothing to rewrite.")
+        return
+    title = "Partitions to rewrite (dry run)" if dry_run else "Partitions rewritten"
+    _print_rows(title, headers, out, numeric={2, 4})
 
 
 def _pylist(result: pa.Table) -> list[dict]:

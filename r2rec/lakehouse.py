@@ -541,6 +541,64 @@ class Lakehouse:
         )
         return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
 
+    def stats_gaps(self, table: str | TableSpec) -> list[dict[str, Any]]:
+        """The partitions holding a live file whose statistics lack the min/max of a
+        column with values in it: one ``{"partition": {...}, "files": n, "columns":
+        [...]}`` each. delta-rs prunes such a file under any filter on that column, so a
+        query silently misses its rows. Spark-written files before timestamp statistics
+        (``r2rec.spark_writer``) are the known case."""
+        spec = self._spec(table)
+        # The column kinds every writer of ours keeps min/max for, among the first 32
+        # (Delta's default number of indexed columns).
+        kinds = ("string", "int32", "int64", "double", "timestamp")
+        data = [c for c in spec.columns if c.name not in spec.partition_by][:32]
+        watched = [c.name for c in data if c.type in kinds]
+        found: dict[tuple, dict[str, Any]] = {}
+        for a in _arro3_to_pylist(self.delta_table(spec).get_add_actions(flatten=True)):
+            rows = a.get("num_records")
+            missing = [
+                c for c in watched
+                if a.get(f"min.{c}") is None
+                and (rows is None or a.get(f"null_count.{c}") is None
+                     or a[f"null_count.{c}"] < rows)
+            ]  # fmt: skip
+            if not missing:
+                continue
+            part = {k: a.get(f"partition.{k}") for k in spec.partition_by}
+            gap = found.setdefault(
+                tuple(sorted(part.items())), {"partition": part, "files": 0, "columns": []}
+            )
+            gap["files"] += 1
+            gap["columns"] = sorted(set(gap["columns"]) | set(missing))
+        return [found[k] for k in sorted(found, key=lambda k: [(n, v or "") for n, v in k])]
+
+    def repair_stats(self, table: str | TableSpec) -> list[dict[str, Any]]:
+        """Rewrite each partition :meth:`stats_gaps` names, with the same rows, so its
+        files get full statistics: one overwrite commit per partition (the rerun of a
+        date replaces exactly that date). Returns the gaps repaired, each with its rows."""
+        spec = self._spec(table)
+        gaps = self.stats_gaps(spec)
+        if gaps and not spec.partition_by:
+            raise R2RecError(
+                f"table '{spec.name}' is not partitioned: its {gaps[0]['files']} file(s) "
+                "without statistics would need a whole-table rewrite, which is refused"
+            )
+        for gap in gaps:
+            part = gap["partition"]
+            if any(v is None for v in part.values()):
+                raise R2RecError(f"table '{spec.name}': a null partition value in {part}")
+            where = [(k, "=", v) for k, v in part.items()]
+            rows = self.read_arrow(spec, partitions=where)
+            self.overwrite(spec, rows, partition=part)
+            after = self.arrow_dataset(spec, partitions=where).count_rows()
+            if after != rows.num_rows:  # a concurrent writer of that partition
+                raise R2RecError(
+                    f"table '{spec.name}' partition {part}: {rows.num_rows} rows read, "
+                    f"{after} after the rewrite"
+                )
+            gap["rows"] = rows.num_rows
+        return gaps
+
     def info(self, table: str | TableSpec) -> TableInfo:
         spec = self._spec(table)
         dt = self.delta_table(spec)

@@ -289,3 +289,40 @@ def test_help_does_not_import_heavy_modules():
     ).stdout
 
     assert out.strip() == "[]"
+
+
+def test_sql_warns_of_files_without_statistics_and_repair_stats_rewrites_them(
+    lakehouse, monkeypatch
+):
+    from tests.core.test_lakehouse import events, write_files_without_ts_stats
+
+    write_files_without_ts_stats(lakehouse, events("2026-01-01", ["a", "b"]), monkeypatch)
+    query = "SELECT count(*) AS n FROM interactions WHERE ts >= TIMESTAMPTZ '2019-12-31 00:00+00'"
+
+    hidden = r2rec("sql", query, "-L", lakehouse.root, "-f", "csv")
+    assert hidden.stdout == "n\n0\n"  # the silent miss the warning is for
+    assert " ".join(hidden.stderr.split()) == (
+        "warning: interactions has 1 file(s) in 1 partition(s) without statistics for ts: a "
+        "filter on them can miss rows. `r2rec repair-stats interactions` rewrites those "
+        "partitions."
+    )
+    # A query that does not name the table says nothing about it.
+    assert r2rec("sql", "SELECT 1 AS x", "-L", lakehouse.root, "-f", "csv").stderr == ""
+
+    before = lakehouse.version("interactions")
+    dry = r2rec("repair-stats", "--dry-run", "-L", lakehouse.root)
+    assert dry.exit_code == 0 and lakehouse.version("interactions") == before
+    assert re.search(r"interactions\s+ds=2026-01-01, source=s\s+1\s+ts\s+-", dry.stdout)
+
+    done = r2rec("repair-stats", "interactions", "-L", lakehouse.root)
+    assert done.exit_code == 0, done.output
+    assert re.search(r"interactions\s+ds=2026-01-01, source=s\s+1\s+ts\s+2", done.stdout)
+    fixed = r2rec("sql", query, "-L", lakehouse.root, "-f", "csv")
+    assert (fixed.stdout, fixed.stderr) == ("n\n2\n", "")
+    again = r2rec("repair-stats", "-L", lakehouse.root)
+    assert "nothing to rewrite" in again.stdout
+
+    assert_one_line_error(r2rec("repair-stats", "nope", "-L", lakehouse.root),
+                          "unknown table 'nope'")  # fmt: skip
+    assert_one_line_error(r2rec("repair-stats", "chains", "-L", lakehouse.root),
+                          "table 'chains' does not exist")  # fmt: skip

@@ -452,3 +452,65 @@ def test_an_empty_row_list_clears_the_partition(lakehouse):
 def test_unsafe_partition_values_are_refused(lakehouse):
     with pytest.raises(R2RecError, match="unsafe partition value"):
         lakehouse.overwrite(QUARANTINE, [], partition={"ds": "2026-01-01", "job": "../etc"})
+
+
+def write_files_without_ts_stats(lakehouse: Lakehouse, data: pa.Table, monkeypatch) -> None:
+    """Files as the Spark path wrote them before timestamp statistics: its own executor
+    function, run in this process, with the old statistics (no ts min/max)."""
+    from deltalake.transaction import AddAction
+
+    from r2rec import spark_writer
+
+    current = spark_writer._file_stats
+
+    def old_stats(table):
+        stats = json.loads(current(table))
+        for bound in ("minValues", "maxValues"):
+            stats[bound].pop("ts", None)
+        return json.dumps(stats)
+
+    monkeypatch.setattr(spark_writer, "_file_stats", old_stats)
+    lakehouse.ensure(INTERACTIONS)
+    writer = spark_writer.make_partition_writer(INTERACTIONS, lakehouse.uri(INTERACTIONS), "old")
+    files = [r for batch in writer(data.to_batches()) for r in batch.to_pylist()]
+    actions = [AddAction(f["path"], f["size"], json.loads(f["partition_values"]), 0, True,
+                         f["stats"]) for f in files]  # fmt: skip
+    lakehouse._commit_files(INTERACTIONS, actions, "append", None, None)
+    monkeypatch.setattr(spark_writer, "_file_stats", current)
+
+
+def test_partitions_without_ts_statistics_are_found_and_rewritten(lakehouse, monkeypatch):
+    import datetime as dt
+
+    import pyarrow.compute as pc
+
+    late = T0 + dt.timedelta(days=3)
+    old = pa.concat_tables([events("2026-01-01", ["a", "b"]), events("2026-01-02", ["c"])])
+    old = old.set_column(3, "ts", pa.array([T0, late, late], pa.timestamp("us", tz="UTC")))
+    write_files_without_ts_stats(lakehouse, old, monkeypatch)
+    lakehouse.overwrite(INTERACTIONS, events("2026-01-03", ["d"]),
+                        partition={"ds": "2026-01-03", "source": "s"})  # fmt: skip
+    before = lakehouse.version(INTERACTIONS)
+    after_t0 = pc.field("ts") > T0
+
+    # The defect: the two old files are pruned under a ts filter; only "b", "c" match.
+    assert lakehouse.arrow_dataset(INTERACTIONS).to_table(filter=after_t0).num_rows == 0
+    gaps = lakehouse.stats_gaps(INTERACTIONS)
+    assert gaps == [
+        {"partition": {"ds": "2026-01-01", "source": "s"}, "files": 1, "columns": ["ts"]},
+        {"partition": {"ds": "2026-01-02", "source": "s"}, "files": 1, "columns": ["ts"]},
+    ]
+
+    repaired = lakehouse.repair_stats(INTERACTIONS)
+    assert [(g["partition"]["ds"], g["rows"]) for g in repaired] == [
+        ("2026-01-01", 2), ("2026-01-02", 1)]  # fmt: skip
+    assert lakehouse.version(INTERACTIONS) == before + 2  # one commit per partition
+    assert lakehouse.stats_gaps(INTERACTIONS) == []
+    found = lakehouse.arrow_dataset(INTERACTIONS).to_table(filter=after_t0)
+    assert sorted(found["user_id"].to_pylist()) == ["b", "c"]
+    # The same rows as before, every column; the untouched date kept its file.
+    assert rows(lakehouse) == rows(lakehouse, version=before)
+    assert lakehouse.read_arrow(INTERACTIONS).sort_by("user_id")["ts"].to_pylist() == [
+        T0, late, late, T0]  # fmt: skip
+    assert lakehouse.repair_stats(INTERACTIONS) == []  # nothing left: no commit
+    assert lakehouse.version(INTERACTIONS) == before + 2
