@@ -303,6 +303,12 @@ def cost_table(lakehouse: Path, dates: list[str]) -> str:
     seconds = {key: r["elapsed_s"] for key, r in rows.items()}
     summary = cost.summarise(rows, done, jobs, seconds)
     text = cost.table(summary, cost.data_growth(str(lakehouse), done), done)
+    ran = [rows[(j, d)] for j in jobs for d in done]
+    span = max(r["ended_at"] for r in ran) - min(r["started_at"] for r in ran)
+    hours = span.total_seconds() / 3600
+    text += (f"\n\nFrom the first task's start to the last's end: {hours:.1f} h, "
+             f"{hours * 60 / len(done):.1f} min a date (Airflow's scheduling and any retry "
+             "included).")  # fmt: skip
     if len(done) < len(dates):
         missing = sorted(set(dates) - set(done))
         text += f"\n\nNot in the table (a data job without a successful run): {', '.join(missing)}"
@@ -419,12 +425,15 @@ def main(argv: list[str] | None = None) -> int:
         record_section(
             args.record,
             "Airflow replay and backtest",
-            f"`{command}`: {len(dates)} data runs, "
-            f"{len(scored)} scored dates. Wall time of this call per stage: "
+            f"`{command} --stages {','.join(stages)}`: {len(dates)} data runs"
+            + (f", {len(scored)} scored dates" if "score" in stages else "")
+            + ". Wall time of this call per stage: "
             + ", ".join(f"{s} {w / 60:.0f} min" for s, w in walls.items())
             + " (a resumed call counts only its own part).\n\n"
             + "Cost of the data DAG's jobs as dates accumulate (seconds and peaks from the "
-            "`job_runs` rows its tasks wrote):\n\n" + costs + "\n\n" + table,
+            "`job_runs` rows its tasks wrote):\n\n"
+            + costs
+            + ("" if hr_rows(lakehouse, 10, 7) is None else "\n\n" + table),
         )
     return 0
 

@@ -216,5 +216,8 @@ def test_the_cost_table_covers_the_data_dags_jobs_over_the_dates_all_ran(lakehou
     assert body["traces"] == "| traces | 11.3 | 12.7 | 1.12 | +1.40 | 500 | 500 | 1.00 |"
     assert lines[-1] == ("Not in the table (a data job without a successful run): "
                          "1997-10-20")  # fmt: skip
+    # The rows start at 12:01 .. 12:29, one a minute; the last (the 5th date's traces)
+    # runs 14 s: 28 min 14 s over the 4 dates in the table.
+    assert lines[-3].startswith("From the first task's start to the last's end: 0.5 h, 7.1 min")
     few = ar.cost_table(lakehouse.root, dates[:3])
     assert few.startswith("Cost over history: 2 of 3 dates have a successful run")
