@@ -52,10 +52,10 @@ def _file_stats(table: pa.Table) -> str:
         if col.null_count == len(col):
             continue
         if t.is_timestamp(col.type):
-            micros = pc.min_max(col.cast(pa.timestamp("us", tz=col.type.tz)).cast(pa.int64()))
-            low, high = micros.as_py().values()
-            stats["minValues"][name] = _delta_timestamp(low, up=False)
-            stats["maxValues"][name] = _delta_timestamp(high, up=True)
+            micros = col.cast(pa.timestamp("us", tz=col.type.tz)).cast(pa.int64())
+            mm = pc.min_max(micros).as_py()
+            stats["minValues"][name] = _delta_timestamp(mm["min"], up=False)
+            stats["maxValues"][name] = _delta_timestamp(mm["max"], up=True)
         elif numeric or text:
             mm = pc.min_max(col).as_py()
             if all(v is None or v == v for v in mm.values()):  # skip NaN
