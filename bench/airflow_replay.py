@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -288,6 +289,20 @@ def verdict(lakehouse: Path, k: int = 10, horizon: int = 7) -> str:
 DATA_JOBS = ("ingest", "graph", "samples", "chains", "evidence", "traces")
 
 
+def samples_growth(lakehouse: Path, dates: list[str]) -> str:
+    """The samples of the first and last three dates: the unit of work of samples,
+    chains, evidence and traces, which grows with the data, unlike the history."""
+    from r2rec.lakehouse import Lakehouse
+
+    count = Counter(Lakehouse(str(lakehouse)).read_arrow("samples", columns=["ds"])["ds"]
+                    .to_pylist())  # fmt: skip
+    first = sum(count[d] for d in dates[:3]) / 3
+    last = sum(count[d] for d in dates[-3:]) / 3
+    return (f"Samples of a date (the unit of work of samples, chains, evidence, traces): "
+            f"{first:,.0f} over the first 3 dates, {last:,.0f} over the last 3 "
+            f"({last / max(first, 1):.2f}x).")  # fmt: skip
+
+
 def cost_table(lakehouse: Path, dates: list[str]) -> str:
     """bench.replay's cost-over-history table for the data DAG's runs of the replayed
     dates (issue 17 item 4), from the job_runs rows the Airflow tasks wrote: a backfill
@@ -303,6 +318,7 @@ def cost_table(lakehouse: Path, dates: list[str]) -> str:
     seconds = {key: r["elapsed_s"] for key, r in rows.items()}
     summary = cost.summarise(rows, done, jobs, seconds)
     text = cost.table(summary, cost.data_growth(str(lakehouse), done), done)
+    text += "\n\n" + samples_growth(lakehouse, done)
     ran = [rows[(j, d)] for j in jobs for d in done]
     span = max(r["ended_at"] for r in ran) - min(r["started_at"] for r in ran)
     hours = span.total_seconds() / 3600

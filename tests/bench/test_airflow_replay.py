@@ -206,6 +206,12 @@ def test_the_cost_table_covers_the_data_dags_jobs_over_the_dates_all_ran(lakehou
         for ds, edges in ((dates[0], 2), (dates[-1], 7)) for n in range(edges)
     ])  # fmt: skip
 
+    lakehouse.append("samples", [
+        {"ds": ds, "split": "train", "sample_id": f"u{n}:1", "user_id": f"u{n}", "position": 1,
+         "history": ["i"], "target_item_id": "j", "target_ts": when}
+        for k, ds in enumerate(dates) for n in range(10 * (k + 1))
+    ])  # fmt: skip
+
     lines = ar.cost_table(lakehouse.root, dates).splitlines()
     assert lines[0] == ("Replay of 4 dates 1997-10-06 .. 1997-11-03; graph edges 2 on the "
                         "first date, 7 on the last (3.5x).")  # fmt: skip
@@ -216,6 +222,11 @@ def test_the_cost_table_covers_the_data_dags_jobs_over_the_dates_all_ran(lakehou
     assert body["traces"] == "| traces | 11.3 | 12.7 | 1.12 | +1.40 | 500 | 500 | 1.00 |"
     assert lines[-1] == ("Not in the table (a data job without a successful run): "
                          "1997-10-20")  # fmt: skip
+    # Samples of the dates in the table (0, 1, 3 then 1, 3, 4): 10, 20, 40 then 20, 40, 50.
+    assert lines[-5] == (
+        "Samples of a date (the unit of work of samples, chains, evidence, "
+        "traces): 23 over the first 3 dates, 37 over the last 3 (1.57x)."
+    )
     # The rows start at 12:01 .. 12:29, one a minute; the last (the 5th date's traces)
     # runs 14 s: 28 min 14 s over the 4 dates in the table.
     assert lines[-3].startswith("From the first task's start to the last's end: 0.5 h, 7.1 min")
