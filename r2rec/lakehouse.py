@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any
 from r2rec import progress, runlog
 from r2rec.config import lakehouse_root
 from r2rec.conform import arrow_cast_allowed, conform_arrow, conform_spark
-from r2rec.contracts import TableSpec, get_table
+from r2rec.contracts import TableSpec, get_table, to_arrow
 from r2rec.errors import R2RecError, SchemaMismatchError, TableNotFoundError
 from r2rec.spark_writer import (
     EXECUTOR_SCHEMA_ERROR,
     FILE_META_SCHEMA,
     SAFE_PARTITION_VALUE,
+    bounded,
     make_partition_writer,
     spark_has_native_delta,
 )
@@ -548,11 +549,10 @@ class Lakehouse:
         query silently misses its rows. Spark-written files before timestamp statistics
         (``r2rec.spark_writer``) are the known case."""
         spec = self._spec(table)
-        # The column kinds every writer of ours keeps min/max for, among the first 32
-        # (Delta's default number of indexed columns).
-        kinds = ("string", "int32", "int64", "double", "timestamp")
+        # The columns the Spark path bounds, among the first 32 (Delta's default number
+        # of indexed columns); delta-rs bounds at least these too.
         data = [c for c in spec.columns if c.name not in spec.partition_by][:32]
-        watched = [c.name for c in data if c.type in kinds]
+        watched = [c.name for c in data if bounded(to_arrow(c.type))]
         found: dict[tuple, dict[str, Any]] = {}
         for a in _arro3_to_pylist(self.delta_table(spec).get_add_actions(flatten=True)):
             rows = a.get("num_records")

@@ -27,6 +27,15 @@ EXECUTOR_SCHEMA_ERROR = "R2REC_SCHEMA_ERROR"
 FILE_META_SCHEMA = "path string, size long, partition_values string, stats string, num_records long"
 
 
+def bounded(arrow_type: pa.DataType) -> bool:
+    """Whether a file's statistics carry this column's min/max (see :func:`_file_stats`);
+    ``Lakehouse.stats_gaps`` looks for files that lack what this promises."""
+    import pyarrow.types as t
+
+    return (t.is_integer(arrow_type) or t.is_floating(arrow_type) or t.is_string(arrow_type)
+            or t.is_large_string(arrow_type) or t.is_timestamp(arrow_type))  # fmt: skip
+
+
 def _file_stats(table: pa.Table) -> str:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -47,16 +56,14 @@ def _file_stats(table: pa.Table) -> str:
         # column filtered on, so a filter on a string column silently read 0 rows.
         # Timestamps too: without them a `ts >= ...` filter (the backtest's future window,
         # an analyst's SQL) read 0 rows of a Spark-written table.
-        numeric = t.is_integer(col.type) or t.is_floating(col.type)
-        text = t.is_string(col.type) or t.is_large_string(col.type)
-        if col.null_count == len(col):
+        if col.null_count == len(col) or not bounded(col.type):
             continue
         if t.is_timestamp(col.type):
             micros = col.cast(pa.timestamp("us", tz=col.type.tz)).cast(pa.int64())
             mm = pc.min_max(micros).as_py()
             stats["minValues"][name] = _delta_timestamp(mm["min"], up=False)
             stats["maxValues"][name] = _delta_timestamp(mm["max"], up=True)
-        elif numeric or text:
+        else:
             mm = pc.min_max(col).as_py()
             if all(v is None or v == v for v in mm.values()):  # skip NaN
                 stats["minValues"][name], stats["maxValues"][name] = mm["min"], mm["max"]
