@@ -173,8 +173,9 @@ def sql(
     from r2rec.sql import run_sql
 
     versions = _parse_versions(as_of or [])
+    lh = _lakehouse(lakehouse)
     # One row more than shown tells us whether the output was cut.
-    result = run_sql(query, _lakehouse(lakehouse), versions, limit=limit + 1 if limit else None)
+    result = run_sql(query, lh, versions, limit=limit + 1 if limit else None)
     cut = bool(limit) and result.num_rows > limit
     if cut:
         result = result.slice(0, limit)
@@ -188,7 +189,7 @@ def sql(
     if cut:
         note = f"showing the first {limit} rows; --limit 0 shows all"
         Console(stderr=True, highlight=False).print(Text(note, style="dim"))
-    _warn_stats_gaps(_lakehouse(lakehouse), query, versions)
+    _warn_stats_gaps(lh, query, versions)
 
 
 def _warn_stats_gaps(lh: Lakehouse, query: str, versions: dict[str, int]) -> None:
