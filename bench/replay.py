@@ -2,8 +2,8 @@
 
     python -m bench.replay [--dates 20] [--start 1997-10-06] [--every-days 7]
         [--jobs ingest,graph,samples,chains,evidence,retrieval,evidence_serve,traces]
-        [--between-jobs ingest,graph] [--score-users N] [--lakehouse DIR]
-        [--record bench/RESULTS.md]
+        [--between-jobs ingest,graph] [--score-users N] [--control]
+        [--lakehouse DIR [--reuse-history]] [--record bench/RESULTS.md]
 
 Replays ML-100k (1997-09-20 .. 1998-04-22) date by date, as a backfill does: for each
 date the data jobs run in order, each in its own process as Airflow runs them. Each
@@ -21,6 +21,14 @@ near the number of dates would be the defect.
 others run on those two only, and get a first-against-last table): history accumulates
 in the tables those jobs write (``ingest``'s items and interactions, ``graph``'s edges)
 at a fraction of the cost, e.g. issue 16's 60 daily dates.
+
+``--control`` answers issue 16's question without the data's growth in the way: it runs
+every job on the last date again in a fresh lakehouse that ingested only that date (the
+same events, brought by one run), so the same work on the same partitions is measured
+with every replayed date beside it and with none. ``--reuse-history`` (with
+``--lakehouse``) skips the dates between the ends whose jobs already succeeded there,
+so a long history is built once (it may be built beside other work: those runs are not
+what is measured) and the ends and the control are timed later on an idle machine.
 
 ``--score-users N`` then runs nightly scoring (``inference.score --mode serve``, the
 bundled base model, N users) on the first and the last date, once every date is in the
@@ -199,6 +207,36 @@ def endpoint_table(rows: dict, first: str, last: str, jobs: list[str]) -> str:
     return "\n".join(lines)
 
 
+def control_table(rows: dict, control: dict, last: str, jobs: list[str], dates: int) -> str:
+    """The last date's jobs with every replayed date in the tables, against the same jobs
+    in a lakehouse that holds only that date (``--control``)."""
+    lines = [
+        f"The last date, {last}, with {dates} dates in the tables and with 1 (a lakehouse "
+        "that ingested only this date: the same events, in one run):",
+        "",
+        f"| job | s, 1 date | s, {dates} dates | ratio | peak MiB, 1 date (Python + JVM) | "
+        f"peak MiB, {dates} dates | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for job in jobs:
+        one, many = control[(job, last)], rows[(job, last)]
+        lines.append(
+            f"| {job} | {one['elapsed_s']:.1f} | {many['elapsed_s']:.1f} | "
+            f"{many['elapsed_s'] / max(one['elapsed_s'], 1e-9):.2f} | {_mib(one):.0f} | "
+            f"{_mib(many):.0f} | {_mib(many) / max(_mib(one), 1e-9):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def replayed(lakehouse: str, dates: list[str], jobs: list[str]) -> set[tuple[str, str]]:
+    """(job, ds) pairs that already succeeded in ``lakehouse`` (none in a new one)."""
+    from r2rec.lakehouse import Lakehouse
+
+    if not Lakehouse(lakehouse).exists("job_runs"):
+        return set()
+    return set(job_rows(lakehouse, dates, jobs))
+
+
 def table(summary: list[dict], growth: tuple[int, int], dates: list[str]) -> str:
     lines = [
         f"Replay of {len(dates)} dates {dates[0]} .. {dates[-1]}; graph edges "
@@ -234,7 +272,17 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="score N users on the first and last date after the replay (0: no)",
     )
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="also run every job on the last date in a lakehouse holding only that date",
+    )
     p.add_argument("--lakehouse", help="default: a new temporary directory")
+    p.add_argument(
+        "--reuse-history",
+        action="store_true",
+        help="with --lakehouse: do not rerun a middle date's job that already succeeded there",
+    )
     p.add_argument("--record", help="append the table to this Markdown file")
     args = p.parse_args(argv)
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
@@ -248,27 +296,48 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--between-jobs {sorted(set(between) - set(jobs))} are not in --jobs")
     if args.score_users and not {"retrieval", "evidence_serve"} <= set(jobs):
         p.error("--score-users needs the retrieval and evidence_serve jobs (what it scores)")
+    if args.reuse_history and not args.lakehouse:
+        p.error("--reuse-history needs --lakehouse (the one whose history it reuses)")
     dates = replay_dates(args.start, args.dates, args.every_days)
     lakehouse = args.lakehouse or tempfile.mkdtemp(prefix="r2rec-replay-")
+    done = replayed(lakehouse, dates[1:-1], between) if args.reuse_history else set()
+    scoring = ("--max-users", str(args.score_users))
     wall: dict[tuple[str, str], float] = {}
     for ds in dates:
-        # In --jobs order, whichever subset runs on this date.
-        todo = jobs if ds in (dates[0], dates[-1]) else [j for j in jobs if j in between]
+        # In --jobs order, whichever subset runs on this date; the ends always run.
+        todo = jobs if ds in (dates[0], dates[-1]) else [
+            j for j in jobs if j in between and (j, ds) not in done]  # fmt: skip
         for job in todo:
             wall[(job, ds)] = run_job(job, ds, lakehouse)
         print(f"{ds}: " + ", ".join(f"{j} {wall[(j, ds)]:.0f} s" for j in todo), flush=True)
     if args.score_users:
         for ds in (dates[0], dates[-1]):
-            run_job("score", ds, lakehouse, ("--max-users", str(args.score_users)))
-    rows = job_rows(lakehouse, dates, [*jobs, "score"] if args.score_users else jobs)
-    every = [j for j in jobs if j in between]
-    ends = [j for j in jobs if j not in between]
-    summary = summarise(rows, dates, every, wall)
-    text = table(summary, data_growth(lakehouse, dates), dates)
-    if ends:
-        text += "\n\n" + endpoint_table(rows, dates[0], dates[-1], ends)
+            run_job("score", ds, lakehouse, scoring)
+    measured = [*jobs, "score"] if args.score_users else jobs
+    rows = job_rows(lakehouse, dates, measured)
+    growth = data_growth(lakehouse, dates)
+    if done:
+        # Reused runs were timed by another call, maybe beside other work: no series.
+        summary: list[dict] = []
+        text = (f"Replay of {len(dates)} dates {dates[0]} .. {dates[-1]} ({len(done)} job runs "
+                f"of the middle dates reused); graph edges {growth[0]:,} on the first date, "
+                f"{growth[1]:,} on the last.\n\n"
+                + endpoint_table(rows, dates[0], dates[-1], jobs))  # fmt: skip
+    else:
+        summary = summarise(rows, dates, [j for j in jobs if j in between], wall)
+        text = table(summary, growth, dates)
+        if ends := [j for j in jobs if j not in between]:
+            text += "\n\n" + endpoint_table(rows, dates[0], dates[-1], ends)
     if args.score_users:
         text += "\n\n" + score_table(rows, dates[0], dates[-1], args.score_users)
+    if args.control:
+        control = tempfile.mkdtemp(prefix="r2rec-replay-control-")
+        for job in jobs:
+            run_job(job, dates[-1], control)
+        if args.score_users:
+            run_job("score", dates[-1], control, scoring)
+        ran = job_rows(control, dates[-1:], measured)
+        text += "\n\n" + control_table(rows, ran, dates[-1], measured, len(dates))
     print(text)
     print(json.dumps(summary))
     if args.record:
@@ -278,7 +347,10 @@ def main(argv: list[str] | None = None) -> int:
             f"`python -m bench.replay --dates {args.dates} --start {args.start} --every-days "
             f"{args.every_days} --jobs {args.jobs}"
             + (f" --between-jobs {args.between_jobs}" if args.between_jobs is not None else "")
-            + f" --score-users {args.score_users}`; each job "
+            + f" --score-users {args.score_users}"
+            + (" --control" if args.control else "")
+            + (" --reuse-history" if args.reuse_history else "")
+            + "`; each job "
             "in its own process, times and peaks from `job_runs`.\n\n" + text,
         )
     return 0

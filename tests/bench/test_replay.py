@@ -124,3 +124,75 @@ def test_a_job_run_on_the_ends_only_gets_a_first_against_last_table(lakehouse):
     assert lines[0] == "Jobs run on the first and the last date only (1997-10-06, 1997-10-27):"
     # 100 + 400 MiB on the first date, 300 + 400 on the last.
     assert lines[-1] == "| traces | 4.0 | 5.0 | 1.25 | 500 | 700 | 1.40 |"
+
+
+def test_reused_history_skips_only_middle_runs_that_already_succeeded(monkeypatch, capsys):
+    ran: list[tuple[str, str]] = []
+    first, second, third, last = replay.replay_dates("1997-10-06", 4, 1)
+    seen: list[list[str]] = []
+
+    def fake_replayed(lakehouse, dates, jobs):
+        seen.append(dates)
+        # ingest of the second date and both jobs of the last one ran before; graph of
+        # the second date did not (a history built up to a failure).
+        return {("ingest", second), ("ingest", third), ("graph", third)}
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args):
+        raise Stop
+
+    monkeypatch.setattr(replay, "replayed", fake_replayed)
+
+    def fake_run(job, ds, lakehouse, extra=()):
+        ran.append((job, ds))
+        return 1.0
+
+    monkeypatch.setattr(replay, "run_job", fake_run)
+    monkeypatch.setattr(replay, "job_rows", stop)
+    argv = ["--dates", "4", "--every-days", "1", "--jobs", "ingest,graph,traces",
+            "--between-jobs", "ingest,graph", "--lakehouse", "unused"]  # fmt: skip
+    with pytest.raises(Stop):
+        replay.main([*argv, "--reuse-history"])
+    assert seen == [[second, third]]  # the ends are never looked up: they always run
+    assert ran == [
+        ("ingest", first), ("graph", first), ("traces", first),
+        ("graph", second),
+        ("ingest", last), ("graph", last), ("traces", last),
+    ]  # fmt: skip
+    with pytest.raises(SystemExit):
+        replay.main([a for a in argv if a not in ("--lakehouse", "unused")] + ["--reuse-history"])
+    assert "--reuse-history needs --lakehouse" in capsys.readouterr().err
+
+
+def test_replayed_is_empty_for_a_new_lakehouse_and_holds_successes(lakehouse):
+    assert replay.replayed(lakehouse.root, DATES, ["graph"]) == set()
+    lakehouse.append("job_runs", [
+        run_row("graph", DATES[1], [], 5.0, 1),
+        run_row("graph", DATES[2], [], 5.0, 2, status="failed"),
+    ])  # fmt: skip
+    assert replay.replayed(lakehouse.root, DATES, ["graph", "ingest"]) == {("graph", DATES[1])}
+
+
+def test_the_control_table_sets_the_last_date_with_all_dates_against_one(lakehouse, tmp_path):
+    from r2rec.lakehouse import Lakehouse
+
+    lakehouse.append("job_runs", [
+        run_row("traces", DATES[-1], ["--teacher", "template"], 6.0, 1, peak_rss_mb=600.0),
+        run_row("score", DATES[-1], ["--mode", "serve"], 30.0, 2, jvm_peak_rss_mb=None),
+    ])  # fmt: skip
+    control = Lakehouse(str(tmp_path / "control"))
+    control.append("job_runs", [
+        run_row("traces", DATES[-1], ["--teacher", "template"], 4.0, 3),
+        run_row("score", DATES[-1], ["--mode", "serve"], 30.0, 4, jvm_peak_rss_mb=None),
+    ])  # fmt: skip
+    jobs = ["traces", "score"]
+    rows = replay.job_rows(lakehouse.root, DATES, jobs)
+    ran = replay.job_rows(control.root, DATES[-1:], jobs)
+    lines = replay.control_table(rows, ran, DATES[-1], jobs, 60).splitlines()
+    assert lines[0].startswith("The last date, 1997-10-27, with 60 dates in the tables and with 1")
+    assert "| s, 1 date | s, 60 dates |" in lines[2]
+    # 100 + 400 MiB with one date; 600 + 400 with sixty.
+    assert lines[-2] == "| traces | 4.0 | 6.0 | 1.50 | 500 | 1000 | 2.00 |"
+    assert lines[-1] == "| score | 30.0 | 30.0 | 1.00 | 100 | 100 | 1.00 |"  # no JVM
