@@ -400,7 +400,7 @@ CANDIDATE_EVIDENCE = TableSpec(
         ("users", "int32", False, "similar users u1 with a chain to the candidate"),
         ("paths", "int32", False, "chains u0 -> i0 -> u1 -> candidate"),
         ("overlap", "double", False, "mean Jaccard overlap of those users with u0"),
-        ("score", "double", False, "sum of their overlaps: the evidence ranker's score"),
+        ("score", "double", False, "evidence ranker's: overlap sum / sqrt(candidate's users)"),
         ("via", "array<string>", False, "history items i0 the chains pass, most users first"),
         ("via_users", "array<int32>", False, "similar users through each via item"),
     ),

@@ -54,6 +54,10 @@ class GraphIndex:
     in_ptr: np.ndarray  # item -> users, capped edges only, sorted by uid
     in_user: np.ndarray
     in_ts: np.ndarray
+    # item -> the times of all its edges, sorted: an item's whole audience before a
+    # cutoff is one binary search, however many of its users the cap leaves out.
+    aud_ptr: np.ndarray
+    aud_ts: np.ndarray
 
     @classmethod
     def from_edges(cls, users, items, uid, iid, ts, user_keep, item_keep) -> GraphIndex:
@@ -70,7 +74,8 @@ class GraphIndex:
         inn = csr(
             iid[kept_i], len(items), np.lexsort((uid[kept_i], iid[kept_i])), uid[kept_i], ts[kept_i]
         )
-        return cls(users, items, *seq, *out, *inn)
+        aud = csr(iid, len(items), np.lexsort((ts, iid)), ts)
+        return cls(users, items, *seq, *out, *inn, *aud)
 
 
 def _fanout_flags(edges: DataFrame, params: ChainParams) -> DataFrame:

@@ -14,8 +14,15 @@ evidence by the same rule and its presence carries no label.
 
 Writes partition (D, scope) of ``candidate_evidence``: one row per (prompt, candidate)
 that a chain reaches, with the number of similar users, paths, their mean overlap
-(Jaccard) with the user, its sum (the evidence ranker's score) and the history items
-the chains pass through, most users first. A candidate without a row has no evidence.
+(Jaccard) with the user, the evidence ranker's score and the history items the chains
+pass through, most users first. A candidate without a row has no evidence.
+
+The score is the similar users' summed overlap per square root of the candidate's
+audience (its users before the cutoff), ItemKNN's cosine normalisation: without it a
+popular item collects similar users by being popular. Under a fan-out cap the sum runs
+over the capped users only, so it is scaled up by audience / capped audience, an
+estimate of the uncapped sum. ``bench.evidence_score`` measures it against the plain
+sum it replaced.
 
 How it scales: the chains job's broadcast adjacency arrays; each executor expands its
 prompts with numpy, all candidates of a prompt at once (one gather of their audiences,
@@ -80,7 +87,8 @@ def evidence_for_context(
     params: ChainParams,
     scratch: np.ndarray,
 ) -> list[tuple]:
-    """(candidate, users, paths, score, via, via_users) for each candidate a chain reaches.
+    """(candidate, users, paths, overlap, score, via, via_users) for each candidate a
+    chain reaches.
 
     ``scratch`` is a zeroed int array over items, reused across contexts: bit 30 marks
     u0's items before the cutoff, the low bits hold 1 + the history index of each
@@ -102,6 +110,8 @@ def evidence_for_context(
         pair_c, pair_u = owner[ok], g.in_user[pos][ok]
         if not len(pair_u):
             return []
+        capped = np.bincount(pair_c, minlength=len(cands))
+        audience = audience_before(g, cands, cutoff) - ((scratch[cands] & in_a) > 0)
         u1s, pair_k = np.unique(pair_u, return_inverse=True)
         pos2, own2 = _gather(g.out_ptr, u1s)
         before = g.out_ts[pos2] < cutoff
@@ -131,7 +141,8 @@ def evidence_for_context(
     for c, own in owns:
         via_users[c, own] = 0
     users = reach.sum(axis=1)
-    score = reach @ jaccard
+    summed = reach @ jaccard
+    score = summed * np.sqrt(audience) / np.maximum(capped, 1)
     # Most users first, then the more recent history item.
     order = np.argsort(-(via_users * (len(hist) + 1) + np.arange(len(hist))), axis=1)
     out = []
@@ -142,6 +153,7 @@ def evidence_for_context(
                 int(cands[c]),
                 int(users[c]),
                 int(via_users[c].sum()),
+                float(summed[c] / users[c]),
                 float(score[c]),
                 [int(hist[j]) for j in via],
                 [int(via_users[c, j]) for j in via],
@@ -150,12 +162,21 @@ def evidence_for_context(
     return out
 
 
+def audience_before(g: GraphIndex, items: np.ndarray, cutoff: int) -> np.ndarray:
+    """How many users took each item before the cutoff (every user, not the capped ones)."""
+    bounds = zip(g.aud_ptr[items], g.aud_ptr[items + 1], strict=True)
+    return np.array(
+        [np.searchsorted(g.aud_ts[a:b], cutoff, side="left") for a, b in bounds], dtype=np.int64
+    )
+
+
 _OUT = T.StructType(
     [
         T.StructField("context_id", T.StringType()),
         T.StructField("iid", T.LongType()),
         T.StructField("users", T.IntegerType()),
         T.StructField("paths", T.IntegerType()),
+        T.StructField("overlap", T.DoubleType()),
         T.StructField("score", T.DoubleType()),
         T.StructField("via_iids", T.ArrayType(T.LongType())),
         T.StructField("via_users", T.ArrayType(T.IntegerType())),
@@ -191,12 +212,8 @@ def build_evidence(
                 found = evidence_for_context(
                     g, r["uid"], r["cutoff_us"], hist, cands, params, scratch
                 )
-                for iid, users, paths, score, via, via_users in found:
-                    for name, value in zip(
-                        names,
-                        (r["context_id"], iid, users, paths, score, via, via_users),
-                        strict=True,
-                    ):
+                for row in found:
+                    for name, value in zip(names, (r["context_id"], *row), strict=True):
                         out[name].append(value)
             yield pa.RecordBatch.from_pydict(out, schema=schema)
 
@@ -222,7 +239,7 @@ def build_evidence(
             "cutoff",
             "users",
             "paths",
-            (F.col("score") / F.col("users")).alias("overlap"),
+            "overlap",
             "score",
             F.transform("v", lambda x: x["item_id"]).alias("via"),
             "via_users",

@@ -7,6 +7,7 @@ code is the seeded randomness of ``spark_jobs.sampling``, which both must use.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -279,7 +280,9 @@ def build_evidence(
     u0 -> i0 -> u1 -> c with i0 in the history, exactly the chains job's rules with the
     candidate c in place of the target: u1 among c's first F users (seeded), u1's items
     among its first F, every edge before the cutoff, closure |I(u0) ∩ I(u1)| >= 2. Which
-    candidate is the target is never an input.
+    candidate is the target is never an input. ``score`` = the similar users' summed
+    Jaccard x sqrt(audience) / capped audience (c's users before the cutoff, all of them
+    and those within the cap).
     """
     by_user = _edges_by_user(edges)
     users_by_item = _users_by_item(edges)
@@ -301,9 +304,11 @@ def build_evidence(
         H = [i for i in ctx["history"] if i in A]
         for c in dict.fromkeys(ctx["items"]):
             found = []  # (u1, jaccard, [i0, ...])
+            capped = 0  # c's users within the cap, before the cutoff
             for u1 in item_users(c):
                 if u1 == u0 or by_user[u1][c]["ts"] >= cutoff:
                     continue
+                capped += 1
                 B = {i for i in user_items(u1) if by_user[u1][i]["ts"] < cutoff}
                 overlap = len(A & B)
                 if overlap < params.min_overlap:
@@ -319,7 +324,11 @@ def build_evidence(
                     through[i0] += 1
             # Most users first; then the more recent history item; then the id.
             via = sorted(through, key=lambda i: (-through[i], -H.index(i), i))[:via_max]
-            score = sum(j for _, j, _ in found)
+            summed = sum(j for _, j, _ in found)
+            audience = sum(1 for u in users_by_item[c] if u != u0 and by_user[u][c]["ts"] < cutoff)
+            # Per square root of the audience; scaled by audience / capped to stand for
+            # the users the cap left out.
+            score = summed * math.sqrt(audience) / capped
             rows.append(
                 {
                     "context_id": ctx["context_id"],
@@ -327,7 +336,7 @@ def build_evidence(
                     "item_id": c,
                     "users": len(found),
                     "paths": sum(len(h) for _, _, h in found),
-                    "overlap": score / len(found),
+                    "overlap": summed / len(found),
                     "score": score,
                     "via": via,
                     "via_users": [through[i] for i in via],

@@ -198,3 +198,44 @@ def test_a_missing_input_is_one_clear_error(spark, lakehouse):
         evidence_job.run(spark, lakehouse, DS, "serve")
     with pytest.raises(R2RecError, match="unknown scope 'nightly'"):
         evidence_job.run(spark, lakehouse, DS, "nightly")
+
+
+def test_the_score_divides_by_the_square_root_of_the_candidates_audience():
+    """Two candidates reached by the same two similar users: the one that nine other users
+    also took is the weaker evidence (a popular item collects similar users by being
+    popular), by the square root of its audience; the mean overlap is untouched."""
+    day = timedelta(days=1)
+    taste = ["a", "b", "h"]
+    edges = [{"user_id": "u0", "item_id": i, "ts": T0 + k * day} for k, i in enumerate(taste)]
+    for u in ("s1", "s2"):  # similar: they share a, b and h with u0
+        edges += [{"user_id": u, "item_id": i, "ts": T0} for i in [*taste, "niche", "hit"]]
+    edges += [{"user_id": f"o{k}", "item_id": "hit", "ts": T0} for k in range(9)]
+    edges.append({"user_id": "late", "item_id": "niche", "ts": T0 + 30 * day})  # after cutoff
+    context = {"context_id": "u0:3", "user_id": "u0", "cutoff": T0 + 10 * day,
+               "history": ["h"], "items": ["hit", "niche"]}  # fmt: skip
+    rows = {r["item_id"]: r for r in build_evidence(edges, [context], ChainParams(fanout=0))}
+    jaccard = 3 / 5  # |{a, b, h}| / |{a, b, h, niche, hit}|
+    for item, audience in (("niche", 2), ("hit", 11)):
+        assert rows[item]["users"] == 2 and rows[item]["overlap"] == pytest.approx(jaccard)
+        assert rows[item]["score"] == pytest.approx(2 * jaccard / audience**0.5)
+    assert rows["niche"]["score"] > rows["hit"]["score"]
+
+
+def test_under_a_cap_the_score_stands_for_the_users_left_out():
+    """With F users per item, the sum runs over the capped users only; scaled by
+    audience / capped, a candidate scores what it would uncapped when its similar users
+    are a fair share of the cap."""
+    day = timedelta(days=1)
+    taste = ["a", "b", "h"]
+    edges = [{"user_id": "u0", "item_id": i, "ts": T0 + k * day} for k, i in enumerate(taste)]
+    similar = [f"s{k}" for k in range(6)]
+    for u in similar:  # three items each, so the cap of items per user keeps them all
+        edges += [{"user_id": u, "item_id": i, "ts": T0} for i in ["a", "h", "c"]]
+    context = {"context_id": "u0:3", "user_id": "u0", "cutoff": T0 + 10 * day,
+               "history": ["h"], "items": ["c"]}  # fmt: skip
+    (uncapped,) = build_evidence(edges, [context], ChainParams(fanout=0))
+    (capped,) = build_evidence(edges, [context], ChainParams(fanout=3))
+    assert (uncapped["users"], capped["users"]) == (6, 3)
+    # Every user of c is alike here, so the estimate is exact.
+    assert capped["score"] == pytest.approx(uncapped["score"])
+    assert capped["score"] == pytest.approx(6 * 0.5 / 6**0.5)  # Jaccard |{a, h}| / 4

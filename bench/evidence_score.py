@@ -1,0 +1,120 @@
+"""Benchmark: what the evidence ranker's score is worth, against the rule it replaced.
+
+    python -m bench.evidence_score --lakehouse DIR --ds D [--ds D2 ...] [--max-samples N]
+        [--record bench/RESULTS.md]
+
+Reads partition D of ``candidate_evidence`` (scope samples), written by the evidence job,
+and ranks every valid/test (sample, seed) of D two ways, with no LLM:
+
+- ``score``: the evaluation's evidence ranker (``inference.prompts.EvidenceRanker``): the
+  similar users' summed overlap per square root of the candidate's audience;
+- ``summed overlap``: the score before 2026-12-01, users x mean overlap of the same row.
+
+Both rank exactly the same rows and break ties alike (users, then display order), so
+their difference is the normalisation alone. HR@1 per split with 95% intervals over
+samples (seeds of a sample averaged, as in the evaluation), and the paired difference.
+The evidence job must have run with the current code: the rows carry the score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bench import record_section
+
+OLD = "summed overlap"
+
+
+def summed_overlap_rankings(lakehouse, ds: str, samples: Sequence) -> list:
+    """The old rule on the same rows: users x overlap, then users, then display order."""
+    from inference.ranking import Ranking
+    from r2rec.evidence import load_evidence
+
+    evidence = load_evidence(lakehouse, ds, "samples", {s.sample_id for s in samples})
+    out = []
+    for s in samples:
+        rows = evidence.get(s.sample_id, {})
+        strength = {i: (r["users"] * r["overlap"], r["users"]) for i, r in rows.items()}
+        position = {item: k for k, item in enumerate(s.candidates)}
+        strong = sorted(strength, key=lambda i: (-strength[i][0], -strength[i][1], position[i]))
+        rest = [i for i in s.candidates if i not in strength]
+        out.append(Ranking(s.sample_id, s.seed, strong + rest))
+    return out
+
+
+def compare(lakehouse, ds: str, max_samples: int) -> list[dict]:
+    from inference import evaluate
+    from inference.metrics import interval, paired_difference, per_sample
+    from inference.prompts import EvidenceRanker
+
+    samples = evaluate.subsample(evaluate.load(lakehouse, ds).eval_samples, max_samples)
+    ranked = {
+        "score": EvidenceRanker(lakehouse, ds).rank(samples),
+        OLD: summed_overlap_rankings(lakehouse, ds, samples),
+    }
+    by_rule = {rule: per_sample(zip(samples, r, strict=True)) for rule, r in ranked.items()}
+    rows = []
+    for split in sorted(by_rule["score"]):
+        new, old = by_rule["score"][split], by_rule[OLD][split]
+        diff = paired_difference(new, old, "hr@1")
+        assert diff is not None  # both rules ranked every sample
+        row = {"ds": ds, "split": split, "samples": len(new), "diff": diff}
+        for rule, values in (("score", new), (OLD, old)):
+            hits = [v["hr@1"] for v in values.values()]
+            row[rule] = (sum(hits) / len(hits), *interval(hits))
+        row["wins"] = sum(new[s]["hr@1"] > old[s]["hr@1"] for s in new)
+        row["losses"] = sum(new[s]["hr@1"] < old[s]["hr@1"] for s in new)
+        rows.append(row)
+    return rows
+
+
+def table(rows: Sequence[dict]) -> str:
+    lines = [
+        "| ds | split | samples (x seeds) | HR@1, score [95% CI] | HR@1, summed overlap "
+        "[95% CI] | difference [95% CI] | samples better / worse |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        new, old, (d, lo, hi, _) = r["score"], r[OLD], r["diff"]
+        lines.append(
+            f"| {r['ds']} | {r['split']} | {r['samples']} | {new[0]:.3f} [{new[1]:.3f}, "
+            f"{new[2]:.3f}] | {old[0]:.3f} [{old[1]:.3f}, {old[2]:.3f}] | {d:+.3f} "
+            f"[{lo:+.3f}, {hi:+.3f}] | {r['wins']} / {r['losses']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from r2rec.config import parse_ds
+    from r2rec.lakehouse import Lakehouse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lakehouse", required=True)
+    p.add_argument("--ds", action="append", required=True, help="a date; repeat for more")
+    p.add_argument("--max-samples", type=int, default=0, help="per split, by hash (0 = all)")
+    p.add_argument("--record", help="append the table to this Markdown file")
+    args = p.parse_args(argv)
+    if args.max_samples < 0:
+        p.error("--max-samples >= 0")
+    dates = [parse_ds(d) for d in args.ds]
+    lakehouse = Lakehouse(args.lakehouse)
+    rows = [row for ds in dates for row in compare(lakehouse, ds, args.max_samples)]
+    text = table(rows)
+    print(text)
+    if args.record:
+        record_section(
+            args.record,
+            "Evidence ranker: score against summed overlap",
+            "`python -m bench.evidence_score "
+            + " ".join(f"--ds {d}" for d in dates)
+            + f" --max-samples {args.max_samples}` on a replay lakehouse; the evidence "
+            "ranker alone (no LLM), every seed of each valid/test sample; intervals over "
+            "samples, the difference paired.\n\n" + text,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

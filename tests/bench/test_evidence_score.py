@@ -1,0 +1,57 @@
+"""bench.evidence_score: both rules rank the same evidence rows; the table pairs them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bench import evidence_score
+from r2rec.contracts import CANDIDATE_EVIDENCE, CANDIDATES, GRAPH_EDGES, SAMPLES
+
+DS = "1998-01-05"
+CUT = datetime(1998, 1, 1, tzinfo=UTC)
+
+
+def write_date(lakehouse, evidence: dict[str, dict[str, tuple[int, float, float]]]) -> None:
+    """Valid samples u<k>:5 with candidates x, y, z (target y) and the given evidence
+    rows: sample -> item -> (users, mean overlap, score)."""
+    samples, cands, rows = [], [], []
+    for sid in evidence:
+        user = sid.split(":")[0]
+        samples.append({"ds": DS, "split": "valid", "sample_id": sid, "user_id": user,
+                        "position": 5, "history": ["h"], "target_item_id": "y",
+                        "target_ts": CUT})  # fmt: skip
+        cands.append({"ds": DS, "split": "valid", "sample_id": sid, "seed": 0, "user_id": user,
+                      "target_item_id": "y", "items": ["x", "y", "z"],
+                      "labels": ["C1", "C2", "C3"], "target_label": "C2",
+                      "sampler": "uniform"})  # fmt: skip
+        for item, (users, overlap, score) in evidence[sid].items():
+            rows.append({"ds": DS, "scope": "samples", "context_id": sid, "user_id": user,
+                         "item_id": item, "cutoff": CUT, "users": users, "paths": users,
+                         "overlap": overlap, "score": score, "via": ["h"],
+                         "via_users": [users]})  # fmt: skip
+    lakehouse.overwrite(SAMPLES, samples, partition={"ds": DS})
+    lakehouse.overwrite(CANDIDATES, cands, partition={"ds": DS})
+    lakehouse.overwrite(CANDIDATE_EVIDENCE, rows, partition={"ds": DS, "scope": "samples"})
+    edge = {"ds": DS, "user_id": "u0", "item_id": "h", "rating": 4.0, "ts": CUT, "weight": 4.0}
+    lakehouse.overwrite(GRAPH_EDGES, [edge], partition={"ds": DS})
+
+
+def test_the_rules_differ_only_where_score_and_summed_overlap_disagree(lakehouse):
+    write_date(lakehouse, {
+        # x: 4 users x 0.5 = 2.0 summed, but a large audience; y: 2 x 0.6 = 1.2, niche.
+        "u1:5": {"x": (4, 0.5, 0.4), "y": (2, 0.6, 0.8)},  # only the score finds y
+        "u2:5": {"x": (1, 0.2, 0.1), "y": (3, 0.5, 0.9)},  # both find y
+        "u3:5": {"x": (3, 0.5, 0.9), "y": (1, 0.5, 0.2)},  # neither does
+        "u4:5": {"z": (1, 0.5, 0.3)},  # y has no evidence: display order, x first
+    })  # fmt: skip
+    (row,) = evidence_score.compare(lakehouse, DS, max_samples=0)
+    assert (row["split"], row["samples"]) == ("valid", 4)
+    assert row["score"][0] == pytest.approx(2 / 4)
+    assert row[evidence_score.OLD][0] == pytest.approx(1 / 4)
+    assert (row["wins"], row["losses"]) == (1, 0)
+    assert row["diff"][0] == pytest.approx(1 / 4) and row["diff"][3] == 4
+    line = evidence_score.table([row]).splitlines()[-1]
+    assert line.startswith(f"| {DS} | valid | 4 | 0.500 [")
+    assert line.endswith("| +0.250 [-0.240, +0.740] | 1 / 0 |")
