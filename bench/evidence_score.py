@@ -35,9 +35,12 @@ def summed_overlap_rankings(lakehouse, ds: str, samples: Sequence) -> list:
     evidence = load_evidence(lakehouse, ds, "samples", {s.sample_id for s in samples})
     out = []
     for s in samples:
-        rows = evidence.get(s.sample_id, {})
-        strength = {i: (r["users"] * r["overlap"], r["users"]) for i, r in rows.items()}
+        # A sample's rows cover every seed's candidates: only this list's count.
         position = {item: k for k, item in enumerate(s.candidates)}
+        rows = evidence.get(s.sample_id, {})
+        strength = {
+            i: (r["users"] * r["overlap"], r["users"]) for i, r in rows.items() if i in position
+        }
         strong = sorted(strength, key=lambda i: (-strength[i][0], -strength[i][1], position[i]))
         rest = [i for i in s.candidates if i not in strength]
         out.append(Ranking(s.sample_id, s.seed, strong + rest))

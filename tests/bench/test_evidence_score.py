@@ -43,7 +43,8 @@ def test_the_rules_differ_only_where_score_and_summed_overlap_disagree(lakehouse
         # x: 4 users x 0.5 = 2.0 summed, but a large audience; y: 2 x 0.6 = 1.2, niche.
         "u1:5": {"x": (4, 0.5, 0.4), "y": (2, 0.6, 0.8)},  # only the score finds y
         "u2:5": {"x": (1, 0.2, 0.1), "y": (3, 0.5, 0.9)},  # both find y
-        "u3:5": {"x": (3, 0.5, 0.9), "y": (1, 0.5, 0.2)},  # neither does
+        # neither does; w is another seed's candidate, strongest by both rules
+        "u3:5": {"x": (3, 0.5, 0.9), "y": (1, 0.5, 0.2), "w": (9, 0.9, 9.0)},
         "u4:5": {"z": (1, 0.5, 0.3)},  # y has no evidence: display order, x first
     })  # fmt: skip
     (row,) = evidence_score.compare(lakehouse, DS, max_samples=0)
