@@ -197,14 +197,17 @@ def endpoint_table(rows: dict, first: str, last: str, jobs: list[str]) -> str:
         "| ratio |",
         "|---|---|---|---|---|---|---|",
     ]
-    for job in jobs:
-        a, b = rows[(job, first)], rows[(job, last)]
-        lines.append(
-            f"| {job} | {a['elapsed_s']:.1f} | {b['elapsed_s']:.1f} | "
-            f"{b['elapsed_s'] / max(a['elapsed_s'], 1e-9):.2f} | {_mib(a):.0f} | {_mib(b):.0f} "
-            f"| {_mib(b) / max(_mib(a), 1e-9):.2f} |"
-        )
+    lines += [_pair_line(job, rows[(job, first)], rows[(job, last)]) for job in jobs]
     return "\n".join(lines)
+
+
+def _pair_line(job: str, a: dict, b: dict) -> str:
+    """One job's two runs: seconds, peak MiB (Python + JVM), and b's ratio to a."""
+    return (
+        f"| {job} | {a['elapsed_s']:.1f} | {b['elapsed_s']:.1f} | "
+        f"{b['elapsed_s'] / max(a['elapsed_s'], 1e-9):.2f} | {_mib(a):.0f} | {_mib(b):.0f} "
+        f"| {_mib(b) / max(_mib(a), 1e-9):.2f} |"
+    )
 
 
 def control_table(rows: dict, control: dict, last: str, jobs: list[str], dates: int) -> str:
@@ -218,13 +221,7 @@ def control_table(rows: dict, control: dict, last: str, jobs: list[str], dates: 
         f"peak MiB, {dates} dates | ratio |",
         "|---|---|---|---|---|---|---|",
     ]
-    for job in jobs:
-        one, many = control[(job, last)], rows[(job, last)]
-        lines.append(
-            f"| {job} | {one['elapsed_s']:.1f} | {many['elapsed_s']:.1f} | "
-            f"{many['elapsed_s'] / max(one['elapsed_s'], 1e-9):.2f} | {_mib(one):.0f} | "
-            f"{_mib(many):.0f} | {_mib(many) / max(_mib(one), 1e-9):.2f} |"
-        )
+    lines += [_pair_line(job, control[(job, last)], rows[(job, last)]) for job in jobs]
     return "\n".join(lines)
 
 
