@@ -27,6 +27,8 @@ sum it replaced.
 How it scales: the chains job's broadcast adjacency arrays; each executor expands its
 prompts with numpy, all candidates of a prompt at once (one gather of their audiences,
 one of the similar users' items), so the cost is that of the chains job per prompt.
+Rows leave the executor finished, with item ids and the cutoff: joining millions of
+rows back to the id map and the contexts took more than the expansion itself at 1M.
 """
 
 from __future__ import annotations
@@ -173,12 +175,14 @@ def audience_before(g: GraphIndex, items: np.ndarray, cutoff: int) -> np.ndarray
 _OUT = T.StructType(
     [
         T.StructField("context_id", T.StringType()),
-        T.StructField("iid", T.LongType()),
+        T.StructField("user_id", T.StringType()),
+        T.StructField("cutoff_us", T.LongType()),
+        T.StructField("item_id", T.StringType()),
         T.StructField("users", T.IntegerType()),
         T.StructField("paths", T.IntegerType()),
         T.StructField("overlap", T.DoubleType()),
         T.StructField("score", T.DoubleType()),
-        T.StructField("via_iids", T.ArrayType(T.LongType())),
+        T.StructField("via", T.ArrayType(T.StringType())),
         T.StructField("via_users", T.ArrayType(T.IntegerType())),
     ]
 )
@@ -187,10 +191,15 @@ _OUT = T.StructType(
 def build_evidence(
     spark, edges: DataFrame, contexts: DataFrame, ds: str, scope: str, params: ChainParams
 ) -> DataFrame:
-    index, user_ids, item_ids = build_index(spark, edges, params)
+    index, user_ids, _ = build_index(spark, edges, params)
     shared = spark.sparkContext.broadcast(vars(index))  # plain pickle: no __main__ classes
     work = contexts.join(F.broadcast(user_ids), "user_id").select(
-        "context_id", "uid", F.unix_micros("cutoff").alias("cutoff_us"), "history", "items"
+        "context_id",
+        "user_id",
+        "uid",
+        F.unix_micros("cutoff").alias("cutoff_us"),
+        "history",
+        "items",
     )
 
     def expand(batches):
@@ -199,11 +208,12 @@ def build_evidence(
 
         schema = to_arrow_schema(_OUT)
         g = GraphIndex(**shared.value)
-        item_pos = {item: k for k, item in enumerate(g.items.tolist())}
+        names = g.items.tolist()  # iid -> item_id: rows leave with ids, no join back
+        item_pos = {item: k for k, item in enumerate(names)}
         scratch = np.zeros(len(g.items), dtype=np.int64)
-        names = _OUT.fieldNames()
+        fields = _OUT.fieldNames()
         for batch in batches:
-            out = {name: [] for name in names}
+            out = {name: [] for name in fields}
             for r in batch.to_pylist():
                 # Candidates and history items outside the graph (no edge before D) have
                 # no audience: nothing can reach them.
@@ -212,38 +222,26 @@ def build_evidence(
                 found = evidence_for_context(
                     g, r["uid"], r["cutoff_us"], hist, cands, params, scratch
                 )
-                for row in found:
-                    for name, value in zip(names, (r["context_id"], *row), strict=True):
+                for iid, users, paths, overlap, score, via, via_users in found:
+                    row = (r["context_id"], r["user_id"], r["cutoff_us"], names[iid], users,
+                           paths, overlap, score, [names[i] for i in via], via_users)  # fmt: skip
+                    for name, value in zip(fields, row, strict=True):
                         out[name].append(value)
             yield pa.RecordBatch.from_pydict(out, schema=schema)
 
-    found = work.mapInArrow(expand, _OUT)
-    ids = item_ids.select(F.col("iid").alias("id"), "item_id")
-    by_id = F.broadcast(ids)
-    via = (
-        found.select("context_id", "iid", F.posexplode("via_iids").alias("k", "id"))
-        .join(by_id, "id")
-        .groupBy("context_id", "iid")
-        .agg(F.array_sort(F.collect_list(F.struct("k", "item_id"))).alias("v"))
-    )
-    return (
-        found.join(via, ["context_id", "iid"])
-        .join(F.broadcast(ids.withColumnRenamed("id", "iid")), "iid")
-        .join(contexts.select("context_id", "user_id", "cutoff"), "context_id")
-        .select(
-            F.lit(ds).alias("ds"),
-            F.lit(scope).alias("scope"),
-            "context_id",
-            "user_id",
-            "item_id",
-            "cutoff",
-            "users",
-            "paths",
-            "overlap",
-            "score",
-            F.transform("v", lambda x: x["item_id"]).alias("via"),
-            "via_users",
-        )
+    return work.mapInArrow(expand, _OUT).select(
+        F.lit(ds).alias("ds"),
+        F.lit(scope).alias("scope"),
+        "context_id",
+        "user_id",
+        "item_id",
+        F.timestamp_micros("cutoff_us").alias("cutoff"),
+        "users",
+        "paths",
+        "overlap",
+        "score",
+        "via",
+        "via_users",
     )
 
 
