@@ -54,10 +54,12 @@ class GraphIndex:
     in_ptr: np.ndarray  # item -> users, capped edges only, sorted by uid
     in_user: np.ndarray
     in_ts: np.ndarray
-    # item -> the times of all its edges, sorted: an item's whole audience before a
-    # cutoff is one binary search, however many of its users the cap leaves out.
+    # Every edge by (item, time), as item x (number of distinct times + 1) + the time's
+    # rank: the whole audience of any items before a cutoff is one vectorised binary
+    # search, however many of their users the cap leaves out.
     aud_ptr: np.ndarray
-    aud_ts: np.ndarray
+    aud_key: np.ndarray
+    aud_times: np.ndarray  # the distinct edge times, sorted
 
     @classmethod
     def from_edges(cls, users, items, uid, iid, ts, user_keep, item_keep) -> GraphIndex:
@@ -74,8 +76,10 @@ class GraphIndex:
         inn = csr(
             iid[kept_i], len(items), np.lexsort((uid[kept_i], iid[kept_i])), uid[kept_i], ts[kept_i]
         )
-        aud = csr(iid, len(items), np.lexsort((ts, iid)), ts)
-        return cls(users, items, *seq, *out, *inn, *aud)
+        times, rank = np.unique(ts, return_inverse=True)
+        key = iid.astype(np.int64) * (len(times) + 1) + rank
+        aud_ptr, aud_key = csr(iid, len(items), np.lexsort((ts, iid)), key)
+        return cls(users, items, *seq, *out, *inn, aud_ptr, aud_key, times)
 
 
 def _fanout_flags(edges: DataFrame, params: ChainParams) -> DataFrame:

@@ -28,7 +28,8 @@ How it scales: the chains job's broadcast adjacency arrays; each executor expand
 prompts with numpy, all candidates of a prompt at once (one gather of their audiences,
 one of the similar users' items), so the cost is that of the chains job per prompt.
 Rows leave the executor finished, with item ids and the cutoff: joining millions of
-rows back to the id map and the contexts took more than the expansion itself at 1M.
+rows back to the id map and the contexts took as long as the expansion itself at 1M
+(``bench.pipeline``: evidence 564 s with the joins, 283 s without).
 """
 
 from __future__ import annotations
@@ -166,10 +167,9 @@ def evidence_for_context(
 
 def audience_before(g: GraphIndex, items: np.ndarray, cutoff: int) -> np.ndarray:
     """How many users took each item before the cutoff (every user, not the capped ones)."""
-    bounds = zip(g.aud_ptr[items], g.aud_ptr[items + 1], strict=True)
-    return np.array(
-        [np.searchsorted(g.aud_ts[a:b], cutoff, side="left") for a, b in bounds], dtype=np.int64
-    )
+    before = np.searchsorted(g.aud_times, cutoff, side="left")  # times ranked below it
+    keys = items * (len(g.aud_times) + 1) + before
+    return np.searchsorted(g.aud_key, keys, side="left") - g.aud_ptr[items]
 
 
 _OUT = T.StructType(
