@@ -54,15 +54,18 @@ class GraphIndex:
     in_ptr: np.ndarray  # item -> users, capped edges only, sorted by uid
     in_user: np.ndarray
     in_ts: np.ndarray
-    # Every edge by (item, time), as item x (number of distinct times + 1) + the time's
-    # rank: the whole audience of any items before a cutoff is one vectorised binary
-    # search, however many of their users the cap leaves out.
+    # Only with ``audience`` (the evidence job): every edge by (item, time), as item x
+    # (number of distinct times + 1) + the time's rank, so the whole audience of any
+    # items before a cutoff is one vectorised binary search, however many of their
+    # users the cap leaves out. Empty otherwise: the chains job would only broadcast it.
     aud_ptr: np.ndarray
     aud_key: np.ndarray
     aud_times: np.ndarray  # the distinct edge times, sorted
 
     @classmethod
-    def from_edges(cls, users, items, uid, iid, ts, user_keep, item_keep) -> GraphIndex:
+    def from_edges(
+        cls, users, items, uid, iid, ts, user_keep, item_keep, audience: bool = False
+    ) -> GraphIndex:
         def csr(key, n, order, *cols):
             key = key[order]
             return (np.searchsorted(key, np.arange(n + 1)), *(c[order] for c in cols))
@@ -76,6 +79,9 @@ class GraphIndex:
         inn = csr(
             iid[kept_i], len(items), np.lexsort((uid[kept_i], iid[kept_i])), uid[kept_i], ts[kept_i]
         )
+        if not audience:
+            none = np.zeros(0, dtype=np.int64)
+            return cls(users, items, *seq, *out, *inn, none, none, none)
         times, rank = np.unique(ts, return_inverse=True)
         key = iid.astype(np.int64) * (len(times) + 1) + rank
         aud_ptr, aud_key = csr(iid, len(items), np.lexsort((ts, iid)), key)
@@ -120,7 +126,7 @@ def _fanout_flags(edges: DataFrame, params: ChainParams) -> DataFrame:
 
 
 def build_index(
-    spark, edges: DataFrame, params: ChainParams
+    spark, edges: DataFrame, params: ChainParams, audience: bool = False
 ) -> tuple[GraphIndex, DataFrame, DataFrame]:
     """Dense ids in Spark, then only integer columns travel to the driver."""
     users = edges.select("user_id").distinct().orderBy("user_id")
@@ -154,6 +160,7 @@ def build_index(
         numeric["ts"].to_numpy(),
         numeric["user_keep"].to_numpy(zero_copy_only=False),
         numeric["item_keep"].to_numpy(zero_copy_only=False),
+        audience,
     )
     return index, user_ids, item_ids
 

@@ -191,7 +191,7 @@ _OUT = T.StructType(
 def build_evidence(
     spark, edges: DataFrame, contexts: DataFrame, ds: str, scope: str, params: ChainParams
 ) -> DataFrame:
-    index, user_ids, _ = build_index(spark, edges, params)
+    index, user_ids, _ = build_index(spark, edges, params, audience=True)
     shared = spark.sparkContext.broadcast(vars(index))  # plain pickle: no __main__ classes
     work = contexts.join(F.broadcast(user_ids), "user_id").select(
         "context_id",
