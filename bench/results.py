@@ -6,9 +6,10 @@
 
 (``make results``.) Runs the real jobs one after another as an operator would, each
 through ``r2rec``: ingest ML-100k, graph, samples, chains, evidence, traces (with and
-without evidence), SFT with evidence, the baselines and the evidence ranker, the
-untuned base, the SFT model and its promotion, GRPO from it, its evaluation and
-promotion, then the no-evidence SFT ablation and its evaluation, and finally
+without evidence), the baselines and the evidence ranker, SFT with evidence, the
+untuned base (unless ``--no-untuned``), the SFT model and its promotion, GRPO from it,
+its evaluation and promotion (unless ``--grpo-steps 0``), then the no-evidence SFT
+ablation and its evaluation (unless ``--ablation-sft-steps 0``), and finally
 ``r2rec results``, which writes the table from ``eval_metrics``. Every step's wall time
 is recorded. A rerun resumes: finished training runs are not trained again, evaluations
 already in ``eval_metrics`` for the same samples are kept.
@@ -62,15 +63,43 @@ class Run:
         return any(r["model"] == model and r["subset"] == subset for r in rows)
 
 
+def grpo(run: Run, args: argparse.Namespace, sft: dict, subset: str, llm: tuple) -> None:
+    """GRPO from the SFT model, its evaluation and its promotion."""
+    out = run.job(
+        "GRPO", "grpo", "--config", "trainer/configs/grpo.yaml", "--max_steps",
+        str(args.grpo_steps), "--save_steps", "10", "--init_adapter",
+        f"registry:{sft['run_id']}",
+    )  # fmt: skip
+    if not run.evaluated(f"llm:{out['model_version']}", subset):
+        run.job("evaluate SFT + GRPO", *llm, "--llm-model", f"registry:{out['run_id']}")
+    run.job("promote GRPO", "promote", "--candidate", out["model_version"])
+
+
+def ablation(run: Run, args: argparse.Namespace, subset: str, llm: tuple) -> None:
+    """SFT on the paper's prompt (no evidence) and its evaluation."""
+    out = run.job(
+        "SFT without evidence", "sft", "--config", "trainer/configs/sft.yaml", "--max_steps",
+        str(args.ablation_sft_steps), "--save_steps", "100", "--evidence", "none",
+    )  # fmt: skip
+    if not run.evaluated(f"llm:{out['model_version']}", subset):
+        run.job("evaluate SFT without evidence", *llm, "--llm-model",
+                f"registry:{out['run_id']}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.results", description=__doc__)
     p.add_argument("--lakehouse", default=str(ROOT / "lakehouse-results"))
     p.add_argument("--sft-steps", type=int, default=1000, help="x 2 examples a step")
-    p.add_argument("--grpo-steps", type=int, default=100)
+    p.add_argument("--grpo-steps", type=int, default=100, help="0: no GRPO")
     p.add_argument(
         "--ablation-sft-steps", type=int, default=500,
-        help="SFT steps of the no-evidence ablation (x 2 examples)",
+        help="SFT steps of the no-evidence ablation (x 2 examples); 0: no ablation",
     )  # fmt: skip
+    p.add_argument(
+        "--no-untuned",
+        action="store_true",
+        help="skip the untuned base's evaluation (it never answers in the format)",
+    )
     p.add_argument("--eval-samples", type=int, default=300, help="per split, x 3 seeds")
     p.add_argument("--readme", help="write the table into this Markdown file's results block")
     p.add_argument("--record", help="append the step times to this Markdown file")
@@ -85,34 +114,25 @@ def main(argv: list[str] | None = None) -> int:
         run.job(job, job)
     run.job("traces (evidence)", "traces", "--evidence", "chains")
     run.job("traces (no evidence)", "traces", "--evidence", "none")
-    steps = ("--max_steps", str(args.sft_steps), "--save_steps", "100")
-    sft = run.job("SFT with evidence", "sft", "--config", "trainer/configs/sft.yaml", *steps)
+    # The baselines first: minutes, and the evidence ranker is the bar the LLM must clear.
     baselines = "popularity,itemknn,als,sasrec,evidence"
     if not run.evaluated("evidence", subset):
         run.job("evaluate baselines", "evaluate", "--models", baselines, "--max-samples", n)
+    steps = ("--max_steps", str(args.sft_steps), "--save_steps", "100")
+    sft = run.job("SFT with evidence", "sft", "--config", "trainer/configs/sft.yaml", *steps)
     llm = ("evaluate", "--models", "llm", "--max-samples", n)
     base = f"base:registry:{sft['run_id']}"
-    if not run.evaluated(f"llm:{sft['model_version'].split('+')[0]}", subset):
+    untuned = f"llm:{sft['model_version'].split('+')[0]}"
+    if not args.no_untuned and not run.evaluated(untuned, subset):
         run.job("evaluate untuned", *llm, "--llm-model", base)
     if not run.evaluated(f"llm:{sft['model_version']}", subset):
         run.job("evaluate SFT with evidence", *llm, "--llm-model", f"registry:{sft['run_id']}")
     run.job("promote SFT", "promote", "--candidate", sft["model_version"])
-    grpo = run.job(
-        "GRPO", "grpo", "--config", "trainer/configs/grpo.yaml", "--max_steps",
-        str(args.grpo_steps), "--save_steps", "10", "--init_adapter",
-        f"registry:{sft['run_id']}",
-    )  # fmt: skip
-    if not run.evaluated(f"llm:{grpo['model_version']}", subset):
-        run.job("evaluate SFT + GRPO", *llm, "--llm-model", f"registry:{grpo['run_id']}")
-    run.job("promote GRPO", "promote", "--candidate", grpo["model_version"])
+    if args.grpo_steps > 0:
+        grpo(run, args, sft, subset, llm)
     # The ablation last: the claims above do not wait for it.
-    sft_none = run.job(
-        "SFT without evidence", "sft", "--config", "trainer/configs/sft.yaml", "--max_steps",
-        str(args.ablation_sft_steps), "--save_steps", "100", "--evidence", "none",
-    )  # fmt: skip
-    if not run.evaluated(f"llm:{sft_none['model_version']}", subset):
-        run.job("evaluate SFT without evidence", *llm, "--llm-model",
-                f"registry:{sft_none['run_id']}")  # fmt: skip
+    if args.ablation_sft_steps > 0:
+        ablation(run, args, subset, llm)
     readme = ["--readme", args.readme] if args.readme else []
     table = subprocess.run(
         [R2REC, "results", "--ds", DS, "--lakehouse", args.lakehouse, "--subset", subset,
@@ -127,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             f"\n### Results run, {date.today().isoformat()}\n",
             f"`python -m bench.results` (`make results`) on {platform.processor() or 'CPU'}, "
             f"{platform.node()}: SFT {args.sft_steps} steps x 2 examples (the no-evidence "
-            f"ablation {args.ablation_sft_steps}), GRPO {args.grpo_steps} steps, "
+            f"ablation {args.ablation_sft_steps or 'not run'}), GRPO "
+            f"{args.grpo_steps or 'not run'} steps, untuned base "
+            f"{'not evaluated' if args.no_untuned else 'evaluated'}, "
             f"{args.eval_samples} samples per split x 3 seeds.\n",
             "| step | wall s |",
             "|---|---|",
