@@ -57,9 +57,9 @@ with DAG(
         "max_invalid_share": Param(1.0, type="number", minimum=0, maximum=1),
         "eval_samples": Param(64, type="integer", minimum=0),
         "eval_models": Param(
-            "popularity,itemknn,als,sasrec,evidence,llm",
+            "popularity,itemknn,als,sasrec,popularity-asof,itemknn-asof,evidence,llm",
             type="string",
-            pattern=r"^[a-z]+(,[a-z]+)*(?!\n)$",
+            pattern=r"^[a-z]+(-asof)?(,[a-z]+(-asof)?)*(?!\n)$",
         ),
         "active_days": Param(
             0,

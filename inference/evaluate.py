@@ -1,14 +1,16 @@
 """Evaluation job: classical baselines and the LLM on the valid/test samples of date D.
 
     python -m inference.evaluate --ds 2026-11-25
-        [--models popularity,itemknn,als,sasrec,evidence,llm] [--llm-model SPEC]
-        [--adapter PATH] [--incumbent-of REF] [--evidence chains|none] [--max-samples N]
-        [--seeds 0,1,2]
+        [--models popularity,itemknn,als,sasrec,popularity-asof,itemknn-asof,evidence,llm]
+        [--llm-model SPEC] [--adapter PATH] [--incumbent-of REF] [--evidence chains|none]
+        [--max-samples N] [--seeds 0,1,2]
 
 Reads partition D of ``samples``, ``candidates`` and ``graph_edges`` (and, for the
 evidence ranker and the LLM, ``candidate_evidence``). Every model ranks the same
 candidate lists (sampled protocol, per seed and mean over seeds, with a 95% interval
 over samples); the classical baselines are also ranked over all items (full protocol).
+``popularity-asof`` and ``itemknn-asof`` are popularity and ItemKNN under the LLM's
+time rule: each sample sees only edges before its target (``inference/asof.py``).
 ``--max-samples N`` limits the LLM to the same N samples per split (a stable hash), and
 every other model is then also reported on exactly those samples (subset ``hash-N``),
 so the rows compare like with like. Replaces the rows of (D, model) in ``eval_metrics``
@@ -60,8 +62,10 @@ if TYPE_CHECKING:  # pragma: no cover
 JOB = "evaluate"
 SPLITS = ("valid", "test")
 EVIDENCE_RANKER = "evidence"
-DEFAULT_MODELS = (*BASELINES, EVIDENCE_RANKER)
-MODELS = (*BASELINES, EVIDENCE_RANKER, "llm")
+# Popularity and ItemKNN under the LLM's time rule (inference/asof.py).
+ASOF = ("popularity-asof", "itemknn-asof")
+DEFAULT_MODELS = (*BASELINES, *ASOF, EVIDENCE_RANKER)
+MODELS = (*BASELINES, *ASOF, EVIDENCE_RANKER, "llm")
 FULL_K = 10
 ALL = "all"
 
@@ -114,6 +118,7 @@ def load(lakehouse: Lakehouse, ds: str, seeds: Sequence[int] | None = None) -> E
                 candidates=tuple(row["items"]),
                 labels=tuple(row["labels"]),
                 target_item_id=row["target_item_id"],
+                target_ts=sample["target_ts"],
             )
         )
     eval_samples.sort(key=lambda s: (s.split, s.sample_id, s.seed))
@@ -395,10 +400,17 @@ def run(
             outcome_rows(data.eval_samples, rankings),
         )  # fmt: skip
 
-    if EVIDENCE_RANKER in models:  # every sample, like the baselines: it costs no model
+    # Every sample, like the baselines (they cost no model), on the sampled protocol only.
+    sampled_only: list[Ranker] = []
+    if any(m in models for m in ASOF):
+        from inference.asof import ASOF_RANKERS
+
+        sampled_only += [ASOF_RANKERS[m](data.edges) for m in ASOF if m in models]
+    if EVIDENCE_RANKER in models:
         from inference.prompts import EvidenceRanker
 
-        ranker = EvidenceRanker(lakehouse, ds)
+        sampled_only.append(EvidenceRanker(lakehouse, ds))
+    for ranker in sampled_only:
         start = time.perf_counter()
         rankings = ranker.rank(data.eval_samples)
         rank_s = time.perf_counter() - start

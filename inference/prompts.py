@@ -57,7 +57,9 @@ class EvidenceRanker:
 
     def __init__(self, lakehouse: Lakehouse, ds: str):
         self.prompts = SamplePrompts(lakehouse, ds, "chains", texts=False)
-        self.detail = {"order": "evidence score (sum of overlaps), users, display order"}
+        self.detail = {
+            "order": "evidence score (summed overlap per sqrt audience), users, display order"
+        }
 
     def rank(self, samples: Sequence[EvalSample]) -> list[Ranking]:
         out = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 
@@ -23,6 +24,7 @@ class EvalSample:
     candidates: tuple[str, ...]  # item ids in display order
     labels: tuple[str, ...]  # C1..CN aligned with candidates
     target_item_id: str
+    target_ts: datetime | None = None  # what "before the target" means for an as-of ranker
 
 
 @dataclass

@@ -14,7 +14,15 @@ from pathlib import Path
 from inference.metrics import FULL_METRICS, REASONING_METRICS, SAMPLED_METRICS
 
 SPLITS = ("valid", "test")
-CLASSICAL = ("popularity", "itemknn", "als", "sasrec", "evidence")
+CLASSICAL = (
+    "popularity",
+    "popularity-asof",
+    "itemknn",
+    "itemknn-asof",
+    "als",
+    "sasrec",
+    "evidence",
+)
 CHART_METRICS = ("hr@1", "ndcg@5")
 ALL = "all"
 

@@ -27,9 +27,12 @@ def markers(block: str) -> tuple[str, str]:
 
 
 BEGIN, END = markers("results")
-CLASSICAL = ("sasrec", "als", "itemknn", "popularity", "evidence")
+CLASSICAL = ("sasrec", "als", "itemknn", "popularity", "itemknn-asof", "popularity-asof",
+             "evidence")  # fmt: skip
 NAMES = {"evidence": "evidence ranker (no LLM)", "sasrec": "SASRec", "als": "ALS",
-         "itemknn": "ItemKNN", "popularity": "popularity"}  # fmt: skip
+         "itemknn": "ItemKNN", "popularity": "popularity",
+         "itemknn-asof": "ItemKNN, edges before the target only",
+         "popularity-asof": "popularity, edges before the target only"}  # fmt: skip
 REASONING = ("reasoning.names_top", "reasoning.grounded", "reasoning.no_repeat")
 
 

@@ -395,6 +395,32 @@ def test_the_evidence_ranker_orders_candidates_by_their_evidence(lh):
     assert {r["protocol"] for r in metrics(lh, "evidence")} == {"sampled"}
 
 
+def test_asof_popularity_counts_each_samples_past_only(lh):
+    evaluate.run(None, lh, DS, ["popularity-asof", "itemknn-asof"])
+    edges = lh.read_arrow(GRAPH_EDGES, partitions=[("ds", "=", DS)]).to_pylist()
+    target_ts = {
+        r["sample_id"]: r["target_ts"]
+        for r in lh.read_arrow(SAMPLES, partitions=[("ds", "=", DS)]).to_pylist()
+    }
+    lists = [c for c in candidates(lh) if (c["split"], c["seed"]) == ("valid", 0)]
+
+    def first(c) -> str:  # most users strictly before the target, then item id
+        t = target_ts[c["sample_id"]]
+        users = {i: len({e["user_id"] for e in edges if e["item_id"] == i and e["ts"] < t})
+                 for i in c["items"]}  # fmt: skip
+        return min(c["items"], key=lambda i: (-users[i], i))
+
+    hits = sum(first(c) == c["target_item_id"] for c in lists) / len(lists)
+    rows = metrics(lh, "popularity-asof")
+    assert value(rows, "popularity-asof", "valid", "hr@1", 0) == pytest.approx(hits)
+    assert {r["protocol"] for r in rows + metrics(lh, "itemknn-asof")} == {"sampled"}
+    # every sample was ranked, not only an LLM-sized subset
+    tests = [c for c in candidates(lh) if (c["split"], c["seed"]) == ("test", 7)]
+    assert row(metrics(lh, "itemknn-asof"), "itemknn-asof", "test", "hr@1", 7)["samples"] == len(
+        tests
+    )
+
+
 def test_main_reports_and_errors(lh, capsys):
     assert evaluate.main(["--ds", DS, "--lakehouse", lh.root, "--models", "popularity"]) == 0
     out = json.loads(capsys.readouterr().out)
