@@ -3,11 +3,12 @@
 The classical baselines (``inference/baselines.py``) fit once on every user's edges minus
 the valid and test targets, the leave-one-out protocol of the papers we compare with.
 A test sample of user A is then scored with user B's edges from after A's target time,
-and with edges tied with it. The evidence ranker and the LLM may not see those
-(docs/METHOD.md §2 and §8a: nothing at or after the target's timestamp informs a
-sample). These two rankers apply that rule to popularity and ItemKNN, so the table can
-tell how much of a baseline's lead is the protocol's look-ahead and how much is the
-model.
+and with edges tied with it. The evidence may not use those (docs/METHOD.md §2 and
+§8a: no edge at or after the target's timestamp informs a sample), nor the user's own
+history items rated in the same second as the target. These two rankers apply exactly
+that rule to popularity and ItemKNN, so the table can tell how much of ItemKNN's lead
+over the evidence ranker is information the evidence may not see, and how much is the
+way the evidence scores what it does see.
 
 Sampled protocol only, like the evidence ranker: ranking every item as of each sample's
 own time is what the backtest does per date (``inference/backtest.py``).
@@ -58,6 +59,17 @@ class AudienceIndex:
         self.times = e["t"].to_numpy(dtype=np.int64)
         self.users = e["user_id"].map(users).to_numpy(dtype=np.int64)
         self.n_users = len(users)
+        pairs = zip(e["user_id"], e["item_id"], strict=True)
+        self.first = dict(zip(pairs, e["t"].tolist(), strict=True))
+
+    def history_before(self, user: str, history: Sequence[str], t: int) -> list[str]:
+        """The history items whose edge with ``user`` is strictly before ``t``.
+
+        A sample's history is ordered by (ts, item_id), so it can hold items rated in the
+        same second as the target; the evidence may not pass through those (its edge from
+        the user is not before the target), and neither may these rankers.
+        """
+        return [h for h in history if self.first.get((user, h), t) < t]
 
     def before(self, item: str, t: int) -> np.ndarray:
         """The users with an edge to ``item`` strictly before ``t`` (microseconds)."""
@@ -123,7 +135,7 @@ class ItemKNNAsOf(AsOfRanker):
 
     def _scores(self, sample: EvalSample, t: int) -> list[float]:
         weight = np.zeros(self.audience.n_users)
-        history = set(sample.history)
+        history = set(self.audience.history_before(sample.user_id, sample.history, t))
         for h in history:
             users = self.audience.before(h, t)
             if len(users):

@@ -45,25 +45,37 @@ def test_itemknn_asof_is_the_cosine_sum_over_audiences_before_the_target():
         ("u2", "h", 1), ("u2", "d", 2),
         ("u3", "h", 1), ("u3", "d", 3),
         ("u4", "c", 9), ("u4", "h", 9),  # after the target: U_h and U_c as of day 5 ignore u4
+        ("x", "h", 4),  # the sample's user took h before the target
     ])  # fmt: skip
     (r,) = ItemKNNAsOf(df).rank([asof_sample(["c", "d", "e"], 5)])
-    # |U_h| = 3; c: {u1}, overlap 1 -> 1/sqrt(3); d: {u2, u3}, overlap 2 -> 2/sqrt(6)
+    # |U_h| = 4 (x too); c: {u1}, overlap 1 -> 1/sqrt(4); d: {u2, u3} -> 2/sqrt(8)
     assert r.items == ["d", "c", "e"]
-    assert r.scores == pytest.approx([2 / 6**0.5, 1 / 3**0.5, 0.0])
-    # u4's later edges give c a larger cosine under leave-one-out: 2/sqrt(8) for c
+    assert r.scores == pytest.approx([2 / 8**0.5, 1 / 4**0.5, 0.0])
+    # u4's later edges give c a larger cosine under leave-one-out: 2/sqrt(10) for c
     (loo,) = ItemKNN().fit(df).rank([sample(["c", "d", "e"])])
-    assert dict(zip(loo.items, loo.scores, strict=True))["c"] == pytest.approx(2 / 8**0.5)
+    assert dict(zip(loo.items, loo.scores, strict=True))["c"] == pytest.approx(2 / 10**0.5)
+
+
+def test_a_history_item_taken_in_the_targets_second_is_not_evidence():
+    df = edges([("u1", "h", 1), ("u1", "c", 2), ("u2", "g", 1), ("u2", "d", 2),
+                ("x", "g", 3), ("x", "h", 5)])  # fmt: skip
+    # x took h in the target's second (day 5): only g, taken before, may point anywhere
+    (r,) = ItemKNNAsOf(df).rank([asof_sample(["c", "d"], 5, history=("g", "h"))])
+    assert r.items == ["d", "c"] and r.scores[1] == 0.0
+    (later,) = ItemKNNAsOf(df).rank([asof_sample(["c", "d"], 6, history=("g", "h"))])
+    assert later.scores == pytest.approx([1 / 2**0.5, 1 / 2**0.5])
 
 
 def test_with_every_edge_before_the_target_it_equals_the_itemknn_baseline():
     rng = random.Random(3)
     rows = sorted({(f"u{rng.randrange(12)}", f"i{rng.randrange(15)}", rng.randrange(20))
                    for _ in range(90)})  # fmt: skip
-    df = edges(rows)
-    items = sorted(set(df["item_id"]))
+    items = sorted({i for _, i, _ in rows})
+    histories = [tuple(rng.sample(items, 4)) for _ in range(10)]
+    # the sample's user ("x") took every history item, as a sample's user has
+    df = edges(rows + [("x", i, 0) for i in items])
     knn, asof = ItemKNN().fit(df), ItemKNNAsOf(df)
-    for k in range(10):
-        history = tuple(rng.sample(items, 4))
+    for k, history in enumerate(histories):
         cands = rng.sample(items, 8)
         (a,) = asof.rank([asof_sample(cands, 30, history)])
         (b,) = knn.rank([sample(cands, history)])
