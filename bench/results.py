@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     run.job("traces (evidence)", "traces", "--evidence", "chains")
     run.job("traces (no evidence)", "traces", "--evidence", "none")
     # The baselines first: minutes, and the evidence ranker is the bar the LLM must clear.
-    baselines = "popularity,itemknn,als,sasrec,evidence"
+    baselines = "popularity,itemknn,als,sasrec,popularity-asof,itemknn-asof,evidence"
     if not run.evaluated("evidence", subset):
         run.job("evaluate baselines", "evaluate", "--models", baselines, "--max-samples", n)
     steps = ("--max_steps", str(args.sft_steps), "--save_steps", "100")
