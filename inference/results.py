@@ -1,6 +1,6 @@
 """The results table: every model of one date on the same samples, from ``eval_metrics``.
 
-    r2rec results --ds 2026-11-25 [--subset hash-300] [--readme README.md]
+    r2rec results --ds 2026-11-25 [--subset hash-300] [--readme README.md [--block results]]
 
 Nothing in it is typed by hand: each row is the evaluation job's seed-mean metrics with
 their 95% intervals; LLM rows are named from the model registry (stage, the prompt's
@@ -11,6 +11,7 @@ evidence mode) or as the untuned base. ``--readme`` replaces the block between
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def markers(block: str) -> tuple[str, str]:
 
 
 BEGIN, END = markers("results")
+BLOCK_NAME = re.compile(r"[a-z][a-z0-9-]{0,40}")
 CLASSICAL = ("sasrec", "als", "itemknn", "popularity", "itemknn-asof", "popularity-asof",
              "evidence")  # fmt: skip
 NAMES = {"evidence": "evidence ranker (no LLM)", "sasrec": "SASRec", "als": "ALS",
@@ -161,13 +163,21 @@ def main(argv: list[str] | None = None) -> int:
     p = base_parser("r2rec results", __doc__.splitlines()[0])
     p.add_argument("--subset", default="all", help="eval_metrics subset, e.g. hash-300")
     p.add_argument("--readme", help="replace the results block of this Markdown file")
+    p.add_argument(
+        "--block", default="results",
+        help="which generated block of --readme (<!-- NAME:begin -->), e.g. results-short",
+    )  # fmt: skip
     args = p.parse_args(argv)
 
     def body():
         ds = parse_ds(args.ds)
+        if not BLOCK_NAME.fullmatch(args.block):
+            raise R2RecError(
+                f"--block must be lowercase letters, digits and '-', got {args.block!r}"
+            )
         text = table(Lakehouse(args.lakehouse), ds, args.subset)
         if args.readme:
-            write_readme(Path(args.readme), text)
+            write_readme(Path(args.readme), text, args.block)
         sys.stdout.write(text)
 
     return run_main(body, job="results", argv=argv, ds=args.ds, lakehouse=args.lakehouse)

@@ -134,3 +134,18 @@ def test_readme_block_is_replaced_and_nothing_else(lake, tmp_path):
     assert plain.read_text() == "no block here\n"
     with pytest.raises(R2RecError, match="no sampled metrics for ds=2026-11-25, subset=hash-9"):
         results.table(lake, DS, "hash-9")
+
+
+def test_main_writes_the_named_block_only_and_refuses_odd_names(lake, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    short_begin, short_end = results.markers("results-short")
+    text = f"{results.BEGIN}\nkeep\n{results.END}\n{short_begin}\nold\n{short_end}\n"
+    readme.write_text(text)
+    common = ["--ds", DS, "--lakehouse", lake.root, "--subset", "hash-300", "--readme"]
+    assert results.main([*common, str(readme), "--block", "results-short"]) == 0
+    doc = readme.read_text()
+    assert "\nkeep\n" in doc and "\nold\n" not in doc and "| SASRec |" in doc
+    for bad in ("../x", "Results", "a b", "x\n"):
+        assert results.main([*common, str(readme), "--block", bad]) == 1
+        assert "--block must be" in capsys.readouterr().err
+    assert readme.read_text() == doc
