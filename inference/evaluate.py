@@ -26,7 +26,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +128,11 @@ def load(lakehouse: Lakehouse, ds: str, seeds: Sequence[int] | None = None) -> E
     return EvalData(samples, eval_samples, edges, wanted)
 
 
+def hashed(sample_ids: Iterable[str], n: int) -> list[str]:
+    """The first ``n`` of one split's sample ids by a stable hash: subset ``hash-<n>``."""
+    return sorted(set(sample_ids), key=lambda sid: (stable_hash(sid), sid))[:n]
+
+
 def subsample(samples: Sequence[EvalSample], max_samples: int) -> list[EvalSample]:
     """The same ``max_samples`` samples of each split for every seed (0 = all).
 
@@ -138,8 +143,7 @@ def subsample(samples: Sequence[EvalSample], max_samples: int) -> list[EvalSampl
         return list(samples)
     keep: set[str] = set()
     for split in SPLITS:
-        ids = sorted({s.sample_id for s in samples if s.split == split})
-        keep |= set(sorted(ids, key=lambda sid: (stable_hash(sid), sid))[:max_samples])
+        keep |= set(hashed({s.sample_id for s in samples if s.split == split}, max_samples))
     return [s for s in samples if s.sample_id in keep]
 
 

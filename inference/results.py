@@ -11,12 +11,14 @@ evidence mode) or as the untuned base. ``--readme`` replaces the block between
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 from r2rec.config import parse_ds
-from r2rec.contracts import EVAL_METRICS, MODEL_REGISTRY
+from r2rec.contracts import EVAL_METRICS, EVAL_OUTCOMES, MODEL_REGISTRY
 from r2rec.errors import R2RecError
 from r2rec.jobs import base_parser, run_main
 from r2rec.lakehouse import Lakehouse
@@ -35,6 +37,7 @@ NAMES = {"evidence": "evidence ranker (no LLM)", "sasrec": "SASRec", "als": "ALS
          "itemknn": "ItemKNN", "popularity": "popularity",
          "itemknn-asof": "ItemKNN, edges before the target only",
          "popularity-asof": "popularity, edges before the target only"}  # fmt: skip
+REFERENCE = "evidence"  # what the LLM's reasoning must add to: its inputs' own order
 REASONING = ("reasoning.names_top", "reasoning.grounded", "reasoning.no_repeat")
 
 
@@ -97,6 +100,50 @@ def _rows(lakehouse: Lakehouse, ds: str, subset: str) -> dict[str, dict]:
     return out
 
 
+def paired_to_reference(
+    lakehouse: Lakehouse, ds: str, subset: str, rows: dict[str, dict]
+) -> dict[str, tuple[float, float, float, int]]:
+    """Each model's test HR@1 minus the evidence ranker's on the same rankings, with a
+    95% interval over samples: (difference, low, high, samples).
+
+    Paired through ``eval_outcomes`` (only the rankings of the run that wrote each row),
+    a sample's difference averaged over the seeds both ranked, and restricted to the
+    table's subset. Two models that both follow the evidence mostly fail on the same
+    samples, so this interval is far narrower than the two rows' intervals suggest.
+    """
+    from inference.evaluate import hashed
+    from inference.metrics import interval
+
+    subset_n = re.fullmatch(r"hash-(\d+)", subset)
+    if REFERENCE not in rows or not lakehouse.exists(EVAL_OUTCOMES):
+        return {}
+    if subset != "all" and not subset_n:
+        return {}
+    run_of = {m: r[("test", "hr@1")]["run_id"] for m, r in rows.items() if ("test", "hr@1") in r}
+    hits: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
+    for r in lakehouse.read_arrow(EVAL_OUTCOMES, partitions=[("ds", "=", ds)]).to_pylist():
+        if r["split"] == "test" and run_of.get(r["model"]) == r["run_id"]:
+            hits[r["model"]][(r["sample_id"], r["seed"])] = r["hit1"]
+    reference = hits.pop(REFERENCE, {})
+    keep = set(hashed({sid for sid, _ in reference}, int(subset_n[1]))) if subset_n else None
+    out = {}
+    for model, mine in hits.items():
+        per_sample: dict[str, list[float]] = defaultdict(list)
+        for key in mine.keys() & reference.keys():
+            if keep is None or key[0] in keep:
+                per_sample[key[0]].append(mine[key] - reference[key])
+        diffs = [math.fsum(d) / len(d) for d in per_sample.values()]
+        if diffs:
+            out[model] = (math.fsum(diffs) / len(diffs), *interval(diffs), len(diffs))
+    return out
+
+
+def _signed(diff: tuple[float, float, float, int] | None) -> str:
+    if diff is None:
+        return "—"
+    return f"{diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]"
+
+
 def _cell(row: dict | None, ci: bool = False) -> str:
     if row is None:
         return "—"
@@ -114,7 +161,9 @@ def table(lakehouse: Lakehouse, ds: str, subset: str) -> str:
     untuned = [m for m in llms if names[m].startswith("untuned")]
     order += untuned + [m for m in llms if m not in untuned]
     order += sorted(m for m in rows if m not in order)
-    head = ("model", "test HR@1 [95% CI]", "valid HR@1 [95% CI]", "test ValidRatio",
+    paired = paired_to_reference(lakehouse, ds, subset, rows)
+    head = ("model", "test HR@1 [95% CI]", "valid HR@1 [95% CI]",
+            "test HR@1 - evidence ranker [95% CI, paired]", "test ValidRatio",
             "test NDCG@5", "names top", "grounded", "no repeat", "samples/split")  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for model in order:
@@ -124,6 +173,7 @@ def table(lakehouse: Lakehouse, ds: str, subset: str) -> str:
             NAMES.get(model) or names.get(model) or model,
             _cell(m.get(("test", "hr@1")), ci=True),
             _cell(m.get(("valid", "hr@1")), ci=True),
+            _signed(paired.get(model)),
             _cell(m.get(("test", "valid_ratio"))),
             _cell(m.get(("test", "ndcg@5"))),
             *(_cell(m.get(("test", k))) for k in REASONING),

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 
 import pytest
 
 from inference import results
 from r2rec import registry
-from r2rec.contracts import EVAL_METRICS
+from r2rec.contracts import EVAL_METRICS, EVAL_OUTCOMES
 from r2rec.errors import R2RecError
 
 DS = "2026-11-25"
@@ -114,10 +115,45 @@ def test_the_table_orders_names_and_fills_rows_from_eval_metrics(lake):
     cells = {name: line.split(" | ") for name, line in zip(names, body, strict=True)}
     # The seed mean, not a seed's value (0.999), with its interval; the hash-300 subset,
     # not the "all" rows (popularity 0.9 there).
-    assert cells["popularity"][1:5] == ["0.250 [0.200, 0.300]", "0.250 [0.200, 0.300]",
-                                        "1.000", "0.350"]  # fmt: skip
+    assert cells["popularity"][1:6] == ["0.250 [0.200, 0.300]", "0.250 [0.200, 0.300]",
+                                        "—", "1.000", "0.350"]  # fmt: skip
     assert cells["SASRec"][-1] == "300 |"
-    assert cells["SASRec"][5] == "—"  # no reasoning metrics for a classical model
+    assert cells["SASRec"][6] == "—"  # no reasoning metrics for a classical model
+
+
+def outcome(model: str, split: str, sample: str, seed: int, hit: float, run: str = "e") -> dict:
+    return {"ds": DS, "model": model, "split": split, "sample_id": sample, "seed": seed,
+            "target_rank": 1 if hit else 2, "answer_valid": True, "hit1": hit,
+            "run_id": run}  # fmt: skip
+
+
+def test_each_row_is_paired_with_the_evidence_ranker_on_the_same_test_rankings(lake):
+    hits = {  # (evidence, SFT) per sample, seeds 0 and 1
+        "s0": ((1, 1), (1, 1)), "s1": ((0, 0), (1, 1)),
+        "s2": ((1, 0), (0, 0)), "s3": ((0, 0), (1, 0)),
+    }  # fmt: skip
+    rows = [
+        outcome(model, "test", sid, seed, float(pair[k][seed]))
+        for sid, pair in hits.items()
+        for k, model in enumerate(("evidence", f"llm:{SFT}"))
+        for seed in (0, 1)
+    ]
+    rows += [
+        outcome(f"llm:{SFT}", "valid", "s1", 0, 0.0),  # another split
+        outcome(f"llm:{SFT}", "test", "s4", 0, 1.0),  # a sample the ranker did not rank
+        outcome("llm:unregistered@1", "test", "s0", 0, 1.0, run="old"),  # not the row's run
+    ]
+    lake.overwrite(EVAL_OUTCOMES, rows, predicate=f"ds = '{DS}'")
+    # per-sample differences 0, 1, -0.5, 0.5: mean 0.25, sd sqrt(1.25 / 3) over 4 samples
+    half = 1.959963984540054 * math.sqrt(1.25 / 3 / 4)
+    got = results.paired_to_reference(lake, DS, "hash-300", results._rows(lake, DS, "hash-300"))
+    assert set(got) == {f"llm:{SFT}"}
+    assert got[f"llm:{SFT}"] == pytest.approx((0.25, 0.25 - half, 0.25 + half, 4))
+    line = next(x for x in results.table(lake, DS, "hash-300").splitlines() if "1000 steps" in x)
+    assert line.split(" | ")[3] == f"+0.250 [{0.25 - half:+.3f}, {0.25 + half:+.3f}]"
+    # a hash subset keeps only its own samples: with hash-2, two of the four
+    two = results.paired_to_reference(lake, DS, "hash-2", results._rows(lake, DS, "hash-300"))
+    assert two[f"llm:{SFT}"][3] == 2
 
 
 def test_readme_block_is_replaced_and_nothing_else(lake, tmp_path):
