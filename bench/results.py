@@ -72,7 +72,8 @@ def grpo(run: Run, args: argparse.Namespace, sft: dict, subset: str, llm: tuple)
     )  # fmt: skip
     if not run.evaluated(f"llm:{out['model_version']}", subset):
         run.job("evaluate SFT + GRPO", *llm, "--llm-model", f"registry:{out['run_id']}")
-    run.job("promote GRPO", "promote", "--candidate", out["model_version"])
+    if not args.no_untuned:
+        run.job("promote GRPO", "promote", "--candidate", out["model_version"])
 
 
 def ablation(run: Run, args: argparse.Namespace, subset: str, llm: tuple) -> None:
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-untuned",
         action="store_true",
-        help="skip the untuned base's evaluation (it never answers in the format)",
+        help="skip the untuned base's evaluation (it never answers in the format), and so "
+        "the SFT model's promotion, which must beat it",
     )
     p.add_argument("--eval-samples", type=int, default=300, help="per split, x 3 seeds")
     p.add_argument("--readme", help="write the table into this Markdown file's results block")
@@ -127,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         run.job("evaluate untuned", *llm, "--llm-model", base)
     if not run.evaluated(f"llm:{sft['model_version']}", subset):
         run.job("evaluate SFT with evidence", *llm, "--llm-model", f"registry:{sft['run_id']}")
-    run.job("promote SFT", "promote", "--candidate", sft["model_version"])
+    # The first promotion must beat the untuned base on the same samples (r2rec.registry),
+    # so without that evaluation there is nothing to promote against.
+    if not args.no_untuned:
+        run.job("promote SFT", "promote", "--candidate", sft["model_version"])
     if args.grpo_steps > 0:
         grpo(run, args, sft, subset, llm)
     # The ablation last: the claims above do not wait for it.
