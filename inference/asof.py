@@ -67,7 +67,8 @@ class AudienceIndex:
 
         A sample's history is ordered by (ts, item_id), so it can hold items rated in the
         same second as the target; the evidence may not pass through those (its edge from
-        the user is not before the target), and neither may these rankers.
+        the user is not before the target), and neither may these rankers. An item with
+        no edge from the user cannot be placed in time, so it is left out too.
         """
         return [h for h in history if self.first.get((user, h), t) < t]
 
