@@ -88,8 +88,9 @@ class AsOfRanker:
     name = "asof"
     rule = ""
 
-    def __init__(self, edges: pd.DataFrame):
-        self.audience = AudienceIndex(edges)
+    def __init__(self, audience: AudienceIndex):
+        # One index serves every as-of ranker of an evaluation: built once from its edges.
+        self.audience = audience
         self.detail = {
             "time_rule": "edges strictly before each sample's target_ts",
             "score": self.rule,

@@ -407,9 +407,10 @@ def run(
     # Every sample, like the baselines (they cost no model), on the sampled protocol only.
     sampled_only: list[Ranker] = []
     if any(m in models for m in ASOF):
-        from inference.asof import ASOF_RANKERS
+        from inference.asof import ASOF_RANKERS, AudienceIndex
 
-        sampled_only += [ASOF_RANKERS[m](data.edges) for m in ASOF if m in models]
+        audience = AudienceIndex(data.edges)
+        sampled_only += [ASOF_RANKERS[m](audience) for m in ASOF if m in models]
     if EVIDENCE_RANKER in models:
         from inference.prompts import EvidenceRanker
 

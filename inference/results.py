@@ -111,13 +111,13 @@ def paired_to_reference(
     table's subset. Two models that both follow the evidence mostly fail on the same
     samples, so this interval is far narrower than the two rows' intervals suggest.
     """
-    from inference.evaluate import hashed
+    from inference.evaluate import ALL, hashed
     from inference.metrics import interval
 
     subset_n = re.fullmatch(r"hash-(\d+)", subset)
     if REFERENCE not in rows or not lakehouse.exists(EVAL_OUTCOMES):
         return {}
-    if subset != "all" and not subset_n:
+    if subset != ALL and not subset_n:
         return {}
     run_of = {m: r[("test", "hr@1")]["run_id"] for m, r in rows.items() if ("test", "hr@1") in r}
     hits: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
