@@ -6,12 +6,12 @@
 Reads partition D of ``candidate_evidence`` (scope samples), written by the evidence job,
 and ranks every valid/test (sample, seed) of D two ways, with no LLM:
 
-- ``score``: the evaluation's evidence ranker (``inference.prompts.EvidenceRanker``): the
-  similar users' summed overlap per square root of the candidate's audience;
-- ``summed overlap``: the score before 2026-12-01, users x mean overlap of the same row.
+- ``score``: the evaluation's evidence ranker (``inference.prompts.EvidenceRanker``), by
+  the rows' score (``spark_jobs.evidence.strength``, docs/METHOD.md §8a);
+- ``summed overlap``: the first score, users x mean overlap of the same row.
 
 Both rank exactly the same rows and break ties alike (users, then display order), so
-their difference is the normalisation alone. HR@1 per split with 95% intervals over
+their difference is the score alone. HR@1 per split with 95% intervals over
 samples (seeds of a sample averaged, as in the evaluation), and the paired difference.
 The evidence job must have run with the current code: the rows carry the score.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bench import record_section
 
@@ -112,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             "Evidence ranker: score against summed overlap",
             "`python -m bench.evidence_score "
             + " ".join(f"--ds {d}" for d in dates)
-            + f" --max-samples {args.max_samples}` on a replay lakehouse; the evidence "
-            "ranker alone (no LLM), every seed of each valid/test sample; intervals over "
-            "samples, the difference paired.\n\n" + text,
+            + f" --max-samples {args.max_samples}` on lakehouse `{Path(args.lakehouse).name}`"
+            "; the evidence ranker alone (no LLM), every seed of each valid/test sample; "
+            "intervals over samples, the difference paired.\n\n" + text,
         )
     return 0
 

@@ -58,7 +58,8 @@ class EvidenceRanker:
     def __init__(self, lakehouse: Lakehouse, ds: str):
         self.prompts = SamplePrompts(lakehouse, ds, "chains", texts=False)
         self.detail = {
-            "order": "evidence score (summed overlap per sqrt audience), users, display order"
+            "order": "evidence score (similar users' overlap x the shared history items' "
+            "cosine terms, per sqrt audience), users, display order"
         }
 
     def rank(self, samples: Sequence[EvalSample]) -> list[Ranking]:

@@ -133,7 +133,7 @@ class Evidence:
     users: int  # similar users with at least one chain to the candidate
     overlap: float  # their mean Jaccard overlap with the user
     via: tuple[str, ...]  # history item texts the chains pass through, most users first
-    score: float  # the evidence ranker's: their summed overlap per sqrt(candidate's audience)
+    score: float  # the evidence ranker's (spark_jobs.evidence.strength): higher is stronger
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,8 @@ class GraphIndex:
     aud_ptr: np.ndarray
     aud_key: np.ndarray
     aud_times: np.ndarray  # the distinct edge times, sorted
+    aud_user: np.ndarray  # the user of each aud_key entry: an audience is a prefix of it
+    seq_key: np.ndarray  # seq's edges as user x (distinct times + 1) + rank: sizes before t
 
     @classmethod
     def from_edges(
@@ -81,11 +83,12 @@ class GraphIndex:
         )
         if not audience:
             none = np.zeros(0, dtype=np.int64)
-            return cls(users, items, *seq, *out, *inn, none, none, none)
+            return cls(users, items, *seq, *out, *inn, none, none, none, none, none)
         times, rank = np.unique(ts, return_inverse=True)
         key = iid.astype(np.int64) * (len(times) + 1) + rank
-        aud_ptr, aud_key = csr(iid, len(items), np.lexsort((ts, iid)), key)
-        return cls(users, items, *seq, *out, *inn, aud_ptr, aud_key, times)
+        aud_ptr, aud_key, aud_user = csr(iid, len(items), np.lexsort((ts, iid)), key, uid)
+        seq_key = (uid.astype(np.int64) * (len(times) + 1) + rank)[np.lexsort((iid, ts, uid))]
+        return cls(users, items, *seq, *out, *inn, aud_ptr, aud_key, times, aud_user, seq_key)
 
 
 def _fanout_flags(edges: DataFrame, params: ChainParams) -> DataFrame:

@@ -17,12 +17,12 @@ that a chain reaches, with the number of similar users, paths, their mean overla
 (Jaccard) with the user, the evidence ranker's score and the history items the chains
 pass through, most users first. A candidate without a row has no evidence.
 
-The score is the similar users' summed overlap per square root of the candidate's
-audience (its users before the cutoff), ItemKNN's cosine normalisation: without it a
-popular item collects similar users by being popular. Under a fan-out cap the sum runs
-over the capped users only, so it is scaled up by audience / capped audience, an
-estimate of the uncapped sum. ``bench.evidence_score`` measures it against the plain
-sum it replaced.
+The score (``strength``) orders the candidates: over every similar user u1 of the
+candidate, their Jaccard overlap with the user times the cosine terms of the history items
+u1 shares (1 / sqrt of each item's audience), summed and divided by the square root of the
+candidate's audience, all as of the cutoff. It counts every user, not only the capped
+ones: the cap bounds what the rows summarise, not the score. ``bench.evidence_score``
+measures it (``bench/RESULTS.md``, "Evidence score v3").
 
 How it scales: the chains job's broadcast adjacency arrays; each executor expands its
 prompts with numpy, all candidates of a prompt at once (one gather of their audiences,
@@ -113,8 +113,6 @@ def evidence_for_context(
         pair_c, pair_u = owner[ok], g.in_user[pos][ok]
         if not len(pair_u):
             return []
-        capped = np.bincount(pair_c, minlength=len(cands))
-        audience = audience_before(g, cands, cutoff) - ((scratch[cands] & in_a) > 0)
         u1s, pair_k = np.unique(pair_u, return_inverse=True)
         pos2, own2 = _gather(g.out_ptr, u1s)
         before = g.out_ts[pos2] < cutoff
@@ -145,7 +143,7 @@ def evidence_for_context(
         via_users[c, own] = 0
     users = reach.sum(axis=1)
     summed = reach @ jaccard
-    score = summed * np.sqrt(audience) / np.maximum(capped, 1)
+    score = strength(g, u0, cutoff, a_items, usable, cands, params.min_overlap)
     # Most users first, then the more recent history item.
     order = np.argsort(-(via_users * (len(hist) + 1) + np.arange(len(hist))), axis=1)
     out = []
@@ -165,11 +163,74 @@ def evidence_for_context(
     return out
 
 
-def audience_before(g: GraphIndex, items: np.ndarray, cutoff: int) -> np.ndarray:
-    """How many users took each item before the cutoff (every user, not the capped ones)."""
-    before = np.searchsorted(g.aud_times, cutoff, side="left")  # times ranked below it
-    keys = items * (len(g.aud_times) + 1) + before
-    return np.searchsorted(g.aud_key, keys, side="left") - g.aud_ptr[items]
+def audience_before(
+    g: GraphIndex, items: np.ndarray, rank: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every user of each item before the cutoff (not only the capped ones): the users
+    concatenated, the index of the item each came from, and each item's count.
+
+    ``rank`` is the cutoff's rank among the edge times: an audience is a prefix of the
+    item's edges in time order, found by one vectorised binary search.
+    """
+    items = np.asarray(items, dtype=np.int64)
+    lens = np.searchsorted(g.aud_key, items * (len(g.aud_times) + 1) + rank) - g.aud_ptr[items]
+    owner = np.repeat(np.arange(len(items)), lens)
+    offsets = np.cumsum(lens) - lens
+    pos = np.arange(lens.sum()) - offsets[owner] + g.aud_ptr[items][owner]
+    return g.aud_user[pos], owner, lens
+
+
+def strength(
+    g: GraphIndex,
+    u0: int,
+    cutoff: int,
+    a_items: np.ndarray,
+    usable: np.ndarray,
+    cands: np.ndarray,
+    min_overlap: int,
+) -> np.ndarray:
+    """The evidence ranker's score of each candidate (docs/METHOD.md §8a).
+
+    score(c) = sum over the similar users u1 of c of J(u0, u1) x sum over the history
+    items h that u1 also chose of 1 / sqrt(|U_h|), divided by sqrt(|U_c|). U_x is x's
+    users before the cutoff (u0 left out of U_c), J the Jaccard overlap of the two
+    users' items before it, and a similar user one that meets the chains' closure and
+    chose a history item other than c. That is a user-based weight (how alike u1 is)
+    times ItemKNN's cosine terms (how telling a shared history item is: a niche film
+    shared says more than a blockbuster shared); measured better than either alone
+    (``bench/RESULTS.md``, "Evidence score v3").
+
+    Every user counts here, not only the chains' capped ones: the cap bounds what the
+    prompt lists. The exact overlaps cost one gather of the audiences of u0's items;
+    estimated from the capped item lists instead, the ranker lost 0.013 HR@1 on
+    ML-100k for about a fifth less time at 1M (``bench/RESULTS.md``).
+    """
+    rank = int(np.searchsorted(g.aud_times, cutoff, side="left"))
+    n_users = len(g.users)
+    h_users, h_own, h_lens = audience_before(g, usable, rank)
+    h_weight = 1.0 / np.sqrt(np.maximum(h_lens, 1))
+    weight = np.bincount(h_users, weights=h_weight[h_own], minlength=n_users)
+    shared = np.bincount(h_users, minlength=n_users)
+    c_users, c_own, _ = audience_before(g, cands, rank)
+    keep = c_users != u0
+    c_users, c_own = c_users[keep], c_own[keep]
+    w, n = weight[c_users], shared[c_users]
+    # A candidate in the history is no hop to itself: its own term leaves its users' sums.
+    where = {int(h): k for k, h in enumerate(usable.tolist())}
+    for k, c in enumerate(cands.tolist()):
+        if (j := where.get(c)) is not None:
+            mine = c_own == k
+            w[mine] -= h_weight[j]
+            n[mine] -= 1
+    a_users, _, _ = audience_before(g, a_items, rank)
+    overlap = np.bincount(a_users, minlength=n_users)
+    o = overlap[c_users]
+    sizes = np.searchsorted(g.seq_key, c_users * (len(g.aud_times) + 1) + rank) - g.seq_ptr[c_users]
+    jaccard = o / np.maximum(len(a_items) + sizes - o, 1)
+    similar = (o >= min_overlap) & (n > 0)
+    summed = np.bincount(c_own, weights=jaccard * w * similar, minlength=len(cands))
+    audience = np.bincount(c_own, minlength=len(cands))
+    return summed / np.sqrt(np.maximum(audience, 1))
 
 
 _OUT = T.StructType(

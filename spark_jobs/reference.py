@@ -280,9 +280,10 @@ def build_evidence(
     u0 -> i0 -> u1 -> c with i0 in the history, exactly the chains job's rules with the
     candidate c in place of the target: u1 among c's first F users (seeded), u1's items
     among its first F, every edge before the cutoff, closure |I(u0) ∩ I(u1)| >= 2. Which
-    candidate is the target is never an input. ``score`` = the similar users' summed
-    Jaccard x sqrt(audience) / capped audience (c's users before the cutoff, all of them
-    and those within the cap).
+    candidate is the target is never an input. ``score`` = over every user u1 of c before
+    the cutoff (no cap) that meets the closure and chose a history item other than c:
+    Jaccard(u0, u1) x the sum of 1 / sqrt(users of h before the cutoff) over those
+    history items h; summed, and divided by sqrt(c's users before the cutoff but u0).
     """
     by_user = _edges_by_user(edges)
     users_by_item = _users_by_item(edges)
@@ -296,6 +297,9 @@ def build_evidence(
         items = sorted(by_user[user])
         return fanout_order(params.seed, user, items)[:F] if F > 0 else items
 
+    def users_before(item: str, cutoff) -> list[str]:
+        return [u for u in users_by_item.get(item, []) if by_user[u][item]["ts"] < cutoff]
+
     rows = []
     for ctx in contexts:
         u0, cutoff = ctx["user_id"], ctx["cutoff"]
@@ -304,11 +308,9 @@ def build_evidence(
         H = [i for i in ctx["history"] if i in A]
         for c in dict.fromkeys(ctx["items"]):
             found = []  # (u1, jaccard, [i0, ...])
-            capped = 0  # c's users within the cap, before the cutoff
             for u1 in item_users(c):
                 if u1 == u0 or by_user[u1][c]["ts"] >= cutoff:
                     continue
-                capped += 1
                 B = {i for i in user_items(u1) if by_user[u1][i]["ts"] < cutoff}
                 overlap = len(A & B)
                 if overlap < params.min_overlap:
@@ -325,10 +327,15 @@ def build_evidence(
             # Most users first; then the more recent history item; then the id.
             via = sorted(through, key=lambda i: (-through[i], -H.index(i), i))[:via_max]
             summed = sum(j for _, j, _ in found)
-            audience = sum(1 for u in users_by_item[c] if u != u0 and by_user[u][c]["ts"] < cutoff)
-            # Per square root of the audience; scaled by audience / capped to stand for
-            # the users the cap left out.
-            score = summed * math.sqrt(audience) / capped
+            audience = [u for u in users_before(c, cutoff) if u != u0]
+            score = 0.0
+            for u1 in audience:  # every user, not only the capped ones
+                B = {i for i, e in by_user[u1].items() if e["ts"] < cutoff}
+                hits = [i0 for i0 in H if i0 in B and i0 != c]
+                if len(A & B) >= params.min_overlap and hits:
+                    cosines = sum(1 / math.sqrt(len(users_before(h, cutoff))) for h in hits)
+                    score += len(A & B) / len(A | B) * cosines
+            score /= math.sqrt(len(audience))
             rows.append(
                 {
                     "context_id": ctx["context_id"],

@@ -3,7 +3,7 @@
 On random graphs with timestamp ties, the evidence job's rows equal the plain-Python
 reference row for row (fan-out caps off and on, both scopes); no row rests on an edge
 at or after its prompt's cutoff; and the evidence of a candidate is the same whether
-or not it is the target.
+or not it is the target. The evidence score is checked by hand on small graphs.
 """
 
 from __future__ import annotations
@@ -215,27 +215,88 @@ def test_the_score_divides_by_the_square_root_of_the_candidates_audience():
                "history": ["h"], "items": ["hit", "niche"]}  # fmt: skip
     rows = {r["item_id"]: r for r in build_evidence(edges, [context], ChainParams(fanout=0))}
     jaccard = 3 / 5  # |{a, b, h}| / |{a, b, h, niche, hit}|
+    through_h = 1 / 3**0.5  # h's users before the cutoff: u0, s1, s2
     for item, audience in (("niche", 2), ("hit", 11)):
         assert rows[item]["users"] == 2 and rows[item]["overlap"] == pytest.approx(jaccard)
-        assert rows[item]["score"] == pytest.approx(2 * jaccard / audience**0.5)
+        assert rows[item]["score"] == pytest.approx(2 * jaccard * through_h / audience**0.5)
     assert rows["niche"]["score"] > rows["hit"]["score"]
 
 
-def test_under_a_cap_the_score_stands_for_the_users_left_out():
-    """With F users per item, the sum runs over the capped users only; scaled by
-    audience / capped, a candidate scores what it would uncapped when its similar users
-    are a fair share of the cap."""
+def test_a_niche_history_item_shared_weighs_more_than_a_popular_one():
+    """Two candidates, each reached by one similar user as alike to u0 as the other: the
+    one reached through a history item that ten users took scores below the one reached
+    through a history item only u0 and its similar user took, by ItemKNN's cosine terms."""
+    day = timedelta(days=1)
+    edges = [{"user_id": "u0", "item_id": i, "ts": T0 + k * day} for k, i in enumerate("apn")]
+    edges += [{"user_id": "s1", "item_id": i, "ts": T0} for i in ["a", "p", "c1"]]
+    edges += [{"user_id": "s2", "item_id": i, "ts": T0} for i in ["a", "n", "c2"]]
+    edges += [{"user_id": f"o{k}", "item_id": "p", "ts": T0} for k in range(9)]
+    context = {"context_id": "u0:3", "user_id": "u0", "cutoff": T0 + 10 * day,
+               "history": ["p", "n"], "items": ["c1", "c2"]}  # fmt: skip
+    rows = {r["item_id"]: r for r in build_evidence(edges, [context], ChainParams(fanout=0))}
+    jaccard = 2 / 4  # both: two of u0's three items shared, four items in all
+    assert [rows[c]["users"] for c in ("c1", "c2")] == [1, 1]
+    assert rows["c1"]["score"] == pytest.approx(jaccard / 11**0.5)  # p: u0, s1, o0..o8
+    assert rows["c2"]["score"] == pytest.approx(jaccard / 2**0.5)  # n: u0, s2
+
+
+def test_the_score_counts_every_user_the_cap_only_bounds_the_chains():
+    """With F users per item (and items per user), the chains summarise the capped users
+    only, but the score sums over every user of the candidate: it is the same with the
+    cap on or off, also when the similar users differ (no estimate to go wrong)."""
     day = timedelta(days=1)
     taste = ["a", "b", "h"]
     edges = [{"user_id": "u0", "item_id": i, "ts": T0 + k * day} for k, i in enumerate(taste)]
-    similar = [f"s{k}" for k in range(6)]
-    for u in similar:  # three items each, so the cap of items per user keeps them all
-        edges += [{"user_id": u, "item_id": i, "ts": T0} for i in ["a", "h", "c"]]
+    for k in range(6):  # three share {a, h} with u0 (J = 2/4), three {a, b, h} (J = 3/5)
+        items = ["a", "h", "c"] if k < 3 else ["a", "b", "h", "c", "x"]
+        edges += [{"user_id": f"s{k}", "item_id": i, "ts": T0} for i in items]
     context = {"context_id": "u0:3", "user_id": "u0", "cutoff": T0 + 10 * day,
                "history": ["h"], "items": ["c"]}  # fmt: skip
     (uncapped,) = build_evidence(edges, [context], ChainParams(fanout=0))
     (capped,) = build_evidence(edges, [context], ChainParams(fanout=3))
-    assert (uncapped["users"], capped["users"]) == (6, 3)
-    # Every user of c is alike here, so the estimate is exact.
-    assert capped["score"] == pytest.approx(uncapped["score"])
-    assert capped["score"] == pytest.approx(6 * 0.5 / 6**0.5)  # Jaccard |{a, h}| / 4
+    assert uncapped["users"] == 6 and capped["users"] <= 3
+    want = (3 * 2 / 4 + 3 * 3 / 5) / 7**0.5 / 6**0.5  # h: u0 and the six; c: the six
+    assert uncapped["score"] == pytest.approx(want)
+    assert capped["score"] == pytest.approx(want)
+
+
+def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score():
+    """The executors' numpy score equals the reference when a candidate is also a history
+    item (a served user's history can hold a candidate): its own term leaves the sum."""
+    import numpy as np
+
+    from spark_jobs.chains import GraphIndex
+    from spark_jobs.evidence import evidence_for_context
+
+    day = timedelta(days=1)
+    chose = {"u0": "abhc", "s1": "abhcd", "s2": "abcd", "s3": "hd"}
+    edges = [{"user_id": u, "item_id": i, "ts": T0 + k * day}
+             for u, items in chose.items() for k, i in enumerate(items)]  # fmt: skip
+    context = {"context_id": "u0", "user_id": "u0", "cutoff": T0 + 10 * day,
+               "history": ["h", "c"], "items": ["c", "d"]}  # fmt: skip
+    want = {r["item_id"]: r for r in build_evidence(edges, [context], ChainParams(fanout=0))}
+    users, items = sorted(chose), sorted({e["item_id"] for e in edges})
+    col = {
+        "uid": np.array([users.index(e["user_id"]) for e in edges]),
+        "iid": np.array([items.index(e["item_id"]) for e in edges]),
+        "ts": np.array([(e["ts"] - T0) // timedelta(microseconds=1) for e in edges]),
+    }
+    keep = np.ones(len(edges), dtype=bool)
+    names = (np.array(users, dtype=object), np.array(items, dtype=object))
+    g = GraphIndex.from_edges(*names, col["uid"], col["iid"], col["ts"], keep, keep, audience=True)
+    found = evidence_for_context(
+        g, users.index("u0"), 10 * day // timedelta(microseconds=1),
+        [items.index("h"), items.index("c")],
+        np.array([items.index("c"), items.index("d")]), ChainParams(fanout=0),
+        np.zeros(len(items), dtype=np.int64),
+    )  # fmt: skip
+    got = {items[c]: (n, score) for c, n, _, _, score, _, _ in found}
+    assert set(got) == set(want) == {"c", "d"}
+    for item, (n, score) in got.items():
+        assert n == want[item]["users"]
+        assert score == pytest.approx(want[item]["score"])
+    # By hand: c through h only (s1, J = 4/5; s2 chose no history item but c itself), over
+    # sqrt(|U_h| = 3) and sqrt(|U_c| = 2); d through h and c (s1) and c (s2, J = 3/5), s3
+    # shares one item only, over sqrt(3) and sqrt(|U_d| = 3).
+    assert want["c"]["score"] == pytest.approx(0.8 / 3**0.5 / 2**0.5)
+    assert want["d"]["score"] == pytest.approx((0.8 * 2 + 0.6) / 3**0.5 / 3**0.5)
