@@ -13,7 +13,8 @@ over samples); the classical baselines are also ranked over all items (full prot
 time rule: each sample sees only edges before its target (``inference/asof.py``).
 ``--max-samples N`` limits the LLM to the same N samples per split (a stable hash), and
 every other model is then also reported on exactly those samples (subset ``hash-N``),
-so the rows compare like with like. Replaces the rows of (D, model) in ``eval_metrics``
+so the rows compare like with like; so are the subsets of earlier runs of D, so a rerun
+of the baselines on every sample keeps them. Replaces the rows of (D, model) in ``eval_metrics``
 and, per sample and seed, in ``eval_outcomes`` (what a paired comparison of two models
 needs), so a rerun replaces exactly that model's rows, and ``reports/eval_<D>.md`` and
 ``.png`` under the lakehouse root (docs/METHOD.md §9).
@@ -209,6 +210,29 @@ def outcome_rows(samples: Sequence[EvalSample], rankings: Sequence[Ranking]) -> 
     ]
 
 
+def reported_subsets(
+    lakehouse: Lakehouse, ds: str, samples: Sequence[EvalSample], max_samples: int
+) -> list[tuple[list[EvalSample], str]]:
+    """The LLM subsets every model of a run is also reported on: this run's, and each
+    ``hash-N`` already in ``eval_metrics`` for D.
+
+    A rerun replaces all of a model's rows, its subset rows too, so without the earlier
+    subsets a rerun of the baselines on every sample would leave an LLM evaluated on N
+    samples with nothing to compare with on them.
+    """
+    names = {subset_name(max_samples)}
+    if lakehouse.exists(EVAL_METRICS):
+        table = lakehouse.read_arrow(EVAL_METRICS, partitions=[("ds", "=", ds)], columns=["subset"])
+        names |= set(table.column("subset").to_pylist())
+    out = []
+    for name in sorted(names):
+        if (m := re.fullmatch(r"hash-([0-9]+)", name)) is not None:
+            subset = subsample(samples, int(m.group(1)))
+            if len(subset) < len(samples):
+                out.append((subset, name))
+    return out
+
+
 def subset_rows(
     samples: Sequence[EvalSample], rankings: Sequence[Ranking], subset: list[EvalSample], name: str
 ) -> list[dict]:
@@ -371,6 +395,7 @@ def run(
     results: dict[str, dict] = {}
     subset = subsample(data.eval_samples, max_samples)
     name = subset_name(max_samples) if len(subset) < len(data.eval_samples) else ALL
+    reported = reported_subsets(lakehouse, ds, data.eval_samples, max_samples)
 
     baselines = [m for m in models if m in BASELINES]
     if baselines:
@@ -385,7 +410,8 @@ def run(
         check_rankings(model_name, data.eval_samples, rankings)
         start = time.perf_counter()
         rows = sampled_rows(data.eval_samples, rankings) + full_rows(model, data)
-        rows += subset_rows(data.eval_samples, rankings, subset, name)
+        for sub, sub_name in reported:
+            rows += subset_rows(data.eval_samples, rankings, sub, sub_name)
         full_s = time.perf_counter() - start
         seconds = {"fit": model.fit_seconds, "rank": rank_s, "full": full_s}
         detail = {
@@ -421,7 +447,8 @@ def run(
         rank_s = time.perf_counter() - start
         check_rankings(ranker.name, data.eval_samples, rankings)
         rows = sampled_rows(data.eval_samples, rankings)
-        rows += subset_rows(data.eval_samples, rankings, subset, name)
+        for sub, sub_name in reported:
+            rows += subset_rows(data.eval_samples, rankings, sub, sub_name)
         detail = {"protocol": protocol, "rank_seconds": rank_s, **ranker.detail}
         results[ranker.name] = _write(
             lakehouse, ds, ranker.name, run_id, detail, rows, {"rank": rank_s},

@@ -292,6 +292,21 @@ def test_max_samples_is_the_same_hashed_subset_for_every_seed_and_every_model(lh
     assert again.seen == oracle.seen
 
 
+def test_a_rerun_on_every_sample_keeps_the_subsets_an_llm_was_evaluated_on(lh):
+    """The LLM ran on hash-3; rerunning popularity on every sample (a rerun replaces all
+    of its rows) still reports it on those 3 samples, with the same values."""
+    evaluate.run(None, lh, DS, ["popularity"], rankers=[Oracle()], max_samples=3)
+    before = {(r["split"], r["metric"], r["seed"]): r["value"]
+              for r in metrics(lh, "popularity") if r["subset"] == "hash-3"}  # fmt: skip
+    evaluate.run(None, lh, DS, ["popularity"], max_samples=0)
+    pop = metrics(lh, "popularity")
+    assert {r["subset"] for r in pop} == {"all", "hash-3"}
+    assert len({r["run_id"] for r in pop}) == 1  # the rerun's rows only
+    after = {(r["split"], r["metric"], r["seed"]): r["value"]
+             for r in pop if r["subset"] == "hash-3"}  # fmt: skip
+    assert after == before and len(after) > 4
+
+
 # A registered SFT run of a tiny model (its paths are never opened: the ranker is fake).
 TINY = {
     "model_version": "tiny+adapter@abcdefabcdef",
