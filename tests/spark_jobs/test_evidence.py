@@ -224,7 +224,7 @@ def test_the_score_divides_by_the_square_root_of_the_candidates_audience():
 
 def test_a_niche_history_item_shared_weighs_more_than_a_popular_one():
     """Two candidates, each reached by one similar user as alike to u0 as the other: the
-    one reached through a history item that ten users took scores below the one reached
+    one reached through a history item that eleven users took scores below the one reached
     through a history item only u0 and its similar user took, by ItemKNN's cosine terms."""
     day = timedelta(days=1)
     edges = [{"user_id": "u0", "item_id": i, "ts": T0 + k * day} for k, i in enumerate("apn")]
