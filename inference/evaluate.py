@@ -13,11 +13,11 @@ over samples); the classical baselines are also ranked over all items (full prot
 time rule: each sample sees only edges before its target (``inference/asof.py``).
 ``--max-samples N`` limits the LLM to the same N samples per split (a stable hash), and
 every other model is then also reported on exactly those samples (subset ``hash-N``),
-so the rows compare like with like; so are the subsets of earlier runs of D, so a rerun
-of the baselines on every sample keeps them. Replaces the rows of (D, model) in ``eval_metrics``
-and, per sample and seed, in ``eval_outcomes`` (what a paired comparison of two models
-needs), so a rerun replaces exactly that model's rows, and ``reports/eval_<D>.md`` and
-``.png`` under the lakehouse root (docs/METHOD.md §9).
+so the rows compare like with like; so are the subsets of earlier runs of D, so a
+rerun of the baselines on every sample keeps them. Replaces the rows of (D, model) in
+``eval_metrics`` and, per sample and seed, in ``eval_outcomes`` (what a paired
+comparison of two models needs), so a rerun replaces exactly that model's rows, and
+``reports/eval_<D>.md`` and ``.png`` under the lakehouse root (docs/METHOD.md §9).
 """
 
 from __future__ import annotations

@@ -168,9 +168,14 @@ def build_index(
     return index, user_ids, item_ids
 
 
-def _gather(ptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of all CSR entries of ``rows``, and the row number each came from."""
-    starts, lens = ptr[rows], ptr[rows + 1] - ptr[rows]
+def _gather(
+    ptr: np.ndarray, rows: np.ndarray, lens: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of all CSR entries of ``rows`` (or of the first ``lens`` of each), and
+    the row number each came from."""
+    starts = ptr[rows]
+    if lens is None:
+        lens = ptr[rows + 1] - starts
     owner = np.repeat(np.arange(len(rows)), lens)
     offsets = np.cumsum(lens) - lens
     return np.arange(lens.sum()) - offsets[owner] + starts[owner], owner

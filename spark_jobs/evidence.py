@@ -174,9 +174,7 @@ def audience_before(
     """
     items = np.asarray(items, dtype=np.int64)
     lens = np.searchsorted(g.aud_key, items * (len(g.aud_times) + 1) + rank) - g.aud_ptr[items]
-    owner = np.repeat(np.arange(len(items)), lens)
-    offsets = np.cumsum(lens) - lens
-    pos = np.arange(lens.sum()) - offsets[owner] + g.aud_ptr[items][owner]
+    pos, owner = _gather(g.aud_ptr, items, lens)
     return g.aud_user[pos], owner, lens
 
 
