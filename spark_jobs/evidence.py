@@ -138,7 +138,9 @@ def evidence_for_context(
     owns = [(c, own) for c, x in enumerate(cands.tolist()) if (own := index.get(x)) is not None]
     for c, own in owns:
         reach[c] &= np.delete(hits, own, axis=1).any(axis=1)
-    via_users = reach @ hits  # (candidate, history item): similar users through it
+    # (candidate, history item): similar users through it. In float64 (exact for these
+    # counts), as numpy's integer matmul has no BLAS.
+    via_users = np.rint(reach.astype(np.float64) @ hits.astype(np.float64)).astype(np.int64)
     for c, own in owns:
         via_users[c, own] = 0
     users = reach.sum(axis=1)
@@ -223,12 +225,24 @@ def strength(
     a_users, _, _ = audience_before(g, a_items, rank)
     overlap = np.bincount(a_users, minlength=n_users)
     o = overlap[c_users]
-    sizes = np.searchsorted(g.seq_key, c_users * (len(g.aud_times) + 1) + rank) - g.seq_ptr[c_users]
-    jaccard = o / np.maximum(len(a_items) + sizes - o, 1)
     similar = (o >= min_overlap) & (n > 0)
-    summed = np.bincount(c_own, weights=jaccard * w * similar, minlength=len(cands))
+    jaccard = np.zeros(len(c_users))
+    jaccard[similar] = _jaccard(g, rank, len(a_items), c_users[similar], o[similar])
+    summed = np.bincount(c_own, weights=jaccard * w, minlength=len(cands))
     audience = np.bincount(c_own, minlength=len(cands))
     return summed / np.sqrt(np.maximum(audience, 1))
+
+
+def _jaccard(g: GraphIndex, rank: int, n_a: int, users: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """Each user's Jaccard overlap with u0 (``n_a`` items, ``o`` shared) before the cutoff."""
+    # A user who chose all their items before the cutoff needs one read, not a binary
+    # search over every edge (most of whose steps miss the cache at 1M).
+    ends = g.seq_ptr[users + 1]
+    sizes = ends - g.seq_ptr[users]
+    bound = users * (len(g.aud_times) + 1) + rank
+    some = np.flatnonzero(g.seq_key[ends - 1] >= bound)
+    sizes[some] = np.searchsorted(g.seq_key, bound[some]) - g.seq_ptr[users[some]]
+    return o / np.maximum(n_a + sizes - o, 1)
 
 
 _OUT = T.StructType(
