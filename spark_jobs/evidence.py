@@ -235,6 +235,7 @@ def strength(
 
 def _jaccard(g: GraphIndex, rank: int, n_a: int, users: np.ndarray, o: np.ndarray) -> np.ndarray:
     """Each user's Jaccard overlap with u0 (``n_a`` items, ``o`` shared) before the cutoff."""
+    users = users.astype(np.int64)  # the job's ids are int32: their keys would wrap
     # A user who chose all their items before the cutoff needs one read, not a binary
     # search over every edge (most of whose steps miss the cache at 1M).
     ends = g.seq_ptr[users + 1]

@@ -300,3 +300,26 @@ def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score():
     # shares one item only, over sqrt(3) and sqrt(|U_d| = 3).
     assert want["c"]["score"] == pytest.approx(0.8 / 3**0.5 / 2**0.5)
     assert want["d"]["score"] == pytest.approx((0.8 * 2 + 0.6) / 3**0.5 / 3**0.5)
+
+
+def test_user_sizes_do_not_overflow_with_the_jobs_int32_user_ids():
+    """build_index hands the executors int32 user ids; user x (distinct times + 1) passes
+    2^31 from about 3,000 users x 1M distinct times (a 1M-edge log). numpy keeps int32
+    for an int32 array times a Python int and wraps silently, so the sizes (and the
+    Jaccard) of every user past that point were wrong."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from spark_jobs.evidence import _jaccard
+
+    n_times, u = 3_000_000, 1000  # 1000 x 3,000,001 > 2^31
+    ranks = np.array([10, 2_000_000, 2_900_000])
+    g = SimpleNamespace(
+        aud_times=np.arange(n_times, dtype=np.int64),
+        seq_ptr=np.array([0] * (u + 1) + [len(ranks)]),  # only user u has edges
+        seq_key=u * (n_times + 1) + ranks,
+    )
+    # Before rank 2.5M user u had chosen 2 items; u0 has 5, and they share 2.
+    got = _jaccard(g, 2_500_000, 5, np.array([u], dtype=np.int32), np.array([2]))
+    assert got.tolist() == [2 / (5 + 2 - 2)]
