@@ -85,9 +85,9 @@ class GraphIndex:
             none = np.zeros(0, dtype=np.int64)
             return cls(users, items, *seq, *out, *inn, none, none, none, none, none)
         times, rank = np.unique(ts, return_inverse=True)
-        key = iid.astype(np.int64) * (len(times) + 1) + rank
+        key = time_key(iid, len(times), rank)
         aud_ptr, aud_key, aud_user = csr(iid, len(items), np.lexsort((ts, iid)), key, uid)
-        seq_key = (uid.astype(np.int64) * (len(times) + 1) + rank)[np.lexsort((iid, ts, uid))]
+        seq_key = time_key(uid, len(times), rank)[np.lexsort((iid, ts, uid))]
         return cls(users, items, *seq, *out, *inn, aud_ptr, aud_key, times, aud_user, seq_key)
 
 
@@ -166,6 +166,16 @@ def build_index(
         audience,
     )
     return index, user_ids, item_ids
+
+
+def time_key(ids, n_times: int, rank) -> np.ndarray:
+    """``aud_key`` / ``seq_key`` of (id, time rank): id x (n_times + 1) + rank, in int64.
+
+    The ids are int32 in the job (``build_index``), and numpy keeps int32 for an int32
+    array times a Python int: the product wraps silently past 2^31 (3,000 users x 1M
+    distinct times), so every key is built here.
+    """
+    return np.asarray(ids, dtype=np.int64) * (n_times + 1) + rank
 
 
 def _gather(

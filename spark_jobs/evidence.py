@@ -47,7 +47,7 @@ from r2rec.errors import R2RecError
 from r2rec.jobs import base_parser, record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
-from spark_jobs.chains import GraphIndex, _gather, build_index
+from spark_jobs.chains import GraphIndex, _gather, build_index, time_key
 from spark_jobs.graph import read_edges
 from spark_jobs.params import ChainParams
 
@@ -175,7 +175,7 @@ def audience_before(
     item's edges in time order, found by one vectorised binary search.
     """
     items = np.asarray(items, dtype=np.int64)
-    lens = np.searchsorted(g.aud_key, items * (len(g.aud_times) + 1) + rank) - g.aud_ptr[items]
+    lens = np.searchsorted(g.aud_key, time_key(items, len(g.aud_times), rank)) - g.aud_ptr[items]
     pos, owner = _gather(g.aud_ptr, items, lens)
     return g.aud_user[pos], owner, lens
 
@@ -235,12 +235,11 @@ def strength(
 
 def _jaccard(g: GraphIndex, rank: int, n_a: int, users: np.ndarray, o: np.ndarray) -> np.ndarray:
     """Each user's Jaccard overlap with u0 (``n_a`` items, ``o`` shared) before the cutoff."""
-    users = users.astype(np.int64)  # the job's ids are int32: their keys would wrap
     # A user who chose all their items before the cutoff needs one read, not a binary
     # search over every edge (most of whose steps miss the cache at 1M).
     ends = g.seq_ptr[users + 1]
     sizes = ends - g.seq_ptr[users]
-    bound = users * (len(g.aud_times) + 1) + rank
+    bound = time_key(users, len(g.aud_times), rank)
     some = np.flatnonzero(g.seq_key[ends - 1] >= bound)
     sizes[some] = np.searchsorted(g.seq_key, bound[some]) - g.seq_ptr[users[some]]
     return o / np.maximum(n_a + sizes - o, 1)
