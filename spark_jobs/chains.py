@@ -54,15 +54,13 @@ class GraphIndex:
     in_ptr: np.ndarray  # item -> users, capped edges only, sorted by uid
     in_user: np.ndarray
     in_ts: np.ndarray
-    # Only with ``audience`` (the evidence job): every edge by (item, time), as item x
-    # (number of distinct times + 1) + the time's rank, so the whole audience of any
-    # items before a cutoff is one vectorised binary search, however many of their
-    # users the cap leaves out. Empty otherwise: the chains job would only broadcast it.
+    # Only with ``audience`` (the evidence job): every edge by (item, time), so the whole
+    # audience of an item before a cutoff is a prefix of its segment (one binary search),
+    # however many of its users the cap leaves out. Empty otherwise: the chains job would
+    # only broadcast it.
     aud_ptr: np.ndarray
-    aud_key: np.ndarray
-    aud_times: np.ndarray  # the distinct edge times, sorted
-    aud_user: np.ndarray  # the user of each aud_key entry: an audience is a prefix of it
-    seq_key: np.ndarray  # seq's edges as user x (distinct times + 1) + rank: sizes before t
+    aud_user: np.ndarray
+    aud_ts: np.ndarray
 
     @classmethod
     def from_edges(
@@ -83,12 +81,9 @@ class GraphIndex:
         )
         if not audience:
             none = np.zeros(0, dtype=np.int64)
-            return cls(users, items, *seq, *out, *inn, none, none, none, none, none)
-        times, rank = np.unique(ts, return_inverse=True)
-        key = time_key(iid, len(times), rank)
-        aud_ptr, aud_key, aud_user = csr(iid, len(items), np.lexsort((ts, iid)), key, uid)
-        seq_key = time_key(uid, len(times), rank)[np.lexsort((iid, ts, uid))]
-        return cls(users, items, *seq, *out, *inn, aud_ptr, aud_key, times, aud_user, seq_key)
+            return cls(users, items, *seq, *out, *inn, none, none, none)
+        aud = csr(iid, len(items), np.lexsort((ts, iid)), uid, ts)
+        return cls(users, items, *seq, *out, *inn, *aud)
 
 
 def _fanout_flags(edges: DataFrame, params: ChainParams) -> DataFrame:
@@ -166,16 +161,6 @@ def build_index(
         audience,
     )
     return index, user_ids, item_ids
-
-
-def time_key(ids, n_times: int, rank) -> np.ndarray:
-    """``aud_key`` / ``seq_key`` of (id, time rank): id x (n_times + 1) + rank, in int64.
-
-    The ids are int32 in the job (``build_index``), and numpy keeps int32 for an int32
-    array times a Python int: the product wraps silently past 2^31 (3,000 users x 1M
-    distinct times), so every key is built here.
-    """
-    return np.asarray(ids, dtype=np.int64) * (n_times + 1) + rank
 
 
 def _gather(

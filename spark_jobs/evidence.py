@@ -17,19 +17,20 @@ that a chain reaches, with the number of similar users, paths, their mean overla
 (Jaccard) with the user, the evidence ranker's score and the history items the chains
 pass through, most users first. A candidate without a row has no evidence.
 
-The score (``strength``) orders the candidates: over every similar user u1 of the
-candidate, their Jaccard overlap with the user times the cosine terms of the history items
-u1 shares (1 / sqrt of each item's audience), summed and divided by the square root of the
-candidate's audience, all as of the cutoff. It counts every user, not only the capped
-ones: the cap bounds what the rows summarise, not the score. ``bench.evidence_score``
-measures it (``bench/RESULTS.md``, "Evidence score v3").
+The score (``evidence_for_context``) orders the candidates: over every similar user u1
+of the candidate, their Jaccard overlap with the user times the cosine terms of the
+history items u1 shares (1 / sqrt of each item's audience), summed and divided by the
+square root of the candidate's audience, all as of the cutoff. It counts every user,
+not only the capped ones: the cap bounds what the rows summarise, not the score.
+``bench.evidence_score`` measures it (``bench/RESULTS.md``, "Evidence score v3").
 
-How it scales: the chains job's broadcast adjacency arrays; each executor expands its
-prompts with numpy, all candidates of a prompt at once (one gather of their audiences,
-one of the similar users' items), so the cost is that of the chains job per prompt.
-Rows leave the executor finished, with item ids and the cutoff: joining millions of
-rows back to the id map and the contexts took as long as the expansion itself at 1M
-(``bench.pipeline``: evidence 564 s with the joins, 283 s without).
+How it scales: the chains job's broadcast adjacency arrays, plus every edge by (item,
+time) for the uncapped audiences; each executor grounds its prompts one by one in a
+compiled kernel (``spark_jobs.evidence_kernel``, numba) that visits each edge it needs
+once, with a workspace over users and items that it clears after itself, and the rows
+leave the executor as Arrow columns with item ids and the cutoff: no join back. At 1M
+interactions (``bench.pipeline``) the job took 564 s when each prompt was a dozen numpy
+gathers and masks (4-6 ms a prompt); ``bench/RESULTS.md`` has the kernel's time.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from r2rec.errors import R2RecError
 from r2rec.jobs import base_parser, record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
-from spark_jobs.chains import GraphIndex, _gather, build_index, time_key
+from spark_jobs.chains import GraphIndex, build_index
+from spark_jobs.evidence_kernel import Workspace, context_evidence
 from spark_jobs.graph import read_edges
 from spark_jobs.params import ChainParams
 
@@ -88,161 +90,68 @@ def evidence_for_context(
     hist: list[int],
     cands: np.ndarray,
     params: ChainParams,
-    scratch: np.ndarray,
+    work: Workspace,
 ) -> list[tuple]:
     """(candidate, users, paths, overlap, score, via, via_users) for each candidate a
-    chain reaches.
+    chain reaches; ``work`` is the executor's workspace over the graph's users and items.
 
-    ``scratch`` is a zeroed int array over items, reused across contexts: bit 30 marks
-    u0's items before the cutoff, the low bits hold 1 + the history index of each
-    usable history item.
+    The score orders the candidates (docs/METHOD.md §8a): over the similar users u1 of c,
+    J(u0, u1) x the sum over the history items h that u1 also chose of 1 / sqrt(|U_h|),
+    divided by sqrt(|U_c|); U_x is x's users before the cutoff (u0 left out of U_c), J
+    the Jaccard overlap of the two users' items before it, and a similar user one that
+    meets the chains' closure and chose a history item other than c. A user-based weight
+    (how alike u1 is) times ItemKNN's cosine terms (a niche film shared says more than a
+    blockbuster shared); measured better than either alone (``bench/RESULTS.md``,
+    "Evidence score v3"). Every user counts in it, not only the chains' capped ones: the
+    cap bounds what the prompt lists.
     """
-    lo = g.seq_ptr[u0]
-    n_before = int(np.searchsorted(g.seq_ts[lo : g.seq_ptr[u0 + 1]], cutoff, side="left"))
-    a_items = g.seq_item[lo : lo + n_before]
-    in_a = 1 << 30
-    scratch[a_items] |= in_a
-    hist_arr = np.asarray(hist, dtype=np.int64)
-    # A history item tied with the cutoff is not before it: no chain passes through it.
-    usable = hist_arr[(scratch[hist_arr] & in_a) > 0] if len(hist_arr) else hist_arr
-    index = {int(h): k for k, h in enumerate(hist)}
-    scratch[usable] |= np.array([index[int(h)] + 1 for h in usable], dtype=np.int64)
-    try:
-        pos, owner = _gather(g.in_ptr, cands)
-        ok = (g.in_ts[pos] < cutoff) & (g.in_user[pos] != u0)
-        pair_c, pair_u = owner[ok], g.in_user[pos][ok]
-        if not len(pair_u):
-            return []
-        u1s, pair_k = np.unique(pair_u, return_inverse=True)
-        pos2, own2 = _gather(g.out_ptr, u1s)
-        before = g.out_ts[pos2] < cutoff
-        own2, b_items = own2[before], g.out_item[pos2][before]
-        marks = scratch[b_items]
-        overlap = np.bincount(own2, weights=(marks & in_a) > 0, minlength=len(u1s))
-        b_size = np.bincount(own2, minlength=len(u1s))
-        hist_pos = marks & (in_a - 1)
-        hit = hist_pos > 0
-        # hits[k, j]: similar user k chose history item j (both before the cutoff).
-        hits = np.zeros((len(u1s), len(hist)), dtype=np.int64)
-        hits[own2[hit], hist_pos[hit] - 1] = 1
-    finally:
-        scratch[a_items] = 0
-        if len(usable):
-            scratch[usable] = 0
-    jaccard = overlap / np.maximum(len(a_items) + b_size - overlap, 1)
-    # A similar user: closure holds and it chose at least one usable history item.
-    similar = (overlap >= params.min_overlap) & hits.any(axis=1)
-    reach = np.zeros((len(cands), len(u1s)), dtype=np.int64)
-    reach[pair_c, pair_k] = similar[pair_k]
-    # i0 = the candidate itself is no chain (it cannot happen for unseen candidates).
-    owns = [(c, own) for c, x in enumerate(cands.tolist()) if (own := index.get(x)) is not None]
-    for c, own in owns:
-        reach[c] &= np.delete(hits, own, axis=1).any(axis=1)
-    # (candidate, history item): similar users through it. In float64 (exact for these
-    # counts), as numpy's integer matmul has no BLAS.
-    via_users = np.rint(reach.astype(np.float64) @ hits.astype(np.float64)).astype(np.int64)
-    for c, own in owns:
-        via_users[c, own] = 0
-    users = reach.sum(axis=1)
-    summed = reach @ jaccard
-    score = strength(g, u0, cutoff, a_items, usable, cands, params.min_overlap)
-    # Most users first, then the more recent history item.
-    order = np.argsort(-(via_users * (len(hist) + 1) + np.arange(len(hist))), axis=1)
-    out = []
-    for c in np.flatnonzero(users).tolist():
-        via = [j for j in order[c, :VIA_KEEP].tolist() if via_users[c, j] > 0]
-        out.append(
-            (
-                int(cands[c]),
-                int(users[c]),
-                int(via_users[c].sum()),
-                float(summed[c] / users[c]),
-                float(score[c]),
-                [int(hist[j]) for j in via],
-                [int(via_users[c, j]) for j in via],
-            )
+    users, paths, summed, score, via, via_users = _kernel(g, u0, cutoff, hist, cands, params, work)
+    return [
+        (
+            int(cands[c]),
+            int(users[c]),
+            int(paths[c]),
+            float(summed[c] / users[c]),
+            float(score[c]),
+            [int(hist[j]) for j in via[c] if j >= 0],
+            [int(n) for j, n in zip(via[c], via_users[c], strict=True) if j >= 0],
         )
-    return out
+        for c in np.flatnonzero(users).tolist()
+    ]
 
 
-def audience_before(
-    g: GraphIndex, items: np.ndarray, rank: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every user of each item before the cutoff (not only the capped ones): the users
-    concatenated, the index of the item each came from, and each item's count.
-
-    ``rank`` is the cutoff's rank among the edge times: an audience is a prefix of the
-    item's edges in time order, found by one vectorised binary search.
-    """
-    items = np.asarray(items, dtype=np.int64)
-    lens = np.searchsorted(g.aud_key, time_key(items, len(g.aud_times), rank)) - g.aud_ptr[items]
-    pos, owner = _gather(g.aud_ptr, items, lens)
-    return g.aud_user[pos], owner, lens
+def _kernel(g: GraphIndex, u0, cutoff, hist, cands, params: ChainParams, work: Workspace):
+    return context_evidence(
+        g.seq_ptr, g.seq_item, g.seq_ts, g.out_ptr, g.out_item, g.out_ts,
+        g.in_ptr, g.in_user, g.in_ts, g.aud_ptr, g.aud_user, g.aud_ts,
+        u0, cutoff, np.asarray(hist, dtype=np.int64), np.asarray(cands, dtype=np.int64),
+        params.min_overlap, VIA_KEEP,
+        work.item_mark, work.user_slot, work.weight, work.shared, work.overlap,
+    )  # fmt: skip
 
 
-def strength(
-    g: GraphIndex,
-    u0: int,
-    cutoff: int,
-    a_items: np.ndarray,
-    usable: np.ndarray,
-    cands: np.ndarray,
-    min_overlap: int,
-) -> np.ndarray:
-    """The evidence ranker's score of each candidate (docs/METHOD.md §8a).
+def _rows(batch, names, schema, at, cand, users, paths, overlap, score, via, via_n):
+    """One Arrow batch of evidence rows from the kernel's per-context arrays."""
+    import pyarrow as pa
 
-    score(c) = sum over the similar users u1 of c of J(u0, u1) x sum over the history
-    items h that u1 also chose of 1 / sqrt(|U_h|), divided by sqrt(|U_c|). U_x is x's
-    users before the cutoff (u0 left out of U_c), J the Jaccard overlap of the two
-    users' items before it, and a similar user one that meets the chains' closure and
-    chose a history item other than c. That is a user-based weight (how alike u1 is)
-    times ItemKNN's cosine terms (how telling a shared history item is: a niche film
-    shared says more than a blockbuster shared); measured better than either alone
-    (``bench/RESULTS.md``, "Evidence score v3").
-
-    Every user counts here, not only the chains' capped ones: the cap bounds what the
-    prompt lists. The exact overlaps cost one gather of the audiences of u0's items;
-    estimated from the capped item lists instead, the ranker lost 0.013 HR@1 on
-    ML-100k for about a fifth less time at 1M (``bench/RESULTS.md``).
-    """
-    rank = int(np.searchsorted(g.aud_times, cutoff, side="left"))
-    n_users = len(g.users)
-    h_users, h_own, h_lens = audience_before(g, usable, rank)
-    h_weight = 1.0 / np.sqrt(np.maximum(h_lens, 1))
-    weight = np.bincount(h_users, weights=h_weight[h_own], minlength=n_users)
-    shared = np.bincount(h_users, minlength=n_users)
-    c_users, c_own, _ = audience_before(g, cands, rank)
-    keep = c_users != u0
-    c_users, c_own = c_users[keep], c_own[keep]
-    w, n = weight[c_users], shared[c_users]
-    # A candidate in the history is no hop to itself: its own term leaves its users' sums.
-    where = {int(h): k for k, h in enumerate(usable.tolist())}
-    for k, c in enumerate(cands.tolist()):
-        if (j := where.get(c)) is not None:
-            mine = c_own == k
-            w[mine] -= h_weight[j]
-            n[mine] -= 1
-    a_users, _, _ = audience_before(g, a_items, rank)
-    overlap = np.bincount(a_users, minlength=n_users)
-    o = overlap[c_users]
-    similar = (o >= min_overlap) & (n > 0)
-    jaccard = np.zeros(len(c_users))
-    jaccard[similar] = _jaccard(g, rank, len(a_items), c_users[similar], o[similar])
-    summed = np.bincount(c_own, weights=jaccard * w, minlength=len(cands))
-    audience = np.bincount(c_own, minlength=len(cands))
-    return summed / np.sqrt(np.maximum(audience, 1))
-
-
-def _jaccard(g: GraphIndex, rank: int, n_a: int, users: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """Each user's Jaccard overlap with u0 (``n_a`` items, ``o`` shared) before the cutoff."""
-    # A user who chose all their items before the cutoff needs one read, not a binary
-    # search over every edge (most of whose steps miss the cache at 1M).
-    ends = g.seq_ptr[users + 1]
-    sizes = ends - g.seq_ptr[users]
-    bound = time_key(users, len(g.aud_times), rank)
-    some = np.flatnonzero(g.seq_key[ends - 1] >= bound)
-    sizes[some] = np.searchsorted(g.seq_key, bound[some]) - g.seq_ptr[users[some]]
-    return o / np.maximum(n_a + sizes - o, 1)
+    if not at:
+        return pa.RecordBatch.from_pylist([], schema=schema)
+    at, via, via_n = np.concatenate(at), np.concatenate(via), np.concatenate(via_n)
+    keep = via.ravel() >= 0  # -1 pads the lists of fewer than VIA_KEEP items
+    offsets = pa.array(np.r_[0, np.cumsum((via >= 0).sum(axis=1))].astype(np.int32))
+    columns = {
+        "context_id": batch.column("context_id").take(at),
+        "user_id": batch.column("user_id").take(at),
+        "cutoff_us": batch.column("cutoff_us").take(at),
+        "item_id": names.take(np.concatenate(cand)),
+        "users": pa.array(np.concatenate(users).astype(np.int32)),
+        "paths": pa.array(np.concatenate(paths).astype(np.int32)),
+        "overlap": pa.array(np.concatenate(overlap)),
+        "score": pa.array(np.concatenate(score)),
+        "via": pa.ListArray.from_arrays(offsets, names.take(via.ravel()[keep])),
+        "via_users": pa.ListArray.from_arrays(offsets, pa.array(via_n.ravel()[keep], pa.int32())),
+    }
+    return pa.RecordBatch.from_pydict(columns, schema=schema)
 
 
 _OUT = T.StructType(
@@ -281,26 +190,34 @@ def build_evidence(
 
         schema = to_arrow_schema(_OUT)
         g = GraphIndex(**shared.value)
-        names = g.items.tolist()  # iid -> item_id: rows leave with ids, no join back
-        item_pos = {item: k for k, item in enumerate(names)}
-        scratch = np.zeros(len(g.items), dtype=np.int64)
-        fields = _OUT.fieldNames()
+        names = pa.array(g.items.tolist(), pa.string())  # iid -> item_id: no join back
+        item_pos = {item: k for k, item in enumerate(g.items.tolist())}
+        space = Workspace.for_graph(len(g.users), len(g.items))
         for batch in batches:
-            out = {name: [] for name in fields}
-            for r in batch.to_pylist():
+            # Per context in Python only the id lookups and the kernel call; the rows
+            # are assembled as columns (4M rows at 1M interactions).
+            at, cand, n_users, n_paths, overlap, score, via, via_n = ([] for _ in range(8))
+            for k, r in enumerate(batch.select(["uid", "cutoff_us", "history", "items"])
+                                  .to_pylist()):  # fmt: skip
                 # Candidates and history items outside the graph (no edge before D) have
                 # no audience: nothing can reach them.
-                hist = [item_pos[h] for h in r["history"] if h in item_pos]
+                hist = np.array([item_pos[h] for h in r["history"] if h in item_pos], np.int64)
                 cands = np.array([item_pos[i] for i in r["items"] if i in item_pos], np.int64)
-                found = evidence_for_context(
-                    g, r["uid"], r["cutoff_us"], hist, cands, params, scratch
+                users, paths, summed, sc, top, top_n = _kernel(
+                    g, r["uid"], r["cutoff_us"], hist, cands, params, space
                 )
-                for iid, users, paths, overlap, score, via, via_users in found:
-                    row = (r["context_id"], r["user_id"], r["cutoff_us"], names[iid], users,
-                           paths, overlap, score, [names[i] for i in via], via_users)  # fmt: skip
-                    for name, value in zip(fields, row, strict=True):
-                        out[name].append(value)
-            yield pa.RecordBatch.from_pydict(out, schema=schema)
+                hit = np.flatnonzero(users)
+                at.append(np.full(len(hit), k))
+                cand.append(cands[hit])
+                n_users.append(users[hit])
+                n_paths.append(paths[hit])
+                overlap.append(summed[hit] / users[hit])
+                score.append(sc[hit])
+                top = top[hit]
+                via.append(np.where(top >= 0, hist[np.maximum(top, 0)], -1) if len(hist) else top)
+                via_n.append(top_n[hit])
+            yield _rows(batch, names, schema, at, cand, n_users, n_paths, overlap, score, via,
+                        via_n)  # fmt: skip
 
     return work.mapInArrow(expand, _OUT).select(
         F.lit(ds).alias("ds"),

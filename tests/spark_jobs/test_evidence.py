@@ -21,7 +21,7 @@ from spark_jobs import evidence as evidence_job
 from spark_jobs import graph as graph_job
 from spark_jobs import samples as samples_job
 from spark_jobs.params import CandidateParams, ChainParams, SampleParams
-from spark_jobs.reference import build_evidence
+from spark_jobs.reference import build_edges, build_evidence
 from tests.spark_jobs.test_pipeline_vs_reference import (
     DS,
     T0,
@@ -261,12 +261,14 @@ def test_the_score_counts_every_user_the_cap_only_bounds_the_chains():
 
 
 def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score():
-    """The executors' numpy score equals the reference when a candidate is also a history
-    item (a served user's history can hold a candidate): its own term leaves the sum."""
+    """The executors' compiled score equals the reference when a candidate is also a
+    history item (a served user's history can hold a candidate): its own term leaves the
+    sum."""
     import numpy as np
 
     from spark_jobs.chains import GraphIndex
     from spark_jobs.evidence import evidence_for_context
+    from spark_jobs.evidence_kernel import Workspace
 
     day = timedelta(days=1)
     chose = {"u0": "abhc", "s1": "abhcd", "s2": "abcd", "s3": "hd"}
@@ -288,7 +290,7 @@ def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score():
         g, users.index("u0"), 10 * day // timedelta(microseconds=1),
         [items.index("h"), items.index("c")],
         np.array([items.index("c"), items.index("d")]), ChainParams(fanout=0),
-        np.zeros(len(items), dtype=np.int64),
+        work := Workspace.for_graph(len(users), len(items)),
     )  # fmt: skip
     got = {items[c]: (n, score) for c, n, _, _, score, _, _ in found}
     assert set(got) == set(want) == {"c", "d"}
@@ -300,26 +302,56 @@ def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score():
     # shares one item only, over sqrt(3) and sqrt(|U_d| = 3).
     assert want["c"]["score"] == pytest.approx(0.8 / 3**0.5 / 2**0.5)
     assert want["d"]["score"] == pytest.approx((0.8 * 2 + 0.6) / 3**0.5 / 3**0.5)
+    # The workspace is shared by every prompt of an executor: the call leaves it as it was.
+    assert not work.item_mark.any() and not work.weight.any() and not work.shared.any()
+    assert not work.overlap.any() and (work.user_slot == -1).all()
 
 
-def test_user_sizes_do_not_overflow_with_the_jobs_int32_user_ids():
-    """build_index hands the executors int32 user ids; user x (distinct times + 1) passes
-    2^31 from about 3,000 users x 1M distinct times (a 1M-edge log). numpy keeps int32
-    for an int32 array times a Python int and wraps silently, so the sizes (and the
-    Jaccard) of every user past that point were wrong."""
-    from types import SimpleNamespace
-
+def test_the_compiled_evidence_equals_the_reference_prompt_after_prompt():
+    """Many prompts through one workspace, without Spark: rows equal the reference's, so
+    nothing one prompt marks leaks into the next (int32 ids, as the job hands them)."""
     import numpy as np
 
-    from spark_jobs.evidence import _jaccard
+    from spark_jobs.chains import GraphIndex
+    from spark_jobs.evidence import evidence_for_context
+    from spark_jobs.evidence_kernel import Workspace
 
-    n_times, u = 3_000_000, 1000  # 1000 x 3,000,001 > 2^31
-    ranks = np.array([10, 2_000_000, 2_900_000])
-    g = SimpleNamespace(
-        aud_times=np.arange(n_times, dtype=np.int64),
-        seq_ptr=np.array([0] * (u + 1) + [len(ranks)]),  # only user u has edges
-        seq_key=u * (n_times + 1) + ranks,
+    edges = build_edges(tied_interactions(seed=3), DS)  # one edge per (user, item)
+    users = sorted({e["user_id"] for e in edges})
+    items = sorted({e["item_id"] for e in edges})
+    us = timedelta(microseconds=1)
+    uid = np.array([users.index(e["user_id"]) for e in edges], dtype=np.int32)
+    iid = np.array([items.index(e["item_id"]) for e in edges], dtype=np.int32)
+    ts = np.array([(e["ts"] - T0) // us for e in edges])
+    keep = np.ones(len(edges), dtype=bool)
+    names = (np.array(users, dtype=object), np.array(items, dtype=object))
+    g = GraphIndex.from_edges(*names, uid, iid, ts, keep, keep, audience=True)
+    rng = np.random.default_rng(5)
+    contexts = []
+    for k, e in enumerate(sorted(edges, key=lambda e: (e["ts"], e["user_id"], e["item_id"]))):
+        mine = sorted((x for x in edges if x["user_id"] == e["user_id"] and x["ts"] <= e["ts"]),
+                      key=lambda x: (x["ts"], x["item_id"]))  # fmt: skip
+        picked = sorted(rng.choice(items, 6, replace=False).tolist())
+        contexts.append(
+            {"context_id": str(k), "user_id": e["user_id"], "cutoff": e["ts"],
+             "history": [x["item_id"] for x in mine[-4:]], "items": picked}
+        )  # fmt: skip
+    params = ChainParams(fanout=0)
+    want = reference_rows(edges, contexts, params)
+    work = Workspace.for_graph(len(users), len(items))
+    got = []
+    for ctx in contexts:
+        found = evidence_for_context(
+            g, users.index(ctx["user_id"]), (ctx["cutoff"] - T0) // us,
+            [items.index(h) for h in ctx["history"]],
+            np.array([items.index(i) for i in ctx["items"]]), params, work,
+        )  # fmt: skip
+        got += [{"context_id": ctx["context_id"], "user_id": ctx["user_id"], "item_id": items[c],
+                 "users": n, "paths": p, "overlap": o, "score": s,
+                 "via": [items[i] for i in via], "via_users": vu}
+                for c, n, p, o, s, via, vu in found]  # fmt: skip
+    assert len(want) > 50  # the graph is dense enough for many rows to compare
+    assert_rows_equal(
+        sorted(got, key=lambda r: (r["context_id"], r["item_id"])),
+        sorted(want, key=lambda r: (r["context_id"], r["item_id"])),
     )
-    # Before rank 2.5M user u had chosen 2 items; u0 has 5, and they share 2.
-    got = _jaccard(g, 2_500_000, 5, np.array([u], dtype=np.int32), np.array([2]))
-    assert got.tolist() == [2 / (5 + 2 - 2)]

@@ -1,0 +1,227 @@
+"""The evidence of one prompt, compiled (numba): chains, their summary, and the score.
+
+One pass over the adjacency arrays per prompt, with no temporaries the size of what it
+visits. The numpy version it replaced built every gathered edge list, mask and
+(candidate x similar user) matrix as arrays: about 4 ms a prompt on the 1M synthetic
+graph, 564 s of the evidence job at 1M, where this spends a fraction of that
+(``bench/RESULTS.md``, "Evidence job compiled"). Definitions: docs/METHOD.md §8a and
+``spark_jobs.evidence``; the plain-Python reference (``spark_jobs.reference``) is the
+spec the tests hold it to.
+
+Every array over users or items is a workspace the caller owns and reuses across
+prompts (``Workspace``): the kernel marks what it touches and clears exactly that
+before it returns, so a prompt costs what it visits, not the graph's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+IN_A = 1 << 30  # item mark: u0 chose it before the cutoff
+LOW = IN_A - 1  # item mark: 1 + its (last) position in the history, if usable
+
+
+@dataclass
+class Workspace:
+    item_mark: np.ndarray  # int64 per item, zero between prompts
+    user_slot: np.ndarray  # int64 per user, -1 between prompts: a similar user's row
+    weight: np.ndarray  # float64 per user, zero between prompts
+    shared: np.ndarray  # int64 per user, zero between prompts
+    overlap: np.ndarray  # int64 per user, zero between prompts
+
+    @classmethod
+    def for_graph(cls, n_users: int, n_items: int) -> Workspace:
+        return cls(
+            np.zeros(n_items, dtype=np.int64),
+            np.full(n_users, -1, dtype=np.int64),
+            np.zeros(n_users, dtype=np.float64),
+            np.zeros(n_users, dtype=np.int64),
+            np.zeros(n_users, dtype=np.int64),
+        )
+
+
+@njit(cache=True, nogil=True)
+def _count_before(ts, lo, hi, cutoff):
+    """How many of ts[lo:hi] (sorted) are before the cutoff: a binary search."""
+    a, b = lo, hi
+    while a < b:
+        mid = (a + b) >> 1
+        if ts[mid] < cutoff:
+            a = mid + 1
+        else:
+            b = mid
+    return a - lo
+
+
+@njit(cache=True, nogil=True)
+def context_evidence(
+    seq_ptr, seq_item, seq_ts, out_ptr, out_item, out_ts, in_ptr, in_user, in_ts,
+    aud_ptr, aud_user, aud_ts,
+    u0, cutoff, hist, cands, min_overlap, via_keep,
+    item_mark, user_slot, weight, shared, overlap,
+):  # fmt: skip
+    """(users, paths, summed Jaccard, score, via, via_users) of each candidate of one
+    prompt; a candidate with ``users == 0`` has no evidence. ``via[c]`` holds the history
+    positions of the first ``via_keep`` history items its chains pass through, most users
+    first, then the more recent (-1 pads), and ``via_users[c]`` their users.
+
+    Chains (capped adjacency): u1 among c's capped users before the cutoff (not u0),
+    u1's capped items before it, closure |A ∩ B| >= min_overlap, and a usable history
+    item i0 != c among them. The score (every user, uncapped): over c's users before
+    the cutoff that meet the closure and chose a usable history item other than c,
+    Jaccard(A, B) x the sum of 1 / sqrt(|U_h|) over those items, divided by
+    sqrt(|U_c \\ {u0}|).
+    """
+    n_c, n_h = len(cands), len(hist)
+    lo = seq_ptr[u0]
+    n_a = _count_before(seq_ts, lo, seq_ptr[u0 + 1], cutoff)
+    for e in range(lo, lo + n_a):
+        item_mark[seq_item[e]] |= IN_A
+    # A history item tied with the cutoff is not before it: no chain passes through it.
+    usable = np.empty(n_h, dtype=np.int64)
+    n_use = 0
+    for j in range(n_h):
+        h = hist[j]
+        if item_mark[h] & IN_A:
+            item_mark[h] = IN_A | (j + 1)
+            usable[n_use] = h
+            n_use += 1
+    own = np.full(n_c, -1, dtype=np.int64)  # the candidate's (last) history position
+    for ci in range(n_c):
+        for j in range(n_h):
+            if hist[j] == cands[ci]:
+                own[ci] = j
+
+    # -- chains: the similar users of every candidate, each visited once --------------
+    n_pairs = 0
+    for ci in range(n_c):
+        n_pairs += in_ptr[cands[ci] + 1] - in_ptr[cands[ci]]
+    pair_c = np.empty(n_pairs, dtype=np.int64)
+    pair_k = np.empty(n_pairs, dtype=np.int64)
+    u1s = np.empty(n_pairs, dtype=np.int64)
+    n_pairs = 0
+    n_u1 = 0
+    for ci in range(n_c):
+        c = cands[ci]
+        for e in range(in_ptr[c], in_ptr[c + 1]):
+            u = in_user[e]
+            if in_ts[e] >= cutoff or u == u0:
+                continue
+            if user_slot[u] < 0:
+                user_slot[u] = n_u1
+                u1s[n_u1] = u
+                n_u1 += 1
+            pair_c[n_pairs] = ci
+            pair_k[n_pairs] = user_slot[u]
+            n_pairs += 1
+    hits = np.zeros((n_u1, max(n_h, 1)), dtype=np.bool_)
+    jaccard = np.zeros(n_u1)
+    similar = np.zeros(n_u1, dtype=np.bool_)
+    for k in range(n_u1):
+        u = u1s[k]
+        user_slot[u] = -1
+        o, size, hit = 0, 0, False
+        for e in range(out_ptr[u], out_ptr[u + 1]):
+            if out_ts[e] >= cutoff:
+                continue
+            m = item_mark[out_item[e]]
+            size += 1
+            if m & IN_A:
+                o += 1
+            if m & LOW:
+                hits[k, (m & LOW) - 1] = True
+                hit = True
+        jaccard[k] = o / max(n_a + size - o, 1)
+        similar[k] = o >= min_overlap and hit
+    users = np.zeros(n_c, dtype=np.int64)
+    summed = np.zeros(n_c)
+    via = np.zeros((n_c, n_h), dtype=np.int64)
+    last = np.full(n_c, -1, dtype=np.int64)  # a duplicate edge (c, u1) counts once
+    for p in range(n_pairs):
+        ci, k = pair_c[p], pair_k[p]
+        if not similar[k] or last[ci] == k:
+            continue
+        last[ci] = k
+        mine = own[ci]
+        through = False  # i0 = c itself is no chain
+        for j in range(n_h):
+            if hits[k, j] and j != mine:
+                through = True
+                via[ci, j] += 1
+        if through:
+            users[ci] += 1
+            summed[ci] += jaccard[k]
+
+    # -- score: every user before the cutoff ------------------------------------------
+    # An audience before the cutoff is a prefix of the item's edges (sorted by time).
+    h_len = np.empty(n_use, dtype=np.int64)
+    h_weight = np.empty(n_use)
+    for j in range(n_use):
+        s = aud_ptr[usable[j]]
+        h_len[j] = _count_before(aud_ts, s, aud_ptr[usable[j] + 1], cutoff)
+        h_weight[j] = 1.0 / np.sqrt(max(h_len[j], 1))
+        for x in range(s, s + h_len[j]):
+            weight[aud_user[x]] += h_weight[j]
+            shared[aud_user[x]] += 1
+    a_len = np.empty(n_a, dtype=np.int64)
+    for e in range(n_a):
+        a = seq_item[lo + e]
+        a_len[e] = _count_before(aud_ts, aud_ptr[a], aud_ptr[a + 1], cutoff)
+        for x in range(aud_ptr[a], aud_ptr[a] + a_len[e]):
+            overlap[aud_user[x]] += 1
+    score = np.zeros(n_c)
+    for ci in range(n_c):
+        c = cands[ci]
+        # A candidate in the history is no hop to itself: its own term leaves the sums.
+        self_j = -1
+        for j in range(n_use):
+            if usable[j] == c:
+                self_j = j
+        s = aud_ptr[c]
+        audience, total = 0, 0.0
+        for x in range(s, s + _count_before(aud_ts, s, aud_ptr[c + 1], cutoff)):
+            u = aud_user[x]
+            if u == u0:
+                continue
+            audience += 1
+            w, n, o = weight[u], shared[u], overlap[u]
+            if self_j >= 0:
+                w -= h_weight[self_j]
+                n -= 1
+            if o >= min_overlap and n > 0:
+                size = _count_before(seq_ts, seq_ptr[u], seq_ptr[u + 1], cutoff)
+                total += o / max(n_a + size - o, 1) * w
+        score[ci] = total / np.sqrt(max(audience, 1))
+
+    # -- leave the workspace as it was ----------------------------------------------------
+    for j in range(n_use):
+        s = aud_ptr[usable[j]]
+        for x in range(s, s + h_len[j]):
+            weight[aud_user[x]] = 0.0
+            shared[aud_user[x]] = 0
+    for e in range(n_a):
+        a = seq_item[lo + e]
+        item_mark[a] = 0
+        for x in range(aud_ptr[a], aud_ptr[a] + a_len[e]):
+            overlap[aud_user[x]] = 0
+    paths = via.sum(axis=1)
+    top = np.full((n_c, via_keep), -1, dtype=np.int64)
+    top_users = np.zeros((n_c, via_keep), dtype=np.int64)
+    for ci in range(n_c):
+        for r in range(via_keep):
+            best = -1
+            for j in range(n_h):  # the most users, then the later position; not taken yet
+                if via[ci, j] > 0 and (best < 0 or via[ci, j] >= via[ci, best]):
+                    taken = False
+                    for q in range(r):
+                        taken |= top[ci, q] == j
+                    if not taken:
+                        best = j
+            if best < 0:
+                break
+            top[ci, r] = best
+            top_users[ci, r] = via[ci, best]
+    return users, paths, summed, score, top, top_users
