@@ -126,7 +126,8 @@ def _kernel(g: GraphIndex, u0, cutoff, hist, cands, params: ChainParams, work: W
         g.in_ptr, g.in_user, g.in_ts, g.aud_ptr, g.aud_user, g.aud_ts,
         u0, cutoff, np.asarray(hist, dtype=np.int64), np.asarray(cands, dtype=np.int64),
         params.min_overlap, VIA_KEEP,
-        work.item_mark, work.user_slot, work.weight, work.shared, work.overlap,
+        work.item_mark, work.user_slot, work.weight, work.shared, work.overlap, work.a_len,
+        work.run,
     )  # fmt: skip
 
 
@@ -175,13 +176,20 @@ def build_evidence(
 ) -> DataFrame:
     index, user_ids, _ = build_index(spark, edges, params, audience=True)
     shared = spark.sparkContext.broadcast(vars(index))  # plain pickle: no __main__ classes
-    work = contexts.join(F.broadcast(user_ids), "user_id").select(
-        "context_id",
-        "user_id",
-        "uid",
-        F.unix_micros("cutoff").alias("cutoff_us"),
-        "history",
-        "items",
+    # A user's prompts together and by cutoff: the kernel carries u0's overlap counts
+    # from one prompt to the next (spark_jobs.evidence_kernel).
+    work = (
+        contexts.join(F.broadcast(user_ids), "user_id")
+        .select(
+            "context_id",
+            "user_id",
+            "uid",
+            F.unix_micros("cutoff").alias("cutoff_us"),
+            "history",
+            "items",
+        )
+        .repartition("uid")
+        .sortWithinPartitions("uid", "cutoff_us")
     )
 
     def expand(batches):
@@ -192,7 +200,7 @@ def build_evidence(
         g = GraphIndex(**shared.value)
         names = pa.array(g.items.tolist(), pa.string())  # iid -> item_id: no join back
         item_pos = {item: k for k, item in enumerate(g.items.tolist())}
-        space = Workspace.for_graph(len(g.users), len(g.items))
+        space = Workspace.for_graph(g)
         for batch in batches:
             # Per context in Python only the id lookups and the kernel call; the rows
             # are assembled as columns (4M rows at 1M interactions).

@@ -10,7 +10,12 @@ spec the tests hold it to.
 
 Every array over users or items is a workspace the caller owns and reuses across
 prompts (``Workspace``): the kernel marks what it touches and clears exactly that
-before it returns, so a prompt costs what it visits, not the graph's size.
+before it returns, so a prompt costs what it visits, not the graph's size. One part is
+kept from prompt to prompt: how many of u0's items each other user shares before the
+cutoff (the audiences of u0's items, the kernel's largest gather). A user's next prompt
+with a later cutoff adds only the audience edges between the two cutoffs, so the job
+sorts each user's prompts by cutoff; any other order is still exact, only slower (the
+counts are cleared and rebuilt when the user changes or the cutoff goes back).
 """
 
 from __future__ import annotations
@@ -30,16 +35,23 @@ class Workspace:
     user_slot: np.ndarray  # int64 per user, -1 between prompts: a similar user's row
     weight: np.ndarray  # float64 per user, zero between prompts
     shared: np.ndarray  # int64 per user, zero between prompts
-    overlap: np.ndarray  # int64 per user, zero between prompts
+    overlap: np.ndarray  # int64 per user: items shared with run[0] before run[1]
+    a_len: np.ndarray  # per item of run[0] before run[1]: its audience counted so far
+    run: np.ndarray  # (user, cutoff, items) of the counts in ``overlap``; user -1: none
 
     @classmethod
-    def for_graph(cls, n_users: int, n_items: int) -> Workspace:
+    def for_graph(cls, g) -> Workspace:
+        """For a ``spark_jobs.chains.GraphIndex``."""
+        n_users, n_items = len(g.users), len(g.items)
+        max_degree = int(np.diff(g.seq_ptr).max(initial=0))
         return cls(
             np.zeros(n_items, dtype=np.int64),
             np.full(n_users, -1, dtype=np.int64),
             np.zeros(n_users, dtype=np.float64),
             np.zeros(n_users, dtype=np.int64),
             np.zeros(n_users, dtype=np.int64),
+            np.zeros(max(max_degree, 1), dtype=np.int64),
+            np.array([-1, 0, 0], dtype=np.int64),
         )
 
 
@@ -61,7 +73,7 @@ def context_evidence(
     seq_ptr, seq_item, seq_ts, out_ptr, out_item, out_ts, in_ptr, in_user, in_ts,
     aud_ptr, aud_user, aud_ts,
     u0, cutoff, hist, cands, min_overlap, via_keep,
-    item_mark, user_slot, weight, shared, overlap,
+    item_mark, user_slot, weight, shared, overlap, a_len, run,
 ):  # fmt: skip
     """(users, paths, summed Jaccard, score, via, via_users) of each candidate of one
     prompt; a candidate with ``users == 0`` has no evidence. ``via[c]`` holds the history
@@ -166,12 +178,23 @@ def context_evidence(
         for x in range(s, s + h_len[j]):
             weight[aud_user[x]] += h_weight[j]
             shared[aud_user[x]] += 1
-    a_len = np.empty(n_a, dtype=np.int64)
+    # overlap[u] = |A ∩ B_u| before the cutoff, carried over from u0's previous prompt.
+    if run[0] != u0 or run[1] > cutoff:
+        if run[0] >= 0:
+            before = seq_ptr[run[0]]
+            for e in range(run[2]):
+                a = seq_item[before + e]
+                for x in range(aud_ptr[a], aud_ptr[a] + a_len[e]):
+                    overlap[aud_user[x]] = 0
+        run[2] = 0
     for e in range(n_a):
         a = seq_item[lo + e]
-        a_len[e] = _count_before(aud_ts, aud_ptr[a], aud_ptr[a + 1], cutoff)
-        for x in range(aud_ptr[a], aud_ptr[a] + a_len[e]):
+        start = a_len[e] if e < run[2] else 0
+        end = _count_before(aud_ts, aud_ptr[a], aud_ptr[a + 1], cutoff)
+        for x in range(aud_ptr[a] + start, aud_ptr[a] + end):
             overlap[aud_user[x]] += 1
+        a_len[e] = end
+    run[0], run[1], run[2] = u0, cutoff, n_a
     score = np.zeros(n_c)
     for ci in range(n_c):
         c = cands[ci]
@@ -202,11 +225,8 @@ def context_evidence(
         for x in range(s, s + h_len[j]):
             weight[aud_user[x]] = 0.0
             shared[aud_user[x]] = 0
-    for e in range(n_a):
-        a = seq_item[lo + e]
-        item_mark[a] = 0
-        for x in range(aud_ptr[a], aud_ptr[a] + a_len[e]):
-            overlap[aud_user[x]] = 0
+    for e in range(lo, lo + n_a):
+        item_mark[seq_item[e]] = 0
     paths = via.sum(axis=1)
     top = np.full((n_c, via_keep), -1, dtype=np.int64)
     top_users = np.zeros((n_c, via_keep), dtype=np.int64)

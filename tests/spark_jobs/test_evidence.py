@@ -290,7 +290,7 @@ def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score():
         g, users.index("u0"), 10 * day // timedelta(microseconds=1),
         [items.index("h"), items.index("c")],
         np.array([items.index("c"), items.index("d")]), ChainParams(fanout=0),
-        work := Workspace.for_graph(len(users), len(items)),
+        work := Workspace.for_graph(g),
     )  # fmt: skip
     got = {items[c]: (n, score) for c, n, _, _, score, _, _ in found}
     assert set(got) == set(want) == {"c", "d"}
@@ -304,12 +304,22 @@ def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score():
     assert want["d"]["score"] == pytest.approx((0.8 * 2 + 0.6) / 3**0.5 / 3**0.5)
     # The workspace is shared by every prompt of an executor: the call leaves it as it was.
     assert not work.item_mark.any() and not work.weight.any() and not work.shared.any()
-    assert not work.overlap.any() and (work.user_slot == -1).all()
+    assert (work.user_slot == -1).all()
 
 
-def test_the_compiled_evidence_equals_the_reference_prompt_after_prompt():
-    """Many prompts through one workspace, without Spark: rows equal the reference's, so
-    nothing one prompt marks leaks into the next (int32 ids, as the job hands them)."""
+ORDERS = {
+    "by time": lambda c: (c["cutoff"], c["user_id"]),
+    # The job's order: the overlap counts carry over from a user's previous prompt.
+    "by user, then cutoff": lambda c: (c["user_id"], c["cutoff"]),
+    "by user, cutoff going back": lambda c: (c["user_id"], -c["cutoff"].timestamp()),
+}
+
+
+@pytest.mark.parametrize("order", sorted(ORDERS))
+def test_the_compiled_evidence_equals_the_reference_prompt_after_prompt(order):
+    """Many prompts through one workspace, without Spark, in any order: rows equal the
+    reference's, so nothing one prompt marks or counts leaks into the next (int32 ids, as
+    the job hands them)."""
     import numpy as np
 
     from spark_jobs.chains import GraphIndex
@@ -338,9 +348,9 @@ def test_the_compiled_evidence_equals_the_reference_prompt_after_prompt():
         )  # fmt: skip
     params = ChainParams(fanout=0)
     want = reference_rows(edges, contexts, params)
-    work = Workspace.for_graph(len(users), len(items))
+    work = Workspace.for_graph(g)
     got = []
-    for ctx in contexts:
+    for ctx in sorted(contexts, key=ORDERS[order]):
         found = evidence_for_context(
             g, users.index(ctx["user_id"]), (ctx["cutoff"] - T0) // us,
             [items.index(h) for h in ctx["history"]],
