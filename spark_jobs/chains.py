@@ -29,6 +29,7 @@ from r2rec.jobs import base_parser, record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
 from spark_jobs.graph import read_edges
+from spark_jobs.kernels import sample_chains
 from spark_jobs.params import ChainParams
 
 JOB = "chains"
@@ -163,19 +164,6 @@ def build_index(
     return index, user_ids, item_ids
 
 
-def _gather(
-    ptr: np.ndarray, rows: np.ndarray, lens: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of all CSR entries of ``rows`` (or of the first ``lens`` of each), and
-    the row number each came from."""
-    starts = ptr[rows]
-    if lens is None:
-        lens = ptr[rows + 1] - starts
-    owner = np.repeat(np.arange(len(rows)), lens)
-    offsets = np.cumsum(lens) - lens
-    return np.arange(lens.sum()) - offsets[owner] + starts[owner], owner
-
-
 def chains_for_sample(
     g: GraphIndex,
     u0: int,
@@ -184,53 +172,29 @@ def chains_for_sample(
     t_ts: int,
     hist: list[int],
     params: ChainParams,
-    scratch: np.ndarray,
+    item_mark: np.ndarray,
 ):
     """Chain candidates of one training sample, best first (at most top_k).
 
-    Vectorised over all similar users at once. ``scratch`` is a zeroed int array over
-    items, reused across samples: bit 30 marks u0's items before the target, the low
-    bits hold 1 + the history index of each history item.
+    The expansion runs compiled (``spark_jobs.kernels.sample_chains``);
+    ``item_mark`` is a zeroed int64 array over items, reused across samples.
     """
-    a_items = g.seq_item[g.seq_ptr[u0] : g.seq_ptr[u0] + p]
-    in_a = 1 << 30
-    scratch[a_items] |= in_a
-    scratch[hist] |= np.arange(1, len(hist) + 1)
-    try:
-        lo, hi = g.in_ptr[t], g.in_ptr[t + 1]
-        ok = (g.in_ts[lo:hi] < t_ts) & (g.in_user[lo:hi] != u0)
-        u1s, u1_t_ts = g.in_user[lo:hi][ok], g.in_ts[lo:hi][ok]
-        if not len(u1s):
-            return []
-        pos, owner = _gather(g.out_ptr, u1s)
-        before = g.out_ts[pos] < t_ts
-        pos, owner = pos[before], owner[before]
-        b_items = g.out_item[pos]
-        marks = scratch[b_items]
-        overlap = np.bincount(owner, weights=(marks & in_a) > 0, minlength=len(u1s)).astype(int)
-        b_size = np.bincount(owner, minlength=len(u1s))
-        hist_pos = marks & (in_a - 1)
-        hits = np.flatnonzero(
-            (hist_pos > 0) & (overlap[owner] >= params.min_overlap) & (b_items != t)
-        )
-    finally:
-        scratch[a_items] = 0
-        scratch[hist] = 0
-    found = []
-    for k in hits.tolist():
-        o = int(owner[k])
-        ov = int(overlap[o])
-        jaccard = ov / (len(a_items) + int(b_size[o]) - ov)
-        j = int(hist_pos[k]) - 1
-        recency = (j + 1) / len(hist)
-        score = jaccard + params.recency_weight * recency
-        u1, i0 = int(u1s[o]), int(b_items[k])
-        found.append(
-            (score, u1, i0, j, ov, jaccard, recency, int(g.out_ts[pos[k]]), int(u1_t_ts[o]))
-        )
+    u1, i0, j, overlap, size, u1_i0, u1_t = sample_chains(
+        g.seq_ptr, g.seq_item, g.out_ptr, g.out_item, g.out_ts, g.in_ptr, g.in_user, g.in_ts,
+        u0, p, t, t_ts, np.asarray(hist, dtype=np.int64), params.min_overlap, item_mark,
+    )  # fmt: skip
+    if not len(u1):
+        return []
+    jaccard = overlap / (p + size - overlap)
+    recency = (j + 1) / len(hist)
+    score = jaccard + params.recency_weight * recency
     # ids follow sorted string order, so (u1, i0) ascending is the string tie-break.
-    found.sort(key=lambda c: (-c[0], c[1], c[2]))
-    return found[: params.top_k]
+    best = np.lexsort((i0, u1, -score))[: params.top_k]
+    return [
+        (float(score[k]), int(u1[k]), int(i0[k]), int(j[k]), int(overlap[k]),
+         float(jaccard[k]), float(recency[k]), int(u1_i0[k]), int(u1_t[k]))
+        for k in best.tolist()
+    ]  # fmt: skip
 
 
 _CHAIN_OUT = T.StructType(

@@ -26,7 +26,7 @@ not only the capped ones: the cap bounds what the rows summarise, not the score.
 
 How it scales: the chains job's broadcast adjacency arrays, plus every edge by (item,
 time) for the uncapped audiences; each executor grounds its prompts one by one in a
-compiled kernel (``spark_jobs.evidence_kernel``, numba) that visits each edge it needs
+compiled kernel (``spark_jobs.kernels``, numba) that visits each edge it needs
 once, with a workspace over users and items that it clears after itself, and the rows
 leave the executor as Arrow columns with item ids and the cutoff: no join back. At 1M
 interactions (``bench.pipeline``) the job took 564 s when each prompt was a dozen numpy
@@ -49,8 +49,8 @@ from r2rec.jobs import base_parser, record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
 from spark_jobs.chains import GraphIndex, build_index
-from spark_jobs.evidence_kernel import Workspace, context_evidence
 from spark_jobs.graph import read_edges
+from spark_jobs.kernels import Workspace, context_evidence
 from spark_jobs.params import ChainParams
 
 JOB = "evidence"
@@ -177,7 +177,7 @@ def build_evidence(
     index, user_ids, _ = build_index(spark, edges, params, audience=True)
     shared = spark.sparkContext.broadcast(vars(index))  # plain pickle: no __main__ classes
     # A user's prompts together and by cutoff: the kernel carries u0's overlap counts
-    # from one prompt to the next (spark_jobs.evidence_kernel).
+    # from one prompt to the next (spark_jobs.kernels).
     work = (
         contexts.join(F.broadcast(user_ids), "user_id")
         .select(

@@ -268,7 +268,7 @@ def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score():
 
     from spark_jobs.chains import GraphIndex
     from spark_jobs.evidence import evidence_for_context
-    from spark_jobs.evidence_kernel import Workspace
+    from spark_jobs.kernels import Workspace
 
     day = timedelta(days=1)
     chose = {"u0": "abhc", "s1": "abhcd", "s2": "abcd", "s3": "hd"}
@@ -324,7 +324,7 @@ def test_the_compiled_evidence_equals_the_reference_prompt_after_prompt(order):
 
     from spark_jobs.chains import GraphIndex
     from spark_jobs.evidence import evidence_for_context
-    from spark_jobs.evidence_kernel import Workspace
+    from spark_jobs.kernels import Workspace
 
     edges = build_edges(tied_interactions(seed=3), DS)  # one edge per (user, item)
     users = sorted({e["user_id"] for e in edges})

@@ -1,4 +1,7 @@
-"""The evidence of one prompt, compiled (numba): chains, their summary, and the score.
+"""The per-prompt graph walks of the chains and evidence jobs, compiled (numba).
+
+``sample_chains``: every chain of one training sample (the chains job).
+``context_evidence``: the evidence of one prompt: chains, their summary, and the score.
 
 One pass over the adjacency arrays per prompt, with no temporaries the size of what it
 visits. The numpy version it replaced built every gathered edge list, mask and
@@ -245,3 +248,57 @@ def context_evidence(
             top[ci, r] = best
             top_users[ci, r] = via[ci, best]
     return users, paths, summed, score, top, top_users
+
+
+@njit(cache=True, nogil=True)
+def sample_chains(
+    seq_ptr, seq_item, out_ptr, out_item, out_ts, in_ptr, in_user, in_ts,
+    u0, p, t, t_ts, hist, min_overlap, item_mark,
+):  # fmt: skip
+    """Every chain u0 -> i0 -> u1 -> t of one training sample (the chains job, METHOD §3):
+    (u1, i0, history position of i0, |A ∩ B|, |B|, u1's edge time to i0 and to t).
+
+    A = u0's first ``p`` items; u1 among t's capped users before t_ts (not u0); B = u1's
+    capped items before t_ts; closure |A ∩ B| >= min_overlap; i0 a history item in B
+    other than t. ``item_mark`` is the workspace's (zero before and after).
+    """
+    lo = seq_ptr[u0]
+    for e in range(lo, lo + p):
+        item_mark[seq_item[e]] |= IN_A
+    for j in range(len(hist)):
+        item_mark[hist[j]] = (item_mark[hist[j]] & IN_A) | (j + 1)
+    n = 0
+    for e in range(in_ptr[t], in_ptr[t + 1]):
+        if in_ts[e] < t_ts and in_user[e] != u0:
+            n += out_ptr[in_user[e] + 1] - out_ptr[in_user[e]]
+    u1 = np.empty(n, dtype=np.int64)
+    i0 = np.empty(n, dtype=np.int64)
+    j0 = np.empty(n, dtype=np.int64)
+    ov = np.empty(n, dtype=np.int64)
+    size = np.empty(n, dtype=np.int64)
+    u1_i0 = np.empty(n, dtype=np.int64)
+    u1_t = np.empty(n, dtype=np.int64)
+    n = 0
+    for e in range(in_ptr[t], in_ptr[t + 1]):
+        u = in_user[e]
+        if in_ts[e] >= t_ts or u == u0:
+            continue
+        o, b = 0, 0
+        for x in range(out_ptr[u], out_ptr[u + 1]):
+            if out_ts[x] < t_ts:
+                b += 1
+                if item_mark[out_item[x]] & IN_A:
+                    o += 1
+        if o < min_overlap:
+            continue
+        for x in range(out_ptr[u], out_ptr[u + 1]):
+            item = out_item[x]
+            if out_ts[x] < t_ts and item != t and item_mark[item] & LOW:
+                u1[n], i0[n], j0[n] = u, item, (item_mark[item] & LOW) - 1
+                ov[n], size[n], u1_i0[n], u1_t[n] = o, b, out_ts[x], in_ts[e]
+                n += 1
+    for e in range(lo, lo + p):
+        item_mark[seq_item[e]] = 0
+    for j in range(len(hist)):
+        item_mark[hist[j]] = 0
+    return u1[:n], i0[:n], j0[:n], ov[:n], size[:n], u1_i0[:n], u1_t[:n]
