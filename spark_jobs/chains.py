@@ -7,10 +7,11 @@ and reports coverage (definitions: docs/METHOD.md §3, §10).
 
 How it scales: the graph is turned into two compressed adjacency arrays (by user and
 by item, integer ids, ~24 bytes an edge) and broadcast; samples stay distributed and
-each executor expands its samples with numpy. Expansion from the target item visits at
-most F users (a seeded sample fixed per item), and each similar user contributes at
-most F items, so a blockbuster item costs F per sample, not its degree squared. The
-broadcast bounds the graph to what an executor holds (about 100M edges in 2.4 GB).
+each executor expands its samples in a compiled kernel (``spark_jobs.kernels``).
+Expansion from the target item visits at most F users (a seeded sample fixed per item),
+and each similar user contributes at most F items, so a blockbuster item costs F per
+sample, not its degree squared. The broadcast bounds the graph to what an executor holds
+(about 100M edges in 2.4 GB).
 """
 
 from __future__ import annotations
