@@ -105,50 +105,55 @@ def evidence_for_context(
     "Evidence score v3"). Every user counts in it, not only the chains' capped ones: the
     cap bounds what the prompt lists.
     """
-    users, paths, summed, score, via, via_users = _kernel(g, u0, cutoff, hist, cands, params, work)
+    found = context_arrays(g, u0, cutoff, hist, cands, params, work)
     return [
-        (
-            int(cands[c]),
-            int(users[c]),
-            int(paths[c]),
-            float(summed[c] / users[c]),
-            float(score[c]),
-            [int(hist[j]) for j in via[c] if j >= 0],
-            [int(n) for j, n in zip(via[c], via_users[c], strict=True) if j >= 0],
-        )
-        for c in np.flatnonzero(users).tolist()
-    ]
+        (int(c), int(n), int(p), float(o), float(sc),
+         [int(i) for i in v if i >= 0], [int(x) for i, x in zip(v, vn, strict=True) if i >= 0])
+        for c, n, p, o, sc, v, vn in zip(*found, strict=True)
+    ]  # fmt: skip
 
 
-def _kernel(g: GraphIndex, u0, cutoff, hist, cands, params: ChainParams, work: Workspace):
-    return context_evidence(
+def context_arrays(
+    g: GraphIndex, u0, cutoff, hist, cands, params: ChainParams, work: Workspace
+) -> tuple[np.ndarray, ...]:
+    """``evidence_for_context`` as arrays, one entry per candidate a chain reaches:
+    candidate, users, paths, overlap, score, via (item ids, -1 pads to VIA_KEEP) and
+    via_users."""
+    hist, cands = np.asarray(hist, dtype=np.int64), np.asarray(cands, dtype=np.int64)
+    users, paths, summed, score, top, top_n = context_evidence(
         g.seq_ptr, g.seq_item, g.seq_ts, g.out_ptr, g.out_item, g.out_ts,
         g.in_ptr, g.in_user, g.in_ts, g.aud_ptr, g.aud_user, g.aud_ts,
-        u0, cutoff, np.asarray(hist, dtype=np.int64), np.asarray(cands, dtype=np.int64),
-        params.min_overlap, VIA_KEEP,
+        u0, cutoff, hist, cands, params.min_overlap, VIA_KEEP,
         work.item_mark, work.user_slot, work.weight, work.shared, work.overlap, work.a_len,
         work.run,
     )  # fmt: skip
+    hit = np.flatnonzero(users)
+    top = top[hit]  # history positions
+    via = np.where(top >= 0, hist[np.maximum(top, 0)], -1) if len(hist) else top
+    return cands[hit], users[hit], paths[hit], summed[hit] / users[hit], score[hit], via, top_n[hit]
 
 
-def _rows(batch, names, schema, at, cand, users, paths, overlap, score, via, via_n):
-    """One Arrow batch of evidence rows from the kernel's per-context arrays."""
+def _rows(batch, names, schema, parts: list[tuple]):
+    """One Arrow batch of evidence rows from each context's (row in ``batch``,
+    *``context_arrays``)."""
     import pyarrow as pa
 
-    if not at:
+    if not parts:
         return pa.RecordBatch.from_pylist([], schema=schema)
-    at, via, via_n = np.concatenate(at), np.concatenate(via), np.concatenate(via_n)
+    at, cand, users, paths, overlap, score, via, via_n = (
+        np.concatenate(column) for column in zip(*parts, strict=True)
+    )
     keep = via.ravel() >= 0  # -1 pads the lists of fewer than VIA_KEEP items
     offsets = pa.array(np.r_[0, np.cumsum((via >= 0).sum(axis=1))].astype(np.int32))
     columns = {
         "context_id": batch.column("context_id").take(at),
         "user_id": batch.column("user_id").take(at),
         "cutoff_us": batch.column("cutoff_us").take(at),
-        "item_id": names.take(np.concatenate(cand)),
-        "users": pa.array(np.concatenate(users).astype(np.int32)),
-        "paths": pa.array(np.concatenate(paths).astype(np.int32)),
-        "overlap": pa.array(np.concatenate(overlap)),
-        "score": pa.array(np.concatenate(score)),
+        "item_id": names.take(cand),
+        "users": pa.array(users.astype(np.int32)),
+        "paths": pa.array(paths.astype(np.int32)),
+        "overlap": pa.array(overlap),
+        "score": pa.array(score),
         "via": pa.ListArray.from_arrays(offsets, names.take(via.ravel()[keep])),
         "via_users": pa.ListArray.from_arrays(offsets, pa.array(via_n.ravel()[keep], pa.int32())),
     }
@@ -204,28 +209,16 @@ def build_evidence(
         for batch in batches:
             # Per context in Python only the id lookups and the kernel call; the rows
             # are assembled as columns (4M rows at 1M interactions).
-            at, cand, n_users, n_paths, overlap, score, via, via_n = ([] for _ in range(8))
+            parts = []
             for k, r in enumerate(batch.select(["uid", "cutoff_us", "history", "items"])
                                   .to_pylist()):  # fmt: skip
                 # Candidates and history items outside the graph (no edge before D) have
                 # no audience: nothing can reach them.
-                hist = np.array([item_pos[h] for h in r["history"] if h in item_pos], np.int64)
-                cands = np.array([item_pos[i] for i in r["items"] if i in item_pos], np.int64)
-                users, paths, summed, sc, top, top_n = _kernel(
-                    g, r["uid"], r["cutoff_us"], hist, cands, params, space
-                )
-                hit = np.flatnonzero(users)
-                at.append(np.full(len(hit), k))
-                cand.append(cands[hit])
-                n_users.append(users[hit])
-                n_paths.append(paths[hit])
-                overlap.append(summed[hit] / users[hit])
-                score.append(sc[hit])
-                top = top[hit]
-                via.append(np.where(top >= 0, hist[np.maximum(top, 0)], -1) if len(hist) else top)
-                via_n.append(top_n[hit])
-            yield _rows(batch, names, schema, at, cand, n_users, n_paths, overlap, score, via,
-                        via_n)  # fmt: skip
+                hist = [item_pos[h] for h in r["history"] if h in item_pos]
+                cands = [item_pos[i] for i in r["items"] if i in item_pos]
+                found = context_arrays(g, r["uid"], r["cutoff_us"], hist, cands, params, space)
+                parts.append((np.full(len(found[0]), k), *found))
+            yield _rows(batch, names, schema, parts)
 
     return work.mapInArrow(expand, _OUT).select(
         F.lit(ds).alias("ds"),
