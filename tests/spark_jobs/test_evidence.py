@@ -260,13 +260,29 @@ def test_the_score_counts_every_user_the_cap_only_bounds_the_chains():
     assert capped["score"] == pytest.approx(want)
 
 
+def uncapped_index(edges: list[dict]):
+    """The executors' GraphIndex of these edges with the fan-out caps off and int32 ids
+    (as ``build_index`` hands them over), and the sorted user and item ids."""
+    import numpy as np
+
+    from spark_jobs.chains import GraphIndex
+
+    users = sorted({e["user_id"] for e in edges})
+    items = sorted({e["item_id"] for e in edges})
+    uid = np.array([users.index(e["user_id"]) for e in edges], dtype=np.int32)
+    iid = np.array([items.index(e["item_id"]) for e in edges], dtype=np.int32)
+    ts = np.array([(e["ts"] - T0) // timedelta(microseconds=1) for e in edges])
+    keep = np.ones(len(edges), dtype=bool)
+    names = (np.array(users, dtype=object), np.array(items, dtype=object))
+    return GraphIndex.from_edges(*names, uid, iid, ts, keep, keep, audience=True), users, items
+
+
 def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score():
     """The executors' compiled score equals the reference when a candidate is also a
     history item (a served user's history can hold a candidate): its own term leaves the
     sum."""
     import numpy as np
 
-    from spark_jobs.chains import GraphIndex
     from spark_jobs.evidence import evidence_for_context
     from spark_jobs.kernels import Workspace
 
@@ -277,15 +293,7 @@ def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score():
     context = {"context_id": "u0", "user_id": "u0", "cutoff": T0 + 10 * day,
                "history": ["h", "c"], "items": ["c", "d"]}  # fmt: skip
     want = {r["item_id"]: r for r in build_evidence(edges, [context], ChainParams(fanout=0))}
-    users, items = sorted(chose), sorted({e["item_id"] for e in edges})
-    col = {
-        "uid": np.array([users.index(e["user_id"]) for e in edges]),
-        "iid": np.array([items.index(e["item_id"]) for e in edges]),
-        "ts": np.array([(e["ts"] - T0) // timedelta(microseconds=1) for e in edges]),
-    }
-    keep = np.ones(len(edges), dtype=bool)
-    names = (np.array(users, dtype=object), np.array(items, dtype=object))
-    g = GraphIndex.from_edges(*names, col["uid"], col["iid"], col["ts"], keep, keep, audience=True)
+    g, users, items = uncapped_index(edges)
     found = evidence_for_context(
         g, users.index("u0"), 10 * day // timedelta(microseconds=1),
         [items.index("h"), items.index("c")],
@@ -318,24 +326,15 @@ ORDERS = {
 @pytest.mark.parametrize("order", sorted(ORDERS))
 def test_the_compiled_evidence_equals_the_reference_prompt_after_prompt(order):
     """Many prompts through one workspace, without Spark, in any order: rows equal the
-    reference's, so nothing one prompt marks or counts leaks into the next (int32 ids, as
-    the job hands them)."""
+    reference's, so nothing one prompt marks or counts leaks into the next."""
     import numpy as np
 
-    from spark_jobs.chains import GraphIndex
     from spark_jobs.evidence import evidence_for_context
     from spark_jobs.kernels import Workspace
 
     edges = build_edges(tied_interactions(seed=3), DS)  # one edge per (user, item)
-    users = sorted({e["user_id"] for e in edges})
-    items = sorted({e["item_id"] for e in edges})
+    g, users, items = uncapped_index(edges)
     us = timedelta(microseconds=1)
-    uid = np.array([users.index(e["user_id"]) for e in edges], dtype=np.int32)
-    iid = np.array([items.index(e["item_id"]) for e in edges], dtype=np.int32)
-    ts = np.array([(e["ts"] - T0) // us for e in edges])
-    keep = np.ones(len(edges), dtype=bool)
-    names = (np.array(users, dtype=object), np.array(items, dtype=object))
-    g = GraphIndex.from_edges(*names, uid, iid, ts, keep, keep, audience=True)
     rng = np.random.default_rng(5)
     contexts = []
     for k, e in enumerate(sorted(edges, key=lambda e: (e["ts"], e["user_id"], e["item_id"]))):
