@@ -6,15 +6,22 @@ For a batch of requests (a user's history and labelled candidates):
    greedily up to ``</answer>``. The completion is parsed by the same contract: its
    thoughts become the stored reasoning; if it parses and names a candidate, that is
    the answer and the row is ``answer_valid``.
-2. **Constrained answer.** Where the model's own answer is invalid, the prefix
-   ``prompt + reasoning + </think><answer>[`` is decoded again with vLLM structured
-   outputs restricted to the candidate labels, so the ranking still has a first item.
-3. **Label log-probabilities.** Every label's tokens (``C12]`` = ``C`` ``1`` ``2`` ``]``)
-   form a trie; one one-token request per trie node, with ``logprob_token_ids`` set to
-   that node's children, gives the exact log-probability of each label given prompt +
-   reasoning. These requests share the long prefix, so prefix caching makes them cheap
-   (``prompt_logprobs`` would have been one request per label, and it bypasses the
-   prefix cache).
+2. **Label log-probabilities.** Every label's tokens (``C12]`` = ``C`` ``1`` ``2`` ``]``)
+   form a trie. A label's log-probability is that of its tokens up to the first one no
+   other label shares (``C``, ``3`` for ``C3]``; ``C``, ``1``, ``]`` for ``C1]``, which
+   ``C10]`` .. ``C19]`` extend): once the model has named one label, the tokens the
+   label format still requires add no choice between candidates. One one-token request
+   per trie node, with ``logprob_token_ids`` set to that node's children, gives these
+   exactly. With 20 candidates that is 4 requests a user (root, ``C``, ``C1``, ``C2``)
+   where the whole labels took 22; on our 2-core CPU those 22 were 43% of scoring
+   (bench/RESULTS.md). The requests share the long prefix, so prefix caching makes them
+   cheap (``prompt_logprobs`` would have been one request per label, and it bypasses
+   the prefix cache).
+3. **Constrained answer.** Where the model's own answer is invalid, the answer is the
+   greedy decode constrained to the labels, read off the same trie: at each node the
+   most probable child, until one label is named. This is the decode vLLM's structured
+   outputs would run over the labels' own tokenisation, without a second generation
+   (which cost about 0.3 s a request on CPU).
 
 The ranking is the answer first, then the other candidates by log-probability.
 Requests are sorted by their token ids before each wave, so prompts with shared
@@ -91,28 +98,52 @@ class Scored:
 
 
 class LabelTrie:
-    """The candidate labels' token sequences as a trie, for exact label log-probabilities."""
+    """The candidate labels' deciding tokens as a trie, for exact label log-probabilities.
+
+    A label's deciding tokens are its shortest token prefix that no other label shares
+    (its whole sequence if another label extends it entirely).
+    """
 
     def __init__(self, label_tokens: dict[str, Sequence[int]]):
-        self.labels = dict(label_tokens)
+        full = {label: tuple(tokens) for label, tokens in label_tokens.items()}
+        if len(set(full.values())) != len(full):
+            raise ValueError("two labels have the same tokens")
+        self.labels: dict[str, tuple[int, ...]] = {}
+        for label, tokens in full.items():
+            others = [t for x, t in full.items() if x != label]
+            depth = next(
+                (d for d in range(1, len(tokens) + 1)
+                 if not any(t[:d] == tokens[:d] for t in others)),
+                len(tokens),
+            )  # fmt: skip
+            self.labels[label] = tokens[:depth]
+        self._named = {tokens: label for label, tokens in self.labels.items()}
         self.children: dict[tuple[int, ...], set[int]] = {}
         for tokens in self.labels.values():
             for depth in range(len(tokens)):
-                self.children.setdefault(tuple(tokens[:depth]), set()).add(tokens[depth])
+                self.children.setdefault(tokens[:depth], set()).add(tokens[depth])
 
     def nodes(self) -> list[tuple[tuple[int, ...], list[int]]]:
         """Every internal node (a token prefix) with its sorted child tokens."""
         return [(prefix, sorted(kids)) for prefix, kids in sorted(self.children.items())]
 
     def label_logprobs(self, node_logprobs: dict[tuple[int, ...], dict[int, float]]) -> dict:
-        """log P(label) = the sum of its tokens' log-probabilities along the trie path."""
-        out = {}
-        for label, tokens in self.labels.items():
-            out[label] = sum(
-                node_logprobs[tuple(tokens[:d])].get(tokens[d], -math.inf)
-                for d in range(len(tokens))
+        """log P(label) = the sum of its deciding tokens' log-probabilities on the path."""
+        return {
+            label: sum(
+                node_logprobs[tokens[:d]].get(tokens[d], -math.inf) for d in range(len(tokens))
             )
-        return out
+            for label, tokens in self.labels.items()
+        }
+
+    def greedy(self, node_logprobs: dict[tuple[int, ...], dict[int, float]]) -> str:
+        """The label a greedy decode constrained to the labels names: the most probable
+        child at each node (the lower token id on a tie), until a label is named."""
+        node: tuple[int, ...] = ()
+        while node not in self._named:
+            logprobs = node_logprobs[node]
+            node += (min(self.children[node], key=lambda t: (-logprobs.get(t, -math.inf), t)),)
+        return self._named[node]
 
 
 def order_labels(answer: str | None, scores: dict[str, float], labels: Sequence[str]) -> list:
@@ -284,7 +315,6 @@ class LLMScorer:
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
         from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
 
         if len({r.key for r in requests}) != len(requests):
             raise ValueError("request keys must be unique within a batch")
@@ -310,24 +340,7 @@ class LLMScorer:
             for p, text in zip(live, completions, strict=True)
         ]
 
-        # 2. constrained answer where the model's own is invalid
-        redo = [k for k, pc in enumerate(parsed) if pc.answer is None]
-        params = [
-            SamplingParams(
-                temperature=0.0,
-                max_tokens=8,
-                structured_outputs=StructuredOutputsParams(
-                    choice=[f"{c.label}]" for c in live[k].request.candidates]
-                ),
-            )
-            for k in redo
-        ]
-        constrained = {
-            k: o.text.strip().rstrip("]")
-            for k, o in zip(redo, self._generate([prefixes[k] for k in redo], params), strict=True)
-        }
-
-        # 3. exact label log-probabilities, one request per trie node
+        # 2. exact label log-probabilities, one request per trie node
         tries = [
             LabelTrie({c.label: self._encode(f"{c.label}]") for c in p.request.candidates})
             for p in live
@@ -352,7 +365,8 @@ class LLMScorer:
             labels = [c.label for c in p.request.candidates]
             by_label = {c.label: c for c in p.request.candidates}
             scores = tries[k].label_logprobs(node_logprobs[k])
-            answer = parsed[k].answer or constrained.get(k)
+            # 3. where the model's own answer is invalid, the constrained greedy one
+            answer = parsed[k].answer or tries[k].greedy(node_logprobs[k])
             order = order_labels(answer, scores, labels)
             ranked = [(by_label[x], scores[x]) for x in order]
             results[p.request.key] = Scored(

@@ -144,23 +144,44 @@ def recs(lakehouse, ds=DS, mode="eval"):
 # ---- pure parts of the engine -----------------------------------------------------------
 
 
-def test_label_trie_gives_exact_label_logprobs():
-    # C1] = C 1 ], C12] = C 1 2 ], C2] = C 2 ]  (token ids: C=7, 1=1, 2=2, ]=9)
+def test_label_trie_scores_each_label_by_the_tokens_that_decide_it():
+    # C1] = C 1 ], C12] = C 1 2 ], C2] = C 2 ]  (token ids: C=7, 1=1, 2=2, ]=9). C12 is
+    # decided at "2" and C2 at "2" after C; C1 needs its "]", since C12 extends "C 1".
     trie = LabelTrie({"C1": [7, 1, 9], "C12": [7, 1, 2, 9], "C2": [7, 2, 9]})
-    assert trie.nodes() == [((), [7]), ((7,), [1, 2]), ((7, 1), [2, 9]), ((7, 1, 2), [9]),
-                            ((7, 2), [9])]  # fmt: skip
-    lp = {
-        (): {7: -0.1},
-        (7,): {1: -1.0, 2: -2.0},
-        (7, 1): {9: -0.5, 2: -3.0},
-        (7, 1, 2): {9: -0.25},
-        (7, 2): {9: -0.75},
-    }
+    assert trie.labels == {"C1": (7, 1, 9), "C12": (7, 1, 2), "C2": (7, 2)}
+    assert trie.nodes() == [((), [7]), ((7,), [1, 2]), ((7, 1), [2, 9])]
+    lp = {(): {7: -0.1}, (7,): {1: -1.0, 2: -2.0}, (7, 1): {9: -0.5, 2: -3.0}}
     scores = trie.label_logprobs(lp)
-    assert scores == pytest.approx({"C1": -1.6, "C12": -4.35, "C2": -2.85})
-    # a child the engine did not return scores -inf rather than a made-up value
+    assert scores == pytest.approx({"C1": -1.6, "C12": -4.1, "C2": -2.1})
+    assert trie.greedy(lp) == "C1"  # C (only child), then 1 (-1 > -2), then ] (-0.5 > -3)
+    lp[(7, 1)] = {9: -3.0, 2: -0.5}
+    assert trie.greedy(lp) == "C12"
+    # greedy is not the best whole label: C2 (-2.1) beats C12 (-0.1 - 1.0 - 1.5 = -2.6),
+    # but a greedy decode commits to "1" first
+    lp[(7, 1)] = {9: -1.7, 2: -1.5}
+    assert trie.label_logprobs(lp)["C2"] > trie.label_logprobs(lp)["C12"]
+    assert trie.greedy(lp) == "C12"
+    # a tie goes to the lower token id; a child the engine did not return scores -inf
+    # rather than a made-up value, and a greedy decode never takes it
+    lp[(7,)] = {1: -1.0, 2: -1.0}
+    assert trie.greedy(lp) == "C12"
     del lp[(7, 1)][2]
-    assert trie.label_logprobs(lp)["C12"] == -math.inf
+    assert trie.label_logprobs(lp)["C12"] == -math.inf and trie.greedy(lp) == "C1"
+
+
+def test_label_trie_with_twenty_labels_needs_four_requests_and_refuses_duplicates():
+    digits = {str(d): 10 + d for d in range(10)}
+    tokens = {f"C{k}": [7, *(digits[c] for c in str(k)), 9] for k in range(1, 21)}
+    trie = LabelTrie(tokens)
+    assert [prefix for prefix, _ in trie.nodes()] == [(), (7,), (7, 11), (7, 12)]
+    assert trie.labels["C3"] == (7, 13) and trie.labels["C1"] == (7, 11, 9)
+    assert trie.labels["C20"] == (7, 12, 10) and trie.labels["C2"] == (7, 12, 9)
+    # a label that another extends entirely is scored by all its tokens
+    nested = LabelTrie({"A": [1, 2], "AB": [1, 2, 3]})
+    assert nested.labels == {"A": (1, 2), "AB": (1, 2, 3)}
+    assert nested.greedy({(): {1: 0.0}, (1,): {2: 0.0}, (1, 2): {3: 0.0}}) == "A"
+    with pytest.raises(ValueError, match="same tokens"):
+        LabelTrie({"C1": [7, 1], "D1": [7, 1]})
 
 
 def test_order_labels_puts_the_answer_first_then_logprob_then_display_order():

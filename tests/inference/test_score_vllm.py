@@ -184,8 +184,10 @@ def test_a_lora_adapter_changes_the_model_served_unmerged_or_merged(
 
 
 def test_label_logprobs_equal_an_independent_transformers_log_softmax(scorer, tiny_model_dir):
-    """Every label's log-probability given prompt + reasoning, from vLLM's trie requests,
-    equals teacher forcing in transformers (float32): all N finite, one by one."""
+    """Every label's log-probability given prompt + reasoning (its tokens up to the first
+    that no other label shares), from vLLM's trie requests, equals teacher forcing in
+    transformers (float32): all N finite, one by one. The constrained answer of this
+    random model's invalid completion is the greedy path through the same tokens."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -200,12 +202,31 @@ def test_label_logprobs_equal_an_independent_transformers_log_softmax(scorer, ti
     prefix = tokenizer.encode(text, add_special_tokens=False) + tokenizer.encode(
         reasoning_prefix(result.completion) + ANSWER_OPEN, add_special_tokens=False
     )
+    full = {c.label: tokenizer.encode(f"{c.label}]", add_special_tokens=False) for c in cands}
+
+    def deciding(label: str) -> list[int]:
+        t = full[label]
+        others = [o for x, o in full.items() if x != label]
+        return next(t[:d] for d in range(1, len(t) + 1) if all(o[:d] != t[:d] for o in others))
+
+    # the case the shortcut must get right: C1's "]" decides it against C10..C12
+    assert deciding("C1") == full["C1"] and len(deciding("C3")) < len(full["C3"])
+
+    def next_logp(tokens: list[int]) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.log_softmax(model(torch.tensor([tokens])).logits[0, -1].float(), -1)
+
+    tol = TOLERANCE[scorer.dtype] / 2
     got = {c.label: v for c, v in result.ranked}
     assert len(got) == 12 and all(math.isfinite(v) for v in got.values())
     for label, value in got.items():
-        tokens = tokenizer.encode(f"{label}]", add_special_tokens=False)
-        ids = torch.tensor([prefix + tokens])
-        with torch.no_grad():
-            logp = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
-        want = sum(logp[len(prefix) - 1 + k, t].item() for k, t in enumerate(tokens))
-        assert value == pytest.approx(want, abs=TOLERANCE[scorer.dtype] / 2), label
+        tokens = deciding(label)
+        want = sum(next_logp(prefix + tokens[:k])[t].item() for k, t in enumerate(tokens))
+        assert value == pytest.approx(want, abs=tol), label
+    # the answer's path: at each token, no sibling is likelier beyond the tolerance
+    assert result.constrained
+    path = deciding(result.ranked[0][0].label)
+    for k, t in enumerate(path):
+        siblings = {d[k] for d in map(deciding, full) if d[:k] == path[:k] and len(d) > k}
+        logp = next_logp(prefix + path[:k])
+        assert logp[t].item() >= max(logp[s].item() for s in siblings) - 2 * tol, (k, t)
