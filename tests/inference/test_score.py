@@ -184,6 +184,30 @@ def test_label_trie_with_twenty_labels_needs_four_requests_and_refuses_duplicate
         LabelTrie({"C1": [7, 1], "D1": [7, 1]})
 
 
+def test_requests_go_to_the_engine_in_groups_that_fit_half_the_kv_cache():
+    from inference.engine import LLMScorer, ScoreRequest, _Prepared
+    from r2rec.prompt import SHAPE
+
+    scorer = LLMScorer.__new__(LLMScorer)  # the grouping only, no engine
+    scorer.max_new_tokens = 100
+    each = 100 + SHAPE.answer_margin  # a request's room beyond its prompt
+    prepared = [
+        _Prepared(ScoreRequest(f"u{k}", RecPrompt((), ()), ()), [0] * n, RecPrompt((), ()), [], [])
+        for k, n in enumerate([300, 200, 500, 5000, 100])
+    ]
+
+    def groups(kv_tokens):
+        scorer.kv_tokens = kv_tokens
+        return [[p.request.key for p in g] for g in scorer._cache_groups(prepared)]
+
+    half = 2 * (300 + 200 + 2 * each)  # u0 and u1 fill half the cache exactly
+    assert groups(half) == [["u0", "u1"], ["u2"], ["u3"], ["u4"]]  # in order, none lost
+    assert groups(half - 2) == [["u0"], ["u1"], ["u2"], ["u3"], ["u4"]]
+    # an engine that did not report its cache: one group
+    assert groups(0) == [["u0", "u1", "u2", "u3", "u4"]]
+    assert groups(10**9) == groups(0)
+
+
 def test_order_labels_puts_the_answer_first_then_logprob_then_display_order():
     scores = {"C1": -1.0, "C2": -0.5, "C3": -1.0, "C4": -3.0}
     labels = ["C1", "C2", "C3", "C4"]

@@ -38,6 +38,7 @@ def scorer(request, tiny_model_dir):
     os.environ.update(ENV)
     engine = LLMScorer(tiny_model_dir, max_new_tokens=12, max_model_len=1024, dtype=request.param)
     assert engine.dtype == request.param  # what the engine runs, not only what was asked
+    assert engine.kv_tokens >= engine.max_model_len  # the started engine's real cache
     return engine
 
 
