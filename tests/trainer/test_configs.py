@@ -35,7 +35,7 @@ def test_sft_yaml_parses_into_run_args_and_sft_config():
     assert sft.max_length == SHAPE.max_prompt_tokens + SHAPE.max_completion_tokens
     assert run.evidence == "chains" and run.completion_logits is True
     assert sft.max_steps == 3  # the command line overrides the file
-    assert sft.seed == 0 and sft.bf16 is False
+    assert sft.seed == 0
 
 
 def test_grpo_yaml_parses_into_run_args_and_grpo_config():
@@ -63,6 +63,32 @@ def test_configs_name_no_lengths_the_shape_owns():
 def test_bf16_on_a_cpu_needs_no_extra_flag():
     _, sft = parse("sft", "--ds", "2026-11-25", "--bf16", "true")
     assert sft.bf16 is True and sft.use_cpu is True
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_follows_the_cpu_unless_the_command_line_or_config_pins_it(
+    native, monkeypatch, tmp_path
+):
+    from trl import SFTConfig
+
+    from r2rec import assets
+    from trainer.common import parse as parse_args
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr(assets, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.delenv(assets.DTYPE_ENV, raising=False)
+    for stage in ("sft", "grpo"):
+        assert parse(stage, "--ds", "2026-11-25")[1].bf16 is native, stage
+    assert parse("sft", "--ds", "2026-11-25", "--bf16", str(not native))[1].bf16 is not native
+    assert parse("sft", "--ds", "2026-11-25", f"--bf16={not native}")[1].bf16 is not native
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text((CONFIGS / "sft.yaml").read_text() + f"bf16: {str(not native).lower()}\n")
+    assert parse_args(SFTConfig, ["--config", str(pinned), "--ds", "2026-11-25"])[1].bf16 is (
+        not native
+    )
+    # $R2REC_DTYPE forces the numeric path for training as for serving
+    monkeypatch.setenv(assets.DTYPE_ENV, "float32")
+    assert parse("sft", "--ds", "2026-11-25")[1].bf16 is False
 
 
 def test_ds_is_required_and_checked():
