@@ -69,6 +69,20 @@ def _config(stage: str, cls, overrides: dict):
     return args
 
 
+class TimedRollout:
+    """The rollout function, timed per call: a GRPO step's generation (adapter hand-over
+    included) against the rest of the step."""
+
+    def __init__(self, rollout):
+        self.rollout, self.seconds = rollout, []
+
+    def __call__(self, prompts, trainer):
+        t = time.perf_counter()
+        out = self.rollout(prompts, trainer)
+        self.seconds.append(time.perf_counter() - t)
+        return out
+
+
 class StepTimer:
     def __init__(self):
         from transformers import TrainerCallback
@@ -130,6 +144,7 @@ def _run(
     kwargs, sampler = {}, None
     if stage == "grpo":
         sampler = make_rollout(run_args, args, model_path, Path(out))
+        sampler = TimedRollout(sampler) if sampler else None
         kwargs = {"reward_funcs": list(REWARD_FUNCS), "rollout_func": sampler}
     trainer = (
         completion_loss_trainer(run_args.completion_logits) if stage == "sft" else GRPOTrainer
@@ -172,14 +187,20 @@ def _run(
         else None,
         "mean_reward": sum(rewards) / len(rewards) if rewards else None,
         "mean_completion_len": sum(lengths) / len(lengths) if lengths else None,
+        # the timed steps' generation (the warm-up's engine start excluded)
+        "rollout_s": _mean(sampler.seconds[1:] or sampler.seconds) if sampler else None,
     }
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
 
 
 def table(rows: list[dict]) -> str:
     head = (
         "| stage | model | dtype | batch x gen | steps timed | s/step | first step s "
         "| tokens/s | examples/h | peak RSS MB | peak GPU MB | mean reward "
-        "| mean completion len |\n" + "|---" * 13 + "|\n"
+        "| mean completion len | rollout s/step |\n" + "|---" * 14 + "|\n"
     )
 
     def f(v, spec):
@@ -193,7 +214,8 @@ def table(rows: list[dict]) -> str:
         f"| {max(r['steps'] - 1, 1)} | {r['s_per_step']:.2f} | {r['first_step_s']:.2f} "
         f"| {f(r['tokens_per_s'], '.0f')} | {f(r.get('examples_per_h'), '.0f')} "
         f"| {r['peak_rss_mb']:.0f} | {f(r['peak_gpu_mb'], '.0f')} "
-        f"| {f(r['mean_reward'], '.3f')} | {f(r['mean_completion_len'], '.0f')} |"
+        f"| {f(r['mean_reward'], '.3f')} | {f(r['mean_completion_len'], '.0f')} "
+        f"| {f(r.get('rollout_s'), '.2f')} |"
         for r in rows
     ]
     return head + "\n".join(lines) + "\n"

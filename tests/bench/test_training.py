@@ -39,6 +39,8 @@ def test_export_then_measure_and_record(train_lake, tiny_model_dir, tmp_path, ca
     assert (grpo["batch"], grpo["generations"]) == (4, 4)  # grpo.yaml: one prompt x 4
     # A random tiny model never writes a parseable answer: format penalty -1 every time.
     assert grpo["mean_reward"] == -1.0
+    # trl's own generation runs inside its step: no rollout time of its own to report
+    assert sft["rollout_s"] is None and grpo["rollout_s"] is None
     text = record.read_text()
     assert training.HEADING in text and "| sft | tiny | float32 | 2 x 1 | 2 |" in text
     assert "| grpo (transformers) | tiny | float32 | 4 x 4 | 1 |" in text
@@ -60,3 +62,13 @@ def test_grpo_completions_come_from_where_the_trainer_would_take_them(tmp_path):
     )
     assert _generator("grpo", SimpleNamespace(use_vllm=True), None) == "trl vllm"
     assert _generator("sft", args, None) is None
+
+
+def test_the_timed_rollout_returns_what_the_rollout_returns_and_times_each_call():
+    from bench.training import TimedRollout
+
+    calls = []
+    timed = TimedRollout(lambda prompts, trainer: calls.append(prompts) or {"n": len(prompts)})
+    assert timed(["a", "b"], None) == {"n": 2} and timed(["c"], None) == {"n": 1}
+    assert calls == [["a", "b"], ["c"]] and len(timed.seconds) == 2
+    assert all(0 <= t < 5 for t in timed.seconds)
