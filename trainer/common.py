@@ -136,10 +136,9 @@ def hardware_bf16(argv: list[str]) -> list[str]:
             return []  # the parser reports the file
         if isinstance(keys, dict) and ({"bf16", "fp16"} & keys.keys()):
             return []
-    if torch.cuda.is_available():
-        native = torch.cuda.is_bf16_supported()
-    else:
-        native = model_dtype(cuda=False) == "bfloat16"
+    cuda = torch.cuda.is_available()
+    dtype = model_dtype(cuda)  # None: a GPU and no $R2REC_DTYPE
+    native = dtype == "bfloat16" if dtype else torch.cuda.is_bf16_supported()
     return ["--bf16", "true" if native else "false"]
 
 
