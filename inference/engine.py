@@ -235,6 +235,14 @@ class LLMScorer:
     def version(self) -> str:
         return self.model.version
 
+    def close(self) -> None:
+        """Stop the engine's processes now. Otherwise they stop when this object is
+        collected, and an engine still referenced when the interpreter exits can outlive
+        it: multiprocessing's exit hook may wait for it before vLLM's stops it."""
+        core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
     def sample(self, conversations: list, params) -> list:
         """vLLM chat completions of this engine's model (its adapter included) with the
         caller's SamplingParams: for probes of the policy, not for scoring."""

@@ -370,6 +370,8 @@ def run(
                 report["generated_chunks"] += 1
                 progress.advance(len(chunk.items))
                 faults.checkpoint("score.chunk_committed")
+        if scorer is not None and scorer_factory is None:
+            scorer.close()  # the engine this run started; a caller's own stays open
     if publish:
         report.update(_publish(lakehouse, ds, mode, version, chunks, top_k, max_invalid_share))
     return report

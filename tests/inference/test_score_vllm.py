@@ -39,7 +39,8 @@ def scorer(request, tiny_model_dir):
     engine = LLMScorer(tiny_model_dir, max_new_tokens=12, max_model_len=1024, dtype=request.param)
     assert engine.dtype == request.param  # what the engine runs, not only what was asked
     assert engine.kv_tokens >= engine.max_model_len  # the started engine's real cache
-    return engine
+    yield engine
+    engine.close()
 
 
 def request(key: str, history: tuple[str, ...], cands: tuple[Candidate, ...], evidence=None):
