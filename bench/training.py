@@ -185,8 +185,8 @@ def _run(
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20
         if torch.cuda.is_available()
         else None,
-        "mean_reward": sum(rewards) / len(rewards) if rewards else None,
-        "mean_completion_len": sum(lengths) / len(lengths) if lengths else None,
+        "mean_reward": _mean(rewards),
+        "mean_completion_len": _mean(lengths),
         # the timed steps' generation (the warm-up's engine start excluded)
         "rollout_s": _mean(sampler.seconds[1:] or sampler.seconds) if sampler else None,
     }

@@ -261,12 +261,17 @@ class LLMScorer:
         )
         return self._encode(text)
 
+    @property
+    def _completion_room(self) -> int:
+        """Tokens a request needs beyond its prompt: the reasoning, the closing tags and
+        the longest label."""
+        return self.max_new_tokens + SHAPE.answer_margin
+
     def _prepare(self, request: ScoreRequest) -> _Prepared:
         flags = list(request.flags)
         if not request.candidates:
             return _Prepared(request, [], request.prompt, flags, [NO_CANDIDATES])
-        # Room for the reasoning, the closing tags and the longest label.
-        budget = self.max_model_len - self.max_new_tokens - SHAPE.answer_margin
+        budget = self.max_model_len - self._completion_room
         seen: list[tuple[RecPrompt, list[int]]] = []
 
         def tokens(prompt: RecPrompt) -> int:
@@ -354,7 +359,7 @@ class LLMScorer:
         group: list[_Prepared] = []
         used = 0
         for p in live:
-            need = len(p.prompt_ids) + self.max_new_tokens + SHAPE.answer_margin
+            need = len(p.prompt_ids) + self._completion_room
             if group and used + need > budget:
                 yield group
                 group, used = [], 0
