@@ -101,23 +101,24 @@ class StepTimer:
         self.callback = _CB()
 
 
-def _generator(stage: str, args, sampler) -> str | None:
-    """What made GRPO's completions (None for SFT)."""
+def _generator(stage: str, args, sampler, shared_prompt: bool) -> str | None:
+    """What made GRPO's completions, and how the policy's forward ran (None for SFT)."""
     if stage == "sft":
         return None
-    return "trl vllm" if args.use_vllm else "vllm rollout" if sampler else "transformers"
+    made = "trl vllm" if args.use_vllm else "vllm rollout" if sampler else "transformers"
+    return f"{made}, {'prompt once per group' if shared_prompt else 'trl forward per row'}"
 
 
 def _run(
     stage: str, model_path: str, rows: list[dict], steps: int, bf16: bool, extra: dict,
-    rollout: str = "auto",
+    rollout: str = "auto", shared_prompt: bool = True,
 ):  # fmt: skip
     import torch
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer, SFTConfig
+    from trl import GRPOConfig, SFTConfig
 
     from trainer.common import RunArgs, load_model, load_tokenizer, lora_config
-    from trainer.grpo import make_rollout
+    from trainer.grpo import make_rollout, shared_prompt_trainer
     from trainer.rewards import REWARD_FUNCS
     from trainer.sft import completion_loss_trainer
 
@@ -140,14 +141,16 @@ def _run(
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     timer = StepTimer()
-    run_args = RunArgs(rollout=rollout)
+    run_args = RunArgs(rollout=rollout, shared_prompt=shared_prompt)
     kwargs, sampler = {}, None
     if stage == "grpo":
         sampler = make_rollout(run_args, args, model_path, Path(out))
         sampler = TimedRollout(sampler) if sampler else None
         kwargs = {"reward_funcs": list(REWARD_FUNCS), "rollout_func": sampler}
     trainer = (
-        completion_loss_trainer(run_args.completion_logits) if stage == "sft" else GRPOTrainer
+        completion_loss_trainer(run_args.completion_logits)
+        if stage == "sft"
+        else shared_prompt_trainer(run_args.shared_prompt)
     )(
         model=model,
         args=args,
@@ -158,8 +161,12 @@ def _run(
         **kwargs,
     )
     t = time.perf_counter()
-    trainer.train()
-    wall = time.perf_counter() - t
+    try:
+        trainer.train()
+        wall = time.perf_counter() - t
+    finally:  # the next run's engine must not run beside this one's
+        if sampler:
+            sampler.rollout.close()
     logs = trainer.state.log_history
     tokens = [e["num_tokens"] for e in logs if "num_tokens" in e]
     timed = timer.steps[1:] or timer.steps
@@ -174,7 +181,7 @@ def _run(
         "steps": len(timer.steps),
         "batch": args.per_device_train_batch_size,
         "generations": generations,
-        "generator": _generator(stage, args, sampler),
+        "generator": _generator(stage, args, sampler, shared_prompt),
         "s_per_step": s_per_step,
         "first_step_s": timer.steps[0],
         "tokens_per_s": timed_tokens / sum(timed) if len(timer.steps) > 1 else None,
@@ -241,8 +248,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--use-vllm", action="store_true", help="trl's colocated vLLM for GRPO (GPU nodes)"
     )
+    p.add_argument(
+        "--grpo-forward", default="shared",
+        help="comma list of GRPO policy forwards to time: shared (each prompt once for its "
+        "completions, trainer.grpo's default) and/or trl (trl's forward per row)",
+    )  # fmt: skip
     p.add_argument("--record", help="append the table to this Markdown file")
     args = p.parse_args(argv)
+    forwards = args.grpo_forward.split(",")
+    if not forwards or set(forwards) - {"shared", "trl"}:
+        raise SystemExit("--grpo-forward takes shared and/or trl, comma-separated")
     if args.export:
         if not args.ds:
             raise SystemExit("--export needs --ds")
@@ -264,12 +279,18 @@ def main(argv: list[str] | None = None) -> None:
         model_path = str(default_model_dir())
     name = args.model_name or Path(model_path).name
     rows = []
-    for stage in args.stages.split(","):
+    runs = [
+        (stage, forward == "shared")
+        for stage in args.stages.split(",")
+        for forward in (forwards if stage == "grpo" else ["shared"])
+    ]
+    for stage, shared in runs:
         steps = args.sft_steps if stage == "sft" else args.grpo_steps
         extra = {"use_vllm": True, "vllm_mode": "colocate"} if args.use_vllm else {}
         r = _run(
             stage, model_path, data[stage if stage == "sft" else "rl"], steps, args.bf16, extra,
             rollout=args.rollout,  # make_rollout decides, and refuses vllm with --use-vllm
+            shared_prompt=shared,
         )  # fmt: skip
         r.update(model=name, peak_rss_mb=peak_rss_mb())
         rows.append(r)

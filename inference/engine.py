@@ -236,12 +236,10 @@ class LLMScorer:
         return self.model.version
 
     def close(self) -> None:
-        """Stop the engine's processes now. Otherwise they stop when this object is
-        collected, and an engine still referenced when the interpreter exits can outlive
-        it: multiprocessing's exit hook may wait for it before vLLM's stops it."""
-        core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
-        if core is not None:
-            core.shutdown()
+        """Stop the engine's processes now (:func:`r2rec.assets.close_engine`)."""
+        from r2rec.assets import close_engine
+
+        close_engine(self._llm)
 
     def sample(self, conversations: list, params) -> list:
         """vLLM chat completions of this engine's model (its adapter included) with the

@@ -190,3 +190,13 @@ def vllm_engine_args(**overrides) -> dict:
             cores = sorted(os.sched_getaffinity(0))
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
     return {**args, **overrides}
+
+
+def close_engine(llm) -> None:
+    """Stop a vLLM ``LLM``'s engine processes now (None: nothing to stop). Otherwise they
+    stop when it is collected, and an engine still referenced when the interpreter exits
+    can outlive it: multiprocessing's exit hook may wait for it before vLLM's stops it.
+    A second engine started in the same process also runs beside the first one's."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None:
+        core.shutdown()

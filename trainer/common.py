@@ -88,6 +88,13 @@ class RunArgs:
         default=True,
         metadata={"help": "SFT on CPU: the LM head only on the completion (false: trl's own)"},
     )
+    shared_prompt: bool = field(
+        default=True,
+        metadata={
+            "help": "GRPO: each prompt runs once for all its completions, the LM head on "
+            "completion positions only (false: trl's own forward per row)"
+        },
+    )
 
 
 def parse(config_cls, argv: list[str] | None):

@@ -3,7 +3,10 @@
 ``python -m trainer.grpo --config trainer/configs/grpo.yaml --ds D`` continues from the
 SFT adapter (by default the newest SFT run registered for D) on the training prompts of
 ``rl_prompts``, rewarded by accuracy, format and grounding (:mod:`trainer.rewards`).
-Generation runs through transformers; ``--use_vllm true`` hands it to vLLM on GPU nodes.
+On CPU the completions come from trainer.rollout's vLLM engine serving each step's adapter;
+``--rollout trl`` generates through transformers, ``--use_vllm true`` through trl's vLLM
+on GPU nodes. The policy's forward runs each prompt once per group
+(:func:`shared_prompt_trainer`).
 trl logs the reward, each reward function's mean (accuracy among them) and the
 completion length every ``logging_steps``.
 """
@@ -122,6 +125,114 @@ def starting_adapter(
     return row["adapter_path"], row["model_version"]
 
 
+def prompt_groups(prompt_ids, prompt_mask) -> list[list[int]]:
+    """Rows that share one prompt (its unpadded tokens), in order of first appearance."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for row, (ids, mask) in enumerate(zip(prompt_ids, prompt_mask, strict=True)):
+        groups.setdefault(tuple(ids[mask.bool()].tolist()), []).append(row)
+    return list(groups.values())
+
+
+def shared_prompt_trainer(enabled: bool = True):
+    """trl's GRPOTrainer whose policy forward runs each group's prompt once.
+
+    A GRPO batch is ``num_generations`` completions of the same prompt, and the prompt
+    (with its evidence, ~700 tokens) is several times longer than a completion (~120).
+    trl runs every row in full, so the prompt is computed once per completion, and on
+    CPU its fused LM head also projects every prompt position (it scores only labelled
+    positions on Triton devices). Here the prompt runs once with its key/value cache
+    kept in the autograd graph, the cache is repeated for the group's completions, and
+    only completion positions go through the LM head: the same log-probabilities and
+    gradients (a test compares them with trl's), for about a third of the tokens.
+    Falls back to trl's own path where this does not apply (multimodal inputs, MoE aux
+    loss, gradient checkpointing, which turns the cache off, or a head that scales or
+    soft-caps its logits).
+    """
+    import torch
+    from trl import GRPOTrainer
+
+    class SharedPromptGRPOTrainer(with_fault_points(GRPOTrainer, "grpo")):
+        def _get_per_token_logps_and_entropies(
+            self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+            compute_entropy=False, compute_aux_loss=False, **extra,
+        ):  # fmt: skip
+            causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+            if (
+                not enabled
+                or compute_aux_loss
+                or any(v is not None for v in extra.values())
+                or getattr(causal_lm, "is_gradient_checkpointing", False)
+                or not _plain_lm_head(causal_lm.config)
+            ):
+                return super()._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep, batch_size,
+                    compute_entropy, compute_aux_loss, **extra,
+                )  # fmt: skip
+            backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+            head = causal_lm.get_output_embeddings()
+            width = logits_to_keep
+            prompts, prompt_mask = input_ids[:, :-width], attention_mask[:, :-width]
+            completions, completion_mask = input_ids[:, -width:], attention_mask[:, -width:]
+            logps = torch.zeros(completions.shape, dtype=torch.float32, device=input_ids.device)
+            entropies = torch.zeros_like(logps) if compute_entropy else None
+            parts = []
+            for rows in prompt_groups(prompts, prompt_mask):
+                index = torch.tensor(rows, device=input_ids.device)
+                prompt = prompts[rows[0]][prompt_mask[rows[0]].bool()][None]
+                with self.accelerator.autocast():
+                    first = backbone(input_ids=prompt, use_cache=True)
+                    cache = first.past_key_values
+                    cache.batch_repeat_interleave(len(rows))
+                    ones = prompt_mask.new_ones((len(rows), prompt.size(1)))
+                    rest = backbone(
+                        input_ids=completions[index],
+                        attention_mask=torch.cat([ones, completion_mask[index]], dim=1),
+                        past_key_values=cache,
+                        use_cache=True,
+                    )
+                # Position t predicts completion token t: the prompt's last state, then the
+                # completion's own states but the last.
+                hidden = torch.cat(
+                    [first.last_hidden_state[:, -1:].expand(len(rows), -1, -1),
+                     rest.last_hidden_state[:, :-1]], dim=1,
+                )  # fmt: skip
+                scored = completion_mask[index].bool()
+                if self.args.cast_lm_head_to_fp32:
+                    with torch.autocast(hidden.device.type, enabled=False):
+                        weight, bias = head.weight.float(), head.bias
+                        logits = torch.nn.functional.linear(
+                            hidden[scored].float(), weight, None if bias is None else bias.float()
+                        )
+                else:
+                    with self.accelerator.autocast():
+                        logits = head(hidden[scored])
+                log_probs = torch.log_softmax(logits.float() / self.temperature, dim=-1)
+                token = log_probs.gather(1, completions[index][scored][:, None]).squeeze(1)
+                parts.append((index, scored, token, log_probs if compute_entropy else None))
+
+            # Scattered back by row, out of place, so the graph reaches every part; zero
+            # where a completion is padding, as trl's.
+            def rows_of(values, scored):
+                return values.new_zeros(scored.shape).masked_scatter(scored, values)
+
+            for index, scored, token, log_probs in parts:
+                logps = logps.index_put((index,), rows_of(token, scored))
+                if log_probs is not None:
+                    entropy = -(log_probs.exp() * log_probs).sum(-1)
+                    entropies = entropies.index_put((index,), rows_of(entropy, scored))
+            return logps, entropies, None
+
+    return SharedPromptGRPOTrainer
+
+
+def _plain_lm_head(config) -> bool:
+    """The LM head is a plain projection: no logit scaling or soft-capping to reproduce."""
+    text = config.get_text_config()
+    scaled = ("final_logit_softcapping", "logit_scale", "output_multiplier",
+              "lm_head_multiplier", "logits_scaling")  # fmt: skip
+    return all(getattr(text, key, None) in (None, 1.0) for key in scaled)
+
+
 def make_rollout(run_args: RunArgs, train_args, base_path: str, run_dir):
     """trainer.rollout's vLLM sampler where it pays (CPU, LoRA), else None (trl's own)."""
     import os
@@ -154,7 +265,6 @@ def make_rollout(run_args: RunArgs, train_args, base_path: str, run_dir):
 def train(run_args: RunArgs, train_args) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import set_seed
-    from trl import GRPOTrainer
 
     base = resolve_model(run_args.model)
     adapter, parent_version = starting_adapter(
@@ -186,7 +296,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
     elif run_args.use_lora:
         peft_config = lora_config(run_args)
-    trainer = with_fault_points(GRPOTrainer, "grpo")(
+    trainer = shared_prompt_trainer(run_args.shared_prompt)(
         model=model,
         reward_funcs=list(REWARD_FUNCS),
         args=train_args,
@@ -194,11 +304,15 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         processing_class=tokenizer,
         callbacks=[progress_callback(run), release_memory_callback()],
         peft_config=peft_config,
-        rollout_func=make_rollout(run_args, train_args, base.path, run.dir),
+        rollout_func=(rollout := make_rollout(run_args, train_args, base.path, run.dir)),
     )
     own_progress_only(trainer)
     resumed_from = run.last_checkpoint()
-    trainer.train(resume_from_checkpoint=resumed_from)
+    try:
+        trainer.train(resume_from_checkpoint=resumed_from)
+    finally:
+        if rollout is not None:
+            rollout.close()
     history = trainer.state.log_history
     manifest = finish(
         run,

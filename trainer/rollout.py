@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from r2rec.assets import vllm_engine_args
+from r2rec.assets import close_engine, vllm_engine_args
 from r2rec.procs import children_die_with_me
 
 
@@ -42,6 +42,11 @@ class VLLMRollout:
             with children_die_with_me():  # an OOM-killed trainer must not leave its engine
                 self._llm = LLM(model=self.base_path, **args)
         return self._llm
+
+    def close(self) -> None:
+        """Stop the engine (once training is over; a later call starts a new one)."""
+        close_engine(self._llm)
+        self._llm, self._loaded = None, None
 
     def _adapter(self, trainer) -> Any:
         """The trainer's current adapter as a LoRARequest (saved once per optimizer step)."""

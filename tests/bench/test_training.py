@@ -25,17 +25,20 @@ def test_export_then_measure_and_record(train_lake, tiny_model_dir, tmp_path, ca
     record = tmp_path / "RESULTS.md"
     training.main(
         ["--examples", str(rows), "--model", tiny_model_dir, "--model-name", "tiny",
-         "--sft-steps", "3", "--grpo-steps", "2", "--rollout", "trl", "--record", str(record)]
+         "--sft-steps", "3", "--grpo-steps", "2", "--rollout", "trl", "--grpo-forward",
+         "shared,trl", "--record", str(record)]
     )  # fmt: skip
     out = [
         json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"')
     ]
-    assert [(r["stage"], r["steps"]) for r in out] == [("sft", 3), ("grpo", 2)]
-    sft, grpo = out
+    assert [(r["stage"], r["steps"]) for r in out] == [("sft", 3), ("grpo", 2), ("grpo", 2)]
+    sft, grpo, grpo_trl = out
     assert sft["tokens_per_s"] > 0 and sft["s_per_step"] > 0
     assert sft["examples_per_h"] == pytest.approx(3600 * 2 / sft["s_per_step"])
     assert grpo["examples_per_h"] == pytest.approx(3600 * 1 / grpo["s_per_step"])  # 4 / 4 gens
-    assert (sft["generator"], grpo["generator"]) == (None, "transformers")
+    assert (sft["generator"], grpo["generator"], grpo_trl["generator"]) == (
+        None, "transformers, prompt once per group", "transformers, trl forward per row"
+    )  # fmt: skip
     assert (grpo["batch"], grpo["generations"]) == (4, 4)  # grpo.yaml: one prompt x 4
     # A random tiny model never writes a parseable answer: format penalty -1 every time.
     assert grpo["mean_reward"] == -1.0
@@ -43,7 +46,8 @@ def test_export_then_measure_and_record(train_lake, tiny_model_dir, tmp_path, ca
     assert sft["rollout_s"] is None and grpo["rollout_s"] is None
     text = record.read_text()
     assert training.HEADING in text and "| sft | tiny | float32 | 2 x 1 | 2 |" in text
-    assert "| grpo (transformers) | tiny | float32 | 4 x 4 | 1 |" in text
+    assert "| grpo (transformers, prompt once per group) | tiny | float32 | 4 x 4 | 1 |" in text
+    assert "| grpo (transformers, trl forward per row) | tiny | float32 | 4 x 4 | 1 |" in text
 
 
 def test_grpo_completions_come_from_where_the_trainer_would_take_them(tmp_path):
@@ -56,12 +60,13 @@ def test_grpo_completions_come_from_where_the_trainer_would_take_them(tmp_path):
 
     args = SimpleNamespace(use_vllm=False, max_completion_length=8, temperature=1.0, seed=0)
     sampler = make_rollout(RunArgs(rollout="auto"), args, "unused", tmp_path)  # engine is lazy
-    assert _generator("grpo", args, sampler) == "vllm rollout"
-    assert _generator("grpo", args, make_rollout(RunArgs(rollout="trl"), args, "x", tmp_path)) == (
-        "transformers"
+    assert _generator("grpo", args, sampler, True) == "vllm rollout, prompt once per group"
+    trl = make_rollout(RunArgs(rollout="trl"), args, "x", tmp_path)
+    assert _generator("grpo", args, trl, False) == "transformers, trl forward per row"
+    assert _generator("grpo", SimpleNamespace(use_vllm=True), None, True) == (
+        "trl vllm, prompt once per group"
     )
-    assert _generator("grpo", SimpleNamespace(use_vllm=True), None) == "trl vllm"
-    assert _generator("sft", args, None) is None
+    assert _generator("sft", args, None, True) is None
 
 
 def test_the_timed_rollout_returns_what_the_rollout_returns_and_times_each_call():

@@ -81,3 +81,22 @@ def test_an_unknown_dtype_is_refused_with_the_choices(monkeypatch):
     monkeypatch.setenv(assets.DTYPE_ENV, "float16; rm -rf /")
     with pytest.raises(R2RecError, match="R2REC_DTYPE must be one of float32, bfloat16"):
         assets.model_dtype(cuda=False)
+
+
+def test_close_engine_stops_the_engine_core_and_the_rollout_starts_a_new_one(tmp_path):
+    from types import SimpleNamespace
+
+    from r2rec.assets import close_engine
+    from trainer.rollout import VLLMRollout
+
+    stopped = []
+    llm = SimpleNamespace(
+        llm_engine=SimpleNamespace(engine_core=SimpleNamespace(shutdown=lambda: stopped.append(1)))
+    )
+    close_engine(llm)
+    close_engine(None)  # never started: nothing to stop
+    assert stopped == [1]
+    rollout = VLLMRollout("unused", tmp_path, max_tokens=8, temperature=1.0, lora_rank=8)
+    rollout._llm, rollout._loaded = llm, (3, tmp_path / "step-3")
+    rollout.close()
+    assert stopped == [1, 1] and rollout._llm is None and rollout._loaded is None

@@ -358,6 +358,122 @@ def test_the_completion_only_lm_head_gives_the_full_heads_loss_and_gradients(
         assert our_metrics[key] == pytest.approx(trl_metrics[key], rel=1e-4), key
 
 
+def test_grpo_shared_prompt_forward_gives_trls_log_probs_entropies_and_gradients(
+    tiny_model_dir, tmp_path
+):
+    """GRPO's policy forward with each prompt run once for its completions (the cache kept
+    in the graph) gives trl's per-token log-probabilities, entropies and gradients: two
+    prompts of different lengths in one batch (one left-padded), completions of different
+    lengths (right-padded), at a sampling temperature the log-probabilities must use."""
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    from trainer.common import RunArgs, load_model, load_tokenizer, lora_config
+    from trainer.grpo import prompt_groups, shared_prompt_trainer
+
+    args = GRPOConfig(
+        output_dir=str(tmp_path), report_to="none", per_device_train_batch_size=4,
+        num_generations=2, use_cpu=True, temperature=0.7, gradient_checkpointing=False,
+        bf16=False,  # float32 on every CPU: a comparison to 1e-4, not to bfloat16 rounding
+    )  # fmt: skip
+    tokenizer = load_tokenizer(tiny_model_dir)
+    pad = tokenizer.pad_token_id
+
+    def trainer_for(enabled: bool):
+        torch.manual_seed(0)  # the same LoRA initialisation for both
+        trainer = shared_prompt_trainer(enabled)(
+            model=load_model(tiny_model_dir, args),
+            reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+            args=args,
+            train_dataset=Dataset.from_list([{"prompt": "x"}] * 4),
+            processing_class=tokenizer,
+            peft_config=lora_config(RunArgs(ds=DS, lora_dropout=0.0)),
+        )
+        with torch.no_grad():  # LoRA B starts at zero; make the adapter matter
+            for name, p in trainer.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.05)
+        return trainer
+
+    long_prompt = tokenizer("Step 1: the user watched Fargo (1996) twice.")["input_ids"]
+    short_prompt = long_prompt[:5]
+    width = len(long_prompt)
+    prompts = [long_prompt, long_prompt, short_prompt, short_prompt]
+    completions = [[11, 12, 13, 14, 15], [21, 22], [31, 32, 33], [41, 42, 43, 44, 45]]
+    prompt_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    prompt_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    completion_ids = torch.tensor([c + [pad] * (5 - len(c)) for c in completions])
+    completion_mask = torch.tensor([[1] * len(c) + [0] * (5 - len(c)) for c in completions])
+    assert prompt_groups(prompt_ids, prompt_mask) == [[0, 1], [2, 3]]
+
+    def forward(trainer, rows, unpadded: bool):
+        # trl's own path gets each group unpadded: transformers 5 numbers positions from
+        # the cache, not the mask, so a left-padded row would be a different sequence.
+        index = torch.tensor(rows)
+        p_ids, p_mask = prompt_ids[index], prompt_mask[index]
+        if unpadded:
+            keep = p_mask[0].bool()
+            p_ids, p_mask = p_ids[:, keep], p_mask[:, keep]
+        return trainer._get_per_token_logps_and_entropies(
+            trainer.model,
+            torch.cat([p_ids, completion_ids[index]], dim=1),
+            torch.cat([p_mask, completion_mask[index]], dim=1),
+            5,
+            compute_entropy=True,
+        )
+
+    def loss_of(logps, entropies, rows):
+        mask = completion_mask[torch.tensor(rows)]
+        weights = torch.arange(1.0, 6.0)  # an uneven weighting, so every position counts
+        return (((logps + 0.1 * entropies) * weights) * mask).sum()
+
+    def grads_of(trainer):
+        params = trainer.model.named_parameters()
+        return {n: p.grad.clone() for n, p in params if p.grad is not None}
+
+    ours = trainer_for(True)
+    logps, entropies, _ = forward(ours, [0, 1, 2, 3], unpadded=False)
+    loss_of(logps, entropies, [0, 1, 2, 3]).backward()
+    our_grads = grads_of(ours)
+
+    def full_logits(trainer, rows):
+        """Every position's logits from transformers' own forward, then plain autograd."""
+        lp, ent, _ = forward(trainer, rows, unpadded=True)  # trl's values, for comparison
+        index = torch.tensor(rows)
+        keep = prompt_mask[index][0].bool()
+        ids = torch.cat([prompt_ids[index][:, keep], completion_ids[index]], dim=1)
+        mask = torch.cat([prompt_mask[index][:, keep], completion_mask[index]], dim=1)
+        logits = trainer.model(input_ids=ids, attention_mask=mask).logits[:, -6:-1]
+        log_probs = torch.log_softmax(logits.float() / 0.7, dim=-1)
+        token = log_probs.gather(2, completion_ids[index][..., None]).squeeze(2)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return token, entropy, lp, ent
+
+    trl = trainer_for(False)
+    ref_logps, ref_entropies, ref_loss, trl_logps, trl_entropies = [], [], 0, [], []
+    for rows in ([0, 1], [2, 3]):
+        token, entropy, lp, ent = full_logits(trl, rows)
+        ref_logps.append(token)
+        ref_entropies.append(entropy)
+        trl_logps.append(lp)
+        trl_entropies.append(ent)
+        ref_loss = ref_loss + loss_of(token, entropy, rows)
+    ref_loss.backward()
+    ref_grads = grads_of(trl)
+
+    mask = completion_mask.bool()
+    for reference in (torch.cat(ref_logps), torch.cat(trl_logps)):
+        assert torch.allclose(logps[mask], reference[mask], atol=1e-4)
+    for reference in (torch.cat(ref_entropies), torch.cat(trl_entropies)):
+        assert torch.allclose(entropies[mask], reference[mask], atol=1e-4)
+    assert (logps[~mask] == 0).all() and (entropies[~mask] == 0).all()
+    assert our_grads.keys() == ref_grads.keys() and len(our_grads) > 10
+    for name, grad in our_grads.items():
+        assert grad.abs().sum() > 0, name
+        assert (grad - ref_grads[name]).norm() <= 1e-4 * ref_grads[name].norm() + 1e-7, name
+
+
 def test_grpo_samples_from_a_vllm_engine_serving_each_steps_adapter(train_lake, tiny_model_dir):
     """The CPU rollout: completions come from vLLM with the current LoRA adapter."""
     lake = train_lake
