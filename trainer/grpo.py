@@ -137,7 +137,7 @@ def shared_prompt_trainer(enabled: bool = True):
     """trl's GRPOTrainer whose policy forward runs each group's prompt once.
 
     A GRPO batch is ``num_generations`` completions of the same prompt, and the prompt
-    (with its evidence, ~700 tokens) is several times longer than a completion (~120).
+    (with its evidence, ~500 tokens) is several times longer than a completion (~120).
     trl runs every row in full, so the prompt is computed once per completion, and on
     CPU its fused LM head also projects every prompt position (it scores only labelled
     positions on Triton devices). Here the prompt runs once with its key/value cache
@@ -208,17 +208,17 @@ def shared_prompt_trainer(enabled: bool = True):
                         logits = head(hidden[scored])
                 log_probs = torch.log_softmax(logits.float() / self.temperature, dim=-1)
                 token = log_probs.gather(1, completions[index][scored][:, None]).squeeze(1)
-                parts.append((index, scored, token, log_probs if compute_entropy else None))
+                entropy = -(log_probs.exp() * log_probs).sum(-1) if compute_entropy else None
+                parts.append((index, scored, token, entropy))
 
             # Scattered back by row, out of place, so the graph reaches every part; zero
             # where a completion is padding, as trl's.
             def rows_of(values, scored):
                 return values.new_zeros(scored.shape).masked_scatter(scored, values)
 
-            for index, scored, token, log_probs in parts:
+            for index, scored, token, entropy in parts:
                 logps = logps.index_put((index,), rows_of(token, scored))
-                if log_probs is not None:
-                    entropy = -(log_probs.exp() * log_probs).sum(-1)
+                if entropy is not None:
                     entropies = entropies.index_put((index,), rows_of(entropy, scored))
             return logps, entropies, None
 
