@@ -2,14 +2,15 @@
 
 vLLM's CPU LoRA ops (``vllm.lora.ops.torch_ops``) gather each token's adapter matrices
 (``weights[indices]``, a ``(tokens, out, in)`` copy) and multiply them with a batched
-einsum, for every LoRA-wrapped layer. A 540-token prompt through SmolLM2-135M's 210
-adapted projections copies hundreds of MB that way, and decoding pays the gather and a
-batched matmul of 1-row matrices on every step: on our 2-core CPU, four 160-token
-completions took 20 s with a LoRA adapter and 7 s without (bench/RESULTS.md). Scoring
-serves the champion's adapter and GRPO's rollout each step's, so both paid it.
+einsum, for every LoRA-wrapped layer. Through SmolLM2-135M's 210 adapted projections
+at rank 16 that is about 10 MB of bfloat16 copies per token (GBs for a 540-token
+prompt), and decoding pays the gather and a batched matmul of 1-row matrices on every
+step: on our 2-core CPU, four 160-token completions took 20 s with a LoRA adapter and
+7 s without (bench/RESULTS.md). GRPO's rollout serves each step's adapter that way
+(scoring merges the champion's adapter on CPU unless told not to).
 
 Here each distinct adapter of a batch is one matrix product over its tokens; a batch
-serving one adapter (scoring, GRPO) is one ``mm``. Same results as vLLM's ops (a test
+serving one adapter (GRPO, unmerged serving) is one ``mm``. Same results as vLLM's ops (a test
 compares them, to bfloat16 rounding). vLLM loads this module in every process that
 runs a model (entry point ``vllm.general_plugins``, see pyproject.toml), where
 :func:`register` swaps the functions its CPU Punica wrapper calls.
