@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--record", help="append the table to this Markdown file")
     args = p.parse_args(argv)
     forwards = args.grpo_forward.split(",")
-    if not forwards or set(forwards) - {"shared", "trl"}:
+    if set(forwards) - {"shared", "trl"}:
         raise SystemExit("--grpo-forward takes shared and/or trl, comma-separated")
     if args.export:
         if not args.ds:

@@ -41,9 +41,9 @@ def lora_product(inputs, weights, indices, dtype):
     indices wrap, as tensor indexing does there)."""
     import torch
 
-    inputs = inputs.to(dtype=dtype)
     if indices.numel() == 0 or indices.numel() != inputs.shape[0]:
         return None
+    inputs = inputs.to(dtype=dtype)
     first = int(indices[0])
     if bool((indices == first).all()):
         return inputs @ _matrices(weights, first, dtype).T

@@ -411,6 +411,29 @@ def load_model(path: str, train_args):
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
 
 
+def causal_lm_parts(model):
+    """(the causal LM under any PEFT wrapper, its backbone, its LM head): for the trainers
+    that run the backbone themselves and project only the positions they score."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+    return causal_lm, backbone, causal_lm.get_output_embeddings()
+
+
+def head_log_probs(head, hidden, temperature: float = 1.0, fp32_head: bool = False):
+    """Log-softmax over the vocabulary of the LM head applied to ``hidden`` (positions x
+    width) only, in float32, logits divided by ``temperature``. ``fp32_head`` projects in
+    float32 outside autocast (trl's ``cast_lm_head_to_fp32``)."""
+    import torch
+
+    if fp32_head:
+        with torch.autocast(hidden.device.type, enabled=False):
+            bias = None if head.bias is None else head.bias.float()
+            logits = torch.nn.functional.linear(hidden.float(), head.weight.float(), bias)
+    else:
+        logits = head(hidden)
+    return torch.log_softmax(logits.float() / temperature, dim=-1)
+
+
 def lora_config(args: RunArgs):
     from peft import LoraConfig
 

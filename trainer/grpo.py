@@ -24,7 +24,9 @@ from r2rec.lakehouse import Lakehouse
 from r2rec.models import resolve_model
 from trainer.common import (
     RunArgs,
+    causal_lm_parts,
     finish,
+    head_log_probs,
     input_fingerprint,
     load_model,
     load_tokenizer,
@@ -156,7 +158,7 @@ def shared_prompt_trainer(enabled: bool = True):
             self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
             compute_entropy=False, compute_aux_loss=False, **extra,
         ):  # fmt: skip
-            causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+            causal_lm, backbone, head = causal_lm_parts(model)
             if (
                 not enabled
                 or compute_aux_loss
@@ -168,8 +170,6 @@ def shared_prompt_trainer(enabled: bool = True):
                     model, input_ids, attention_mask, logits_to_keep, batch_size,
                     compute_entropy, compute_aux_loss, **extra,
                 )  # fmt: skip
-            backbone = getattr(causal_lm, causal_lm.base_model_prefix)
-            head = causal_lm.get_output_embeddings()
             width = logits_to_keep
             prompts, prompt_mask = input_ids[:, :-width], attention_mask[:, :-width]
             completions, completion_mask = input_ids[:, -width:], attention_mask[:, -width:]
@@ -197,16 +197,10 @@ def shared_prompt_trainer(enabled: bool = True):
                      rest.last_hidden_state[:, :-1]], dim=1,
                 )  # fmt: skip
                 scored = completion_mask[index].bool()
-                if self.args.cast_lm_head_to_fp32:
-                    with torch.autocast(hidden.device.type, enabled=False):
-                        weight, bias = head.weight.float(), head.bias
-                        logits = torch.nn.functional.linear(
-                            hidden[scored].float(), weight, None if bias is None else bias.float()
-                        )
-                else:
-                    with self.accelerator.autocast():
-                        logits = head(hidden[scored])
-                log_probs = torch.log_softmax(logits.float() / self.temperature, dim=-1)
+                with self.accelerator.autocast():
+                    log_probs = head_log_probs(
+                        head, hidden[scored], self.temperature, self.args.cast_lm_head_to_fp32
+                    )
                 token = log_probs.gather(1, completions[index][scored][:, None]).squeeze(1)
                 entropy = -(log_probs.exp() * log_probs).sum(-1) if compute_entropy else None
                 parts.append((index, scored, token, entropy))

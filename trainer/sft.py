@@ -23,7 +23,9 @@ from r2rec.lakehouse import Lakehouse
 from r2rec.models import resolve_model
 from trainer.common import (
     RunArgs,
+    causal_lm_parts,
     finish,
+    head_log_probs,
     input_fingerprint,
     load_model,
     load_tokenizer,
@@ -88,8 +90,7 @@ def completion_loss_trainer(enabled: bool = True):
             if not enabled or return_outputs or next(model.parameters()).device.type != "cpu":
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             mode = "train" if model.training else "eval"
-            causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-            backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+            _, backbone, head = causal_lm_parts(model)
             hidden = backbone(
                 input_ids=inputs["input_ids"],
                 attention_mask=inputs.get("attention_mask"),
@@ -97,8 +98,7 @@ def completion_loss_trainer(enabled: bool = True):
             ).last_hidden_state[:, :-1]
             labels = inputs["labels"][:, 1:]
             mask = labels != -100
-            logits = causal_lm.get_output_embeddings()(hidden[mask]).float()
-            log_probs = torch.log_softmax(logits, dim=-1)
+            log_probs = head_log_probs(head, hidden[mask])
             target = labels[mask]
             token_log_probs = log_probs.gather(1, target[:, None]).squeeze(1)
             count = mask.sum() if num_items_in_batch is None else num_items_in_batch
@@ -108,7 +108,7 @@ def completion_loss_trainer(enabled: bool = True):
             with torch.no_grad():  # trl's own metrics, from the same logits
                 n = max(int(mask.sum()), 1)
                 entropy = -(log_probs.exp() * log_probs).sum(-1).sum().item() / n
-                accuracy = (logits.argmax(-1) == target).sum().item() / n
+                accuracy = (log_probs.argmax(-1) == target).sum().item() / n
             self._metrics[mode]["entropy"].append(entropy)
             self._metrics[mode]["mean_token_accuracy"].append(accuracy)
             if mode == "train":
