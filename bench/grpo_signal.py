@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
@@ -38,6 +37,32 @@ def group_stats(rewards: list[list[float]], accuracy: list[list[float]]) -> dict
     }
 
 
+def where_evidence_decides(rows: list[dict]) -> list[dict]:
+    """How often the strongest and the runner-up candidate are the target, by how close
+    the runner-up's evidence score is (``RecPrompt.runner_up``, in tenths): where a
+    policy that picks the first listed candidate is right, and where it is a coin toss."""
+    from r2rec.prompt import RecPrompt
+
+    bins: dict[float, list[int]] = {}
+    for r in rows:
+        prompt = RecPrompt.from_json(r["prompt_facts"])
+        order = prompt.evidence_order()
+        two = len(prompt.evidence or {}) >= 2  # else runner_up() is 0 with nothing to rank
+        b = bins.setdefault(min(int(prompt.runner_up() * 10), 9) / 10 if two else -1.0, [0, 0, 0])
+        b[0] += 1
+        b[1] += order[:1] == [r["target_label"]]
+        b[2] += order[1:2] == [r["target_label"]]
+    return [
+        {"runner_up_from": k, "prompts": n, "strongest_is_target": a / n,
+         "runner_up_is_target": b / n}
+        for k, (n, a, b) in sorted(bins.items())
+    ]  # fmt: skip
+
+
+def _bin(start: float) -> str:
+    return "fewer than two with evidence" if start < 0 else f"{start:.1f}-{start + 0.1:.1f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.grpo_signal", description=__doc__)
     p.add_argument("--lakehouse", required=True)
@@ -48,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generations", type=int, default=6)
     p.add_argument("--temperatures", default="1.0,1.5,2.0")
     p.add_argument("--seed", type=int, default=0, help="which prompts (trainer.grpo's order)")
+    p.add_argument(
+        "--min-runner-up", type=float, default=0.0,
+        help="only prompts whose evidence barely decides (trainer.grpo.order_prompts)",
+    )  # fmt: skip
     p.add_argument("--record", help="append the table to this Markdown file")
     args = p.parse_args(argv)
     temperatures = [float(t) for t in args.temperatures.split(",")]
@@ -61,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from r2rec.lakehouse import Lakehouse
     from r2rec.prompt import MAX_COMPLETION_TOKENS
     from r2rec.registry import resolve_model_ref
+    from trainer.grpo import order_prompts
     from trainer.rewards import REWARD_FUNCS, accuracy_reward
 
     lake = Lakehouse(args.lakehouse)
@@ -68,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = lake.read_arrow(
         RL_PROMPTS, partitions=[("ds", "=", args.ds), ("evidence", "=", args.evidence)]
     ).to_pylist()
-    rows = sorted((r for r in rows if r["split"] == "train"), key=lambda r: r["sample_id"])
-    random.Random(args.seed).shuffle(rows)  # trainer.grpo's order for the same seed
+    train = [r for r in rows if r["split"] == "train"]
+    decides = where_evidence_decides(train)
+    for line in decides:
+        print(json.dumps(line), flush=True)
+    rows, _ = order_prompts(train, args.seed, args.min_runner_up)
     rows = rows[: args.prompts]
     scorer = LLMScorer(ref.model, ref.adapter, registered=ref.registered)
     results = []
@@ -105,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         lines = [
             f"\n### GRPO learning signal by temperature, {date.today().isoformat()}\n",
             f"`python -m bench.grpo_signal --ds {args.ds} --model {args.model} --prompts "
-            f"{len(rows)} --generations {args.generations}` on "
+            f"{len(rows)} --generations {args.generations} --min-runner-up "
+            f"{args.min_runner_up:g}` on "
             f"{cpu_model()}, engine dtype "
             f"{scorer.dtype}: "
             f"{len(rows)} training prompts (rl_prompts, evidence {args.evidence}) x "
@@ -121,6 +155,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['mean_accuracy']:.3f} | {r['mean_completion_tokens']:.0f} | "
                 f"{r['seconds']:.0f} |"
                 for r in results
+            ),
+            "",
+        ]
+        lines += [
+            f"Where the evidence decides: all {len(train)} training prompts by how close the "
+            "runner-up's evidence score is to the strongest's (`RecPrompt.runner_up`).\n",
+            "| runner-up / strongest | prompts | strongest is the target | runner-up is |",
+            "|---|---|---|---|",
+            *(
+                f"| {_bin(d['runner_up_from'])} | "
+                f"{d['prompts']:,} | {d['strongest_is_target']:.2f} | "
+                f"{d['runner_up_is_target']:.2f} |"
+                for d in decides
             ),
             "",
         ]

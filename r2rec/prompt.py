@@ -159,6 +159,14 @@ class RecPrompt:
             key=lambda x: (-self.evidence[x].score, -self.evidence[x].users, position[x]),
         )
 
+    def runner_up(self) -> float:
+        """The second-strongest candidate's evidence score over the strongest's: near 1 where
+        the evidence barely decides between them, 0 where fewer than two have any."""
+        scores = sorted((e.score for e in (self.evidence or {}).values()), reverse=True)
+        if len(scores) < 2 or scores[0] <= 0:
+            return 0.0
+        return scores[1] / scores[0]
+
     def to_json(self) -> str:
         """The prompt's facts as JSON (stored with RL prompts; rewards check against it)."""
         import json

@@ -68,6 +68,14 @@ class RunArgs:
             "(the newest SFT run registered for ds; the default), or 'none'"
         },
     )
+    min_runner_up: float = field(
+        default=0.0,
+        metadata={
+            "help": "GRPO: train only on prompts whose second-strongest candidate's evidence "
+            "score is at least this share of the strongest's (r2rec.prompt.RecPrompt."
+            "runner_up); 0 = every prompt"
+        },
+    )
     max_prompt_tokens: int = field(
         default=SHAPE.max_prompt_tokens,
         metadata={"help": "GRPO: prompts longer than this are skipped (counted)"},

@@ -22,6 +22,7 @@ from r2rec.contracts import RL_PROMPTS
 from r2rec.errors import R2RecError
 from r2rec.lakehouse import Lakehouse
 from r2rec.models import resolve_model
+from r2rec.prompt import RecPrompt
 from trainer.common import (
     RunArgs,
     causal_lm_parts,
@@ -43,6 +44,28 @@ from trainer.rewards import REWARD_FUNCS
 COLUMNS = ["sample_id", "prompt", "target_label", "candidate_labels", "prompt_facts"]
 
 
+def order_prompts(
+    rows: list[dict[str, Any]], seed: int, min_runner_up: float = 0.0
+) -> tuple[list[dict[str, Any]], int]:
+    """The training prompts in GRPO's seeded order, and how many ``min_runner_up`` left out.
+
+    GRPO learns only from groups whose completions differ in reward. An SFT policy picks
+    the candidate listed first (the strongest evidence) almost always, and where the
+    evidence decides, so does the target: on ML-100k's training prompts the strongest
+    candidate is the target in 85-91% of prompts whose runner-up scores under 0.4 of it,
+    but in 32% (the runner-up in 25%) of those above 0.9 (``bench/RESULTS.md``). Prompts
+    where the evidence barely decides are where a choice can be learned.
+    """
+    if not 0.0 <= min_runner_up <= 1.0:
+        raise R2RecError(f"min_runner_up must be within [0, 1], got {min_runner_up}")
+    rows = sorted(rows, key=lambda r: r["sample_id"])
+    random.Random(seed).shuffle(rows)
+    if min_runner_up <= 0:
+        return rows, 0
+    kept = [r for r in rows if RecPrompt.from_json(r["prompt_facts"]).runner_up() >= min_runner_up]
+    return kept, len(rows) - len(kept)
+
+
 def load_prompts(
     lake: Lakehouse,
     ds: str,
@@ -51,8 +74,10 @@ def load_prompts(
     tokenizer,
     max_prompt_tokens: int,
     evidence: str = "chains",
+    min_runner_up: float = 0.0,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Training-split prompts of ds (never valid/test), seeded subsample, over-long skipped."""
+    """Training-split prompts of ds (never valid/test), seeded subsample, over-long skipped,
+    those whose evidence decides left out when ``min_runner_up`` > 0 (:func:`order_prompts`)."""
     if not lake.exists(RL_PROMPTS):
         raise R2RecError(f"no rl_prompts table: run `r2rec traces --ds {ds}` first")
     version = lake.version(RL_PROMPTS)
@@ -62,16 +87,19 @@ def load_prompts(
         partitions=[("ds", "=", ds), ("evidence", "=", evidence)],
         columns=[*COLUMNS, "split"],
     )
-    rows = sorted(
-        (r for r in table.to_pylist() if r.pop("split") == "train"), key=lambda r: r["sample_id"]
-    )
+    rows = [r for r in table.to_pylist() if r.pop("split") == "train"]
     if not rows:
         raise R2RecError(
             f"no training rl_prompts for ds={ds}, evidence={evidence}: run "
             f"`r2rec traces --ds {ds} --evidence {evidence}` first"
         )
     available = len(rows)
-    random.Random(seed).shuffle(rows)
+    rows, decided = order_prompts(rows, seed, min_runner_up)
+    if not rows:
+        raise R2RecError(
+            f"no training rl_prompt of ds={ds} has a runner-up at {min_runner_up} of the "
+            "strongest candidate's evidence score: lower --min_runner_up"
+        )
     kept, too_long = [], 0
     for row in rows:
         if max_examples and len(kept) >= max_examples:
@@ -93,6 +121,8 @@ def load_prompts(
             "split": "train",
             "rows_available": available,
             "rows_used": len(kept),
+            "min_runner_up": min_runner_up,
+            "skipped_evidence_decides": decided,
             "skipped_too_long": too_long,
         }
     }
@@ -280,6 +310,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         tokenizer,
         run_args.max_prompt_tokens,
         run_args.evidence,
+        run_args.min_runner_up,
     )
     set_seed(train_args.seed)
     model = load_model(base.path, train_args)

@@ -216,3 +216,16 @@ def test_prompt_json_round_trip_and_the_shape():
     assert RecPrompt.from_json(prompt.to_json()) == prompt
     assert candidate_labels(3) == ["C1", "C2", "C3"]
     assert SHAPE.prompt_budget == SHAPE.max_model_len - SHAPE.max_completion_tokens - 16
+
+
+def test_runner_up_is_the_second_score_over_the_first_and_zero_without_two():
+    def with_scores(*scores):
+        ev = {f"C{k + 1}": Evidence(1, 0.1, ("a",), s) for k, s in enumerate(scores)}
+        return RecPrompt(("a",), tuple((lb, lb) for lb in ev) or (("C1", "x"),), ev)
+
+    assert with_scores(0.2, 0.8, 0.4).runner_up() == pytest.approx(0.5)  # not display order
+    assert with_scores(0.3, 0.3).runner_up() == pytest.approx(1.0)
+    assert with_scores(0.3).runner_up() == 0.0
+    assert with_scores(0.0, 0.0).runner_up() == 0.0  # no division by zero
+    assert with_scores().runner_up() == 0.0
+    assert RecPrompt(("a",), (("C1", "x"),), None).runner_up() == 0.0  # the paper's prompt
