@@ -23,7 +23,13 @@ For a batch of requests (a user's history and labelled candidates):
    outputs would run over the labels' own tokenisation, without a second generation
    (which cost about 0.3 s a request on CPU).
 
-The ranking is the answer first, then the other candidates by log-probability.
+The ranking is the answer first, then the other candidates in the order the prompt
+lists them by evidence, then those without evidence by log-probability. The label
+log-probabilities after the answer ordered the rest worse than the evidence the model
+was shown: on 900 test rankings where the model's answer hit exactly when the evidence
+ranker's first did, NDCG@5 was 0.487 against the ranker's 0.579 (bench/RESULTS.md,
+"Ranks after the answer"). With the paper's prompt (no evidence) the rest is by
+log-probability, as docs/METHOD.md §8 has it.
 Requests are sorted by their token ids before each wave, so prompts with shared
 prefixes are adjacent for the prefix cache. One bad request (a prompt too long even
 with no history, no candidates) becomes an invalid result with its error; it never
@@ -146,13 +152,22 @@ class LabelTrie:
         return self._named[node]
 
 
-def order_labels(answer: str | None, scores: dict[str, float], labels: Sequence[str]) -> list:
-    """The answer first, then the others by log-probability (ties: display order)."""
+def order_labels(
+    answer: str | None,
+    scores: dict[str, float],
+    labels: Sequence[str],
+    evidence_order: Sequence[str] = (),
+) -> list:
+    """The answer first; then the labels of ``evidence_order`` (the prompt's, strongest
+    first) in that order; then the others by log-probability (ties: display order)."""
     position = {label: k for k, label in enumerate(labels)}
+    head = [answer] if answer in position else []
+    head += [x for x in dict.fromkeys(evidence_order) if x in position and x not in head]
+    placed = set(head)
     rest = sorted(
-        (label for label in labels if label != answer), key=lambda x: (-scores[x], position[x])
+        (label for label in labels if label not in placed), key=lambda x: (-scores[x], position[x])
     )
-    return ([answer] if answer in position else []) + rest
+    return head + rest
 
 
 def reasoning_prefix(completion: str) -> str:
@@ -415,7 +430,8 @@ class LLMScorer:
             scores = tries[k].label_logprobs(node_logprobs[k])
             # 3. where the model's own answer is invalid, the constrained greedy one
             answer = parsed[k].answer or tries[k].greedy(node_logprobs[k])
-            order = order_labels(answer, scores, labels)
+            # p.prompt is the prompt as fitted: only the evidence the model was shown
+            order = order_labels(answer, scores, labels, p.prompt.evidence_order())
             ranked = [(by_label[x], scores[x]) for x in order]
             results[p.request.key] = Scored(
                 key=p.request.key,

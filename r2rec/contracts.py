@@ -503,7 +503,13 @@ _REC_COLUMNS = (
     ("rank", "int32", False, "1 = best"),
     ("item_id", "string", False, "one of the user's candidates"),
     ("label", "string", False, "its candidate label in the prompt"),
-    ("score", "double", False, "log-probability of the label given prompt + reasoning"),
+    (
+        "score",
+        "double",
+        False,
+        "log-probability of the label given prompt + reasoning "
+        "(ranks after the first follow the prompt's evidence, then this)",
+    ),
     ("reasoning", "string", True, "the model's thoughts (same for every rank of a user)"),
     ("answer_valid", "boolean", False, "the completion parsed and named a candidate"),
     ("errors", "array<string>", False, "format errors of the completion"),

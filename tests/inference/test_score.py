@@ -216,6 +216,19 @@ def test_order_labels_puts_the_answer_first_then_logprob_then_display_order():
     assert order_labels("C9", scores, labels) == ["C2", "C1", "C3", "C4"]  # not a label
 
 
+def test_order_labels_ranks_the_rest_by_the_prompts_evidence_then_logprob():
+    labels = ["C1", "C2", "C3", "C4", "C5"]
+    scores = {"C1": -1.0, "C2": -3.0, "C3": -0.5, "C4": -9.0, "C5": -2.0}
+    evidence = ["C4", "C2", "C1"]  # strongest first, as the prompt lists them
+    assert order_labels("C2", scores, labels, evidence) == ["C2", "C4", "C1", "C3", "C5"]
+    # the answer is not repeated; labels without evidence follow by log-probability
+    assert order_labels("C3", scores, labels, evidence) == ["C3", "C4", "C2", "C1", "C5"]
+    assert order_labels(None, scores, labels, evidence) == ["C4", "C2", "C1", "C3", "C5"]
+    # what is not a candidate of the prompt is ignored, duplicates count once
+    assert order_labels("C5", scores, labels, ["C9", "C1", "C1"]) == ["C5", "C1", "C3", "C2", "C4"]
+    assert order_labels("C5", scores, labels, ()) == order_labels("C5", scores, labels)
+
+
 def test_reasoning_prefix_and_text():
     done = "<think>\nStep 1: likes sci-fi.\n</think>\n<answer>[C2]</answer>"
     assert reasoning_prefix(done) == "<think>\nStep 1: likes sci-fi.\n"

@@ -63,8 +63,11 @@ def test_real_engine_ranks_every_candidate_by_label_logprob(scorer):
         result = out[key]
         labels = [c.label for c, _ in result.ranked]
         assert sorted(labels) == sorted(c.label for c in cands[:n])  # each exactly once
-        rest = [v for _, v in result.ranked[1:]]
-        assert rest == sorted(rest, reverse=True)  # after the answer: by log-probability
+        # after the answer: the candidate with evidence (C3 in "a"), then by log-probability
+        shown = ["C3"] if key == "a" and labels[0] != "C3" else []
+        assert labels[1 : 1 + len(shown)] == shown
+        rest = [v for _, v in result.ranked[1 + len(shown) :]]
+        assert rest == sorted(rest, reverse=True)
         assert all(v <= 0 for _, v in result.ranked)
         assert 0 < sum(math.exp(v) for _, v in result.ranked) <= 1 + 1e-4  # a distribution
         assert result.answer_valid is False and result.constrained  # a random model's output
