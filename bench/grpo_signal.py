@@ -47,8 +47,10 @@ def where_evidence_decides(rows: list[dict]) -> list[dict]:
     for r in rows:
         prompt = RecPrompt.from_json(r["prompt_facts"])
         order = prompt.evidence_order()
-        two = len(prompt.evidence or {}) >= 2  # else runner_up() is 0 with nothing to rank
-        b = bins.setdefault(min(int(prompt.runner_up() * 10), 9) / 10 if two else -1.0, [0, 0, 0])
+        # with fewer than two ranked, runner_up() is 0 and there is no runner-up to count
+        b = bins.setdefault(
+            min(int(prompt.runner_up() * 10), 9) / 10 if len(order) >= 2 else -1.0, [0, 0, 0]
+        )
         b[0] += 1
         b[1] += order[:1] == [r["target_label"]]
         b[2] += order[1:2] == [r["target_label"]]
