@@ -163,7 +163,48 @@ def test_reused_history_skips_only_middle_runs_that_already_succeeded(monkeypatc
     ]  # fmt: skip
     with pytest.raises(SystemExit):
         replay.main([a for a in argv if a not in ("--lakehouse", "unused")] + ["--reuse-history"])
-    assert "--reuse-history needs --lakehouse" in capsys.readouterr().err
+    assert "--reuse-history and --history-only need --lakehouse" in capsys.readouterr().err
+
+
+def test_history_only_builds_the_first_and_middle_dates_here_and_times_nothing(monkeypatch, capsys):
+    first, second, third, _last = replay.replay_dates("1997-10-06", 4, 1)
+    here: list[tuple[str, str]] = []
+    monkeypatch.setattr(replay, "replayed", lambda lakehouse, dates, jobs: {("ingest", second)})
+    monkeypatch.setattr(replay, "run_job_here", lambda job, ds, lh: here.append((job, ds)))
+
+    def no_process(*args, **kwargs):
+        raise AssertionError("--history-only runs no job in a process of its own")
+
+    monkeypatch.setattr(replay, "run_job", no_process)
+    argv = ["--dates", "4", "--every-days", "1", "--jobs", "ingest,graph,traces",
+            "--between-jobs", "graph,ingest", "--lakehouse", "L"]  # fmt: skip
+    assert replay.main([*argv, "--history-only"]) == 0
+    # Date order, --jobs order within a date, the last date left to the timed call, and
+    # the run that already succeeded not made again.
+    assert here == [("ingest", first), ("graph", first), ("graph", second),
+                    ("ingest", third), ("graph", third)]  # fmt: skip
+    assert "5 job runs made" in capsys.readouterr().out
+    for extra in (["--control"], ["--score-users", "3"], ["--reuse-history"]):
+        with pytest.raises(SystemExit):
+            replay.main([*argv, "--jobs", "ingest,graph,retrieval,evidence_serve",
+                         "--history-only", *extra])  # fmt: skip
+        assert "--history-only builds history and stops" in capsys.readouterr().err
+
+
+def test_a_job_run_here_that_fails_stops_the_build(monkeypatch):
+    import types
+
+    calls: list[list[str]] = []
+
+    def main(argv):
+        calls.append(argv)
+        return 1
+
+    monkeypatch.setattr("importlib.import_module", lambda name: types.SimpleNamespace(main=main))
+    with pytest.raises(SystemExit, match="evidence_serve 1997-10-06 failed"):
+        replay.run_job_here("evidence_serve", "1997-10-06", "L")
+    # The job's own options travel with it: the serve role of the evidence job.
+    assert calls == [["--ds", "1997-10-06", "--lakehouse", "L", "--scope", "serve"]]
 
 
 def test_replayed_is_empty_for_a_new_lakehouse_and_holds_successes(lakehouse):
