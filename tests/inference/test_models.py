@@ -70,3 +70,31 @@ def test_a_registered_model_keeps_its_registry_version_and_is_not_hashed_again(
     # The files must still be there: a registry row does not stand in for missing weights.
     with pytest.raises(R2RecError, match=r"no adapter_config\.json"):
         resolve_model(str(base), str(tmp_path / "gone"), registered=old)
+
+
+def test_every_byte_of_the_weights_counts_and_the_digest_is_cached_by_size_and_mtime(
+    tmp_path, monkeypatch
+):
+    """Issue 16 item 12: the version once hashed only the first 4 MiB of each file, so a
+    retrain that changed only later tensors kept its old name."""
+    import os
+
+    import r2rec.assets as assets
+
+    monkeypatch.setenv("R2REC_CACHE", str(tmp_path / "cache"))
+    head = b"w" * (5 * 2**20)
+    a = resolve_model(str(model_dir(tmp_path / "a", head + b"1"))).version.split("@")[1]
+    b = resolve_model(str(model_dir(tmp_path / "b", head + b"2"))).version.split("@")[1]
+    assert a != b  # the files differ in their last byte only, past 5 MiB
+
+    hashed: list[str] = []
+    real = assets.sha256
+    monkeypatch.setattr(assets, "sha256", lambda path: hashed.append(path.name) or real(path))
+    weights = tmp_path / "a" / "model.safetensors"
+    assert resolve_model(str(tmp_path / "a")).version.split("@")[1] == a
+    assert hashed == []  # same size and mtime: the cached digest, no second read
+    stat = weights.stat()
+    weights.write_bytes(head + b"2")  # rewritten in place, same size
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert resolve_model(str(tmp_path / "a")).version.split("@")[1] == b
+    assert "model.safetensors" in hashed
