@@ -11,8 +11,11 @@ untuned base (unless ``--no-untuned``), the SFT model and its promotion, GRPO fr
 its evaluation and promotion (unless ``--grpo-steps 0``), then the no-evidence SFT
 ablation and its evaluation (unless ``--ablation-sft-steps 0``), and finally
 ``r2rec results``, which writes the table from ``eval_metrics``. Every step's wall time
-is recorded. A rerun resumes: finished training runs are not trained again, evaluations
-already in ``eval_metrics`` for the same samples are kept.
+is recorded. A rerun on the same lakehouse resumes: the data jobs that succeeded there
+are kept (until one has to run again, after which every later one runs), so the
+training inputs keep their versions and finished training runs are not trained again;
+evaluations already in ``eval_metrics`` for the same samples and promotions already made
+are kept too.
 """
 
 from __future__ import annotations
@@ -34,7 +37,36 @@ R2REC = str(Path(sys.executable).parent / "r2rec")
 class Run:
     def __init__(self, lakehouse: str, log: Path):
         self.lakehouse, self.log = lakehouse, log
-        self.times: list[tuple[str, float]] = []
+        self.times: list[tuple[str, float | None]] = []  # None: done by an earlier call
+        self.rerun = False  # a data job ran in this call: every later one must run too
+
+    def succeeded(self, *args: str) -> bool:
+        """Whether ``r2rec <args>`` already succeeded for DS in this lakehouse (its
+        ``job_runs`` row: the same job, the same options)."""
+        from r2rec.lakehouse import Lakehouse
+
+        lake = Lakehouse(self.lakehouse)
+        if not lake.exists("job_runs"):
+            return False
+        config = json.dumps([*args[1:], "--ds", DS, "--lakehouse", self.lakehouse])
+        rows = lake.read_arrow("job_runs", partitions=[("ds", "=", DS)]).to_pylist()
+        return any(
+            r["job"] == args[0] and r["status"] == "success" and r["config"] == config for r in rows
+        )
+
+    def data_job(self, name: str, *args: str) -> None:
+        """A data job, skipped where an earlier call of this run already made it and no
+        job before it ran again: a rerun would write new table versions, and so change
+        the training inputs' fingerprint and retrain every model."""
+        if not self.rerun and self.succeeded(*args):
+            self.kept(name)
+            return
+        self.rerun = True
+        self.job(name, *args)
+
+    def kept(self, name: str) -> None:
+        self.times.append((name, None))
+        print(f"{name}: done by an earlier call, kept", flush=True)
 
     def job(self, name: str, *args: str) -> dict:
         """``r2rec <args> --ds DS --lakehouse L``; its JSON report."""
@@ -63,6 +95,15 @@ class Run:
         return any(r["model"] == model and r["subset"] == subset for r in rows)
 
 
+def promote(run: Run, name: str, version: str) -> None:
+    """Promotion once per version: once it is the champion, another call would compare
+    it with itself."""
+    if run.succeeded("promote", "--candidate", version):
+        run.kept(name)
+    else:
+        run.job(name, "promote", "--candidate", version)
+
+
 def grpo(run: Run, args: argparse.Namespace, sft: dict, subset: str, llm: tuple) -> None:
     """GRPO from the SFT model, its evaluation and its promotion."""
     out = run.job(
@@ -73,7 +114,7 @@ def grpo(run: Run, args: argparse.Namespace, sft: dict, subset: str, llm: tuple)
     if not run.evaluated(f"llm:{out['model_version']}", subset):
         run.job("evaluate SFT + GRPO", *llm, "--llm-model", f"registry:{out['run_id']}")
     if not args.no_untuned:
-        run.job("promote GRPO", "promote", "--candidate", out["model_version"])
+        promote(run, "promote GRPO", out["model_version"])
 
 
 def ablation(run: Run, args: argparse.Namespace, subset: str, llm: tuple) -> None:
@@ -111,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     subset, n = f"hash-{args.eval_samples}", str(args.eval_samples)
     started = time.monotonic()
 
-    run.job("ingest", "ingest", "--source", "movielens-100k")
+    run.data_job("ingest", "ingest", "--source", "movielens-100k")
     for job in ("graph", "samples", "chains", "evidence"):
-        run.job(job, job)
-    run.job("traces (evidence)", "traces", "--evidence", "chains")
-    run.job("traces (no evidence)", "traces", "--evidence", "none")
+        run.data_job(job, job)
+    run.data_job("traces (evidence)", "traces", "--evidence", "chains")
+    run.data_job("traces (no evidence)", "traces", "--evidence", "none")
     # The baselines first: minutes, and the evidence ranker is the bar the LLM must clear.
     baselines = "popularity,itemknn,als,sasrec,popularity-asof,itemknn-asof,evidence"
     if not run.evaluated("evidence", subset):
@@ -132,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     # The first promotion must beat the untuned base on the same samples (r2rec.registry),
     # so without that evaluation there is nothing to promote against.
     if not args.no_untuned:
-        run.job("promote SFT", "promote", "--candidate", sft["model_version"])
+        promote(run, "promote SFT", sft["model_version"])
     if args.grpo_steps > 0:
         grpo(run, args, sft, subset, llm)
     # The ablation last: the claims above do not wait for it.
@@ -158,8 +199,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.eval_samples} samples per split x 3 seeds.\n",
             "| step | wall s |",
             "|---|---|",
-            *(f"| {name} | {seconds:.0f} |" for name, seconds in run.times),
-            f"| **total** | **{total:.0f}** ({total / 3600:.2f} h) |",
+            *(
+                f"| {name} | {'done by an earlier call' if t is None else f'{t:.0f}'} |"
+                for name, t in run.times
+            ),
+            f"| **total** | **{total:.0f}** ({total / 3600:.2f} h"
+            + ("; this call's steps only" if any(t is None for _, t in run.times) else "")
+            + ") |",
             "",
         ]
         with open(args.record, "a") as fh:
