@@ -44,8 +44,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r2rec.labels import answer_prefix, label_trie, reasoning_prefix, trie_logprobs
 from r2rec.prompt import (
-    ANSWER_OPEN,
     HISTORY_TRUNCATED,
     MAX_COMPLETION_TOKENS,
     PROMPT_VERSION,
@@ -103,55 +103,6 @@ class Scored:
 # ---- pure parts (unit-tested without an engine) -------------------------------------------
 
 
-class LabelTrie:
-    """The candidate labels' deciding tokens as a trie, for exact label log-probabilities.
-
-    A label's deciding tokens are its shortest token prefix that no other label shares
-    (its whole sequence if another label extends it entirely).
-    """
-
-    def __init__(self, label_tokens: dict[str, Sequence[int]]):
-        full = {label: tuple(tokens) for label, tokens in label_tokens.items()}
-        if len(set(full.values())) != len(full):
-            raise ValueError("two labels have the same tokens")
-        self.labels: dict[str, tuple[int, ...]] = {}
-        for label, tokens in full.items():
-            others = [t for x, t in full.items() if x != label]
-            depth = next(
-                (d for d in range(1, len(tokens) + 1)
-                 if not any(t[:d] == tokens[:d] for t in others)),
-                len(tokens),
-            )  # fmt: skip
-            self.labels[label] = tokens[:depth]
-        self._named = {tokens: label for label, tokens in self.labels.items()}
-        self.children: dict[tuple[int, ...], set[int]] = {}
-        for tokens in self.labels.values():
-            for depth in range(len(tokens)):
-                self.children.setdefault(tokens[:depth], set()).add(tokens[depth])
-
-    def nodes(self) -> list[tuple[tuple[int, ...], list[int]]]:
-        """Every internal node (a token prefix) with its sorted child tokens."""
-        return [(prefix, sorted(kids)) for prefix, kids in sorted(self.children.items())]
-
-    def label_logprobs(self, node_logprobs: dict[tuple[int, ...], dict[int, float]]) -> dict:
-        """log P(label) = the sum of its deciding tokens' log-probabilities on the path."""
-        return {
-            label: sum(
-                node_logprobs[tokens[:d]].get(tokens[d], -math.inf) for d in range(len(tokens))
-            )
-            for label, tokens in self.labels.items()
-        }
-
-    def greedy(self, node_logprobs: dict[tuple[int, ...], dict[int, float]]) -> str:
-        """The label a greedy decode constrained to the labels names: the most probable
-        child at each node (the lower token id on a tie), until a label is named."""
-        node: tuple[int, ...] = ()
-        while node not in self._named:
-            logprobs = node_logprobs[node]
-            node += (min(self.children[node], key=lambda t: (-logprobs.get(t, -math.inf), t)),)
-        return self._named[node]
-
-
 def order_labels(
     answer: str | None,
     scores: dict[str, float],
@@ -168,14 +119,6 @@ def order_labels(
         (label for label in labels if label not in placed), key=lambda x: (-scores[x], position[x])
     )
     return head + rest
-
-
-def reasoning_prefix(completion: str) -> str:
-    """What the model wrote before its answer, closed for the constrained answer."""
-    cut = completion.find("</think>")
-    if cut < 0:
-        cut = completion.find("<answer>")
-    return (completion if cut < 0 else completion[:cut]).rstrip() + "\n"
 
 
 _TAGS = re.compile(r"</?(think|answer)>")
@@ -318,6 +261,17 @@ class LLMScorer:
             result[i] = out.outputs[0]
         return result
 
+    def _next_logprobs(self, prompts: list[list[int]], allowed: list[list[int]]) -> list[dict]:
+        from vllm import SamplingParams
+
+        params = [
+            SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=a) for a in allowed
+        ]
+        return [
+            {tok: lp.logprob for tok, lp in (o.logprobs[0] if o.logprobs else {}).items()}
+            for o in self._generate(prompts, params)
+        ]
+
     def token_logprobs(self, texts: Sequence[str]) -> list[list[float]]:
         """Teacher-forced log P(token | the tokens before it) for every token of each text
         after the first: what the model computes, with no generated branch to diverge.
@@ -399,29 +353,13 @@ class LLMScorer:
             for p, text in zip(live, completions, strict=True)
         ]
         prefixes = [
-            p.prompt_ids + self._encode(reasoning_prefix(text) + ANSWER_OPEN)
+            p.prompt_ids + self._encode(answer_prefix(text))
             for p, text in zip(live, completions, strict=True)
         ]
 
         # 2. exact label log-probabilities, one request per trie node
-        tries = [
-            LabelTrie({c.label: self._encode(f"{c.label}]") for c in p.request.candidates})
-            for p in live
-        ]
-        node_prompts, node_params, node_keys = [], [], []
-        for k, trie in enumerate(tries):
-            for prefix, kids in trie.nodes():
-                node_prompts.append(prefixes[k] + list(prefix))
-                node_params.append(
-                    SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=kids)
-                )
-                node_keys.append((k, prefix))
-        node_logprobs: list[dict] = [{} for _ in live]
-        for (k, prefix), out in zip(
-            node_keys, self._generate(node_prompts, node_params), strict=True
-        ):
-            first = out.logprobs[0] if out.logprobs else {}
-            node_logprobs[k][prefix] = {tok: lp.logprob for tok, lp in first.items()}
+        tries = [label_trie([c.label for c in p.request.candidates], self._encode) for p in live]
+        node_logprobs = trie_logprobs(prefixes, tries, self._next_logprobs)
 
         results: dict[str, Scored] = {}
         for k, p in enumerate(live):

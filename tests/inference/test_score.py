@@ -12,14 +12,7 @@ import pyarrow as pa
 import pytest
 
 from inference import score
-from inference.engine import (
-    Candidate,
-    LabelTrie,
-    Scored,
-    order_labels,
-    reasoning_prefix,
-    reasoning_text,
-)
+from inference.engine import Candidate, Scored, order_labels, reasoning_text
 from r2rec.contracts import (
     CANDIDATE_EVIDENCE,
     CANDIDATES,
@@ -30,6 +23,7 @@ from r2rec.contracts import (
     SCORE_CHUNKS,
 )
 from r2rec.errors import DataQualityError, R2RecError
+from r2rec.labels import LabelTrie, reasoning_prefix
 from r2rec.prompt import RecPrompt
 
 DS = "2026-03-01"

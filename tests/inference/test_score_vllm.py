@@ -17,11 +17,12 @@ import sys
 import pytest
 
 from inference import score
-from inference.engine import Candidate, LLMScorer, ScoreRequest, reasoning_prefix
+from inference.engine import Candidate, LLMScorer, ScoreRequest
 from r2rec import faults
 from r2rec.assets import DTYPE_ENV
 from r2rec.contracts import RECOMMENDATIONS, SCORE_CHUNKS
-from r2rec.prompt import ANSWER_OPEN, Evidence, RecPrompt, render_messages
+from r2rec.labels import answer_prefix
+from r2rec.prompt import Evidence, RecPrompt, render_messages
 from tests.inference.test_score import DS, USERS, write_eval_inputs
 
 pytestmark = pytest.mark.slow
@@ -205,7 +206,7 @@ def test_label_logprobs_equal_an_independent_transformers_log_softmax(scorer, ti
         render_messages(req.prompt), add_generation_prompt=True, tokenize=False
     )
     prefix = tokenizer.encode(text, add_special_tokens=False) + tokenizer.encode(
-        reasoning_prefix(result.completion) + ANSWER_OPEN, add_special_tokens=False
+        answer_prefix(result.completion), add_special_tokens=False
     )
     full = {c.label: tokenizer.encode(f"{c.label}]", add_special_tokens=False) for c in cands}
 
