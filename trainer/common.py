@@ -38,6 +38,10 @@ _VOLATILE = {"output_dir", "logging_dir", "run_name", "hub_model_id", "hub_token
 # ... and ours: where the lakehouse and runs live is not what is trained (the input
 # partitions' fingerprints are), so --lakehouse X and $R2REC_LAKEHOUSE=X are one run.
 _PLACES = {"lakehouse", "runs_dir", "register"}
+# Options added after runs were trained, left out of the run id at these values (which
+# train what the code trained before they existed), so finished runs keep their ids and
+# are not trained again.
+_LATER_DEFAULTS = {"likelihood_reward": 0.0}
 
 
 @dataclass
@@ -83,6 +87,14 @@ class RunArgs:
     evidence: str = field(
         default="chains",
         metadata={"help": "prompt of the examples: chains (with evidence) or none (the paper's)"},
+    )
+    likelihood_reward: float = field(
+        default=0.0,
+        metadata={
+            "help": "GRPO: weight of the target-likelihood reward (the log-probability the "
+            "policy gives the target's label after each completion's reasoning, scaled to "
+            "[0, 1]: trainer.rollout.TargetLikelihood); 0 = off. Needs the vllm rollout"
+        },
     )
     rollout: str = field(
         default="auto",
@@ -213,7 +225,11 @@ def run_id(stage: str, run_args: RunArgs, train_args, identity: dict | None = No
     indirectly (GRPO's ``latest-sft`` resolves to a different adapter after a new SFT run,
     and that must be a new run, not an "already complete" old one)."""
     config = config_dict(run_args, train_args)
-    config["r2rec"] = {k: v for k, v in config["r2rec"].items() if k not in _PLACES}
+    config["r2rec"] = {
+        k: v
+        for k, v in config["r2rec"].items()
+        if k not in _PLACES and (k not in _LATER_DEFAULTS or v != _LATER_DEFAULTS[k])
+    }
     if identity:
         config["identity"] = identity
     blob = json.dumps(config, sort_keys=True, default=str)

@@ -2,7 +2,9 @@
 
 ``python -m trainer.grpo --config trainer/configs/grpo.yaml --ds D`` continues from the
 SFT adapter (by default the newest SFT run registered for D) on the training prompts of
-``rl_prompts``, rewarded by accuracy, format and grounding (:mod:`trainer.rewards`).
+``rl_prompts``, rewarded by accuracy, format and grounding (:mod:`trainer.rewards`), and
+with ``--likelihood_reward W`` by the target's likelihood after the reasoning
+(:class:`trainer.rollout.TargetLikelihood`).
 On CPU the completions come from trainer.rollout's vLLM engine serving each step's adapter;
 ``--rollout trl`` generates through transformers, ``--use_vllm true`` through trl's vLLM
 on GPU nodes. The policy's forward runs each prompt once per group
@@ -289,6 +291,22 @@ def make_rollout(run_args: RunArgs, train_args, base_path: str, run_dir):
     )
 
 
+def reward_funcs(run_args: RunArgs, rollout) -> list:
+    """METHOD §7's rewards, and the target likelihood where asked (it needs the rollout's
+    engine: trl's own generation has none to ask)."""
+    if run_args.likelihood_reward < 0:
+        raise R2RecError(f"--likelihood_reward must be >= 0, not {run_args.likelihood_reward}")
+    if not run_args.likelihood_reward:
+        return list(REWARD_FUNCS)
+    if rollout is None:
+        raise R2RecError(
+            "--likelihood_reward needs the vllm rollout (--rollout vllm, with LoRA, on CPU)"
+        )
+    from trainer.rollout import TargetLikelihood
+
+    return [*REWARD_FUNCS, TargetLikelihood(rollout, run_args.likelihood_reward)]
+
+
 def train(run_args: RunArgs, train_args) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import set_seed
@@ -304,6 +322,9 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
     run = start("grpo", run_args, train_args, identity=identity)
     if done := run.completed():
         return {"status": "already complete", "run_dir": str(run.dir), **done}
+    # Before the model loads: a bad reward option fails in seconds, not minutes.
+    rollout = make_rollout(run_args, train_args, base.path, run.dir)
+    rewards = reward_funcs(run_args, rollout)
     tokenizer = load_tokenizer(base.path)
     rows, inputs = load_prompts(
         run.lake,
@@ -326,13 +347,13 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         peft_config = lora_config(run_args)
     trainer = shared_prompt_trainer(run_args.shared_prompt)(
         model=model,
-        reward_funcs=list(REWARD_FUNCS),
+        reward_funcs=rewards,
         args=train_args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         callbacks=[progress_callback(run), release_memory_callback()],
         peft_config=peft_config,
-        rollout_func=(rollout := make_rollout(run_args, train_args, base.path, run.dir)),
+        rollout_func=rollout,
     )
     own_progress_only(trainer)
     resumed_from = run.last_checkpoint()

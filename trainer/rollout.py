@@ -11,6 +11,11 @@ is handed to it as a LoRA adapter: the trainer saves the adapter (a few MB) unde
 run directory, and the engine loads it by a new LoRA id. The policy is exactly the
 training model's; only the sampler differs. trl computes rewards, advantages and the
 loss from these completions as from its own (rollout_func).
+
+The same engine gives GRPO a reward that does not wait for the answer to change
+(:class:`TargetLikelihood`): accuracy is 0 or 1, and an SFT policy that names the
+strongest evidence's candidate in every completion of a group earns the same accuracy
+in all of them, so the group teaches nothing (28 of 30 groups in the results run).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class VLLMRollout:
         self.lora_rank = lora_rank
         self._llm = None
         self._loaded: tuple[int, Path] | None = None
+        self._tokenizer = None  # the trainer's, seen at the last rollout
 
     def _engine(self):
         if self._llm is None:
@@ -50,8 +56,6 @@ class VLLMRollout:
 
     def _adapter(self, trainer) -> Any:
         """The trainer's current adapter as a LoRARequest (saved once per optimizer step)."""
-        from vllm.lora.request import LoRARequest
-
         step = int(trainer.state.global_step)
         if self._loaded is None or self._loaded[0] != step:
             path = self.work_dir / f"step-{step}"
@@ -60,23 +64,53 @@ class VLLMRollout:
             if self._loaded is not None:
                 shutil.rmtree(self._loaded[1], ignore_errors=True)
             self._loaded = (step, path)
+        return self._loaded_request()
+
+    def _loaded_request(self) -> Any:
+        from vllm.lora.request import LoRARequest
+
+        if self._loaded is None:
+            raise RuntimeError("no adapter loaded yet: the first rollout loads one")
         step, path = self._loaded
         # A new id per step: vLLM caches adapters by id, and these weights are new.
         return LoRARequest(f"grpo-step-{step}", step + 1, str(path))
 
-    def __call__(self, prompts: list, trainer) -> dict[str, list]:
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
-        tokenizer = trainer.processing_class
-        prompt_ids = [
+    def prompt_ids(self, prompts: list) -> list[list[int]]:
+        return [
             list(
-                tokenizer.apply_chat_template(
+                self._tokenizer.apply_chat_template(
                     p, add_generation_prompt=True, tokenize=True, return_dict=True
                 )["input_ids"]
             )
             for p in prompts
         ]
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def next_logprobs(self, prompts: list[list[int]], allowed: list[list[int]]) -> list[dict]:
+        """The current policy's log-probability of each allowed next token (the adapter of
+        the last rollout, which is this optimizer step's)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        outs = self._engine().generate(
+            [TokensPrompt(prompt_token_ids=x) for x in prompts],
+            [SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=a) for a in allowed],
+            use_tqdm=False,
+            lora_request=self._loaded_request(),
+        )
+        return [
+            {tok: lp.logprob for tok, lp in (o.outputs[0].logprobs or [{}])[0].items()}
+            for o in outs
+        ]
+
+    def __call__(self, prompts: list, trainer) -> dict[str, list]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        self._tokenizer = trainer.processing_class
+        prompt_ids = self.prompt_ids(prompts)
         params = SamplingParams(
             temperature=self.temperature,
             max_tokens=self.max_tokens,
@@ -98,3 +132,45 @@ class VLLMRollout:
                 [step[tok].logprob for tok, step in zip(ids, sample.logprobs or [], strict=False)]
             )
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
+
+
+class TargetLikelihood:
+    """GRPO reward from the log-probability the policy gives the target's label right after
+    the completion's reasoning, among the candidates' labels (r2rec.labels):
+    ``weight * max(0, 1 + log P / FLOOR_NATS)``, from 0 at P <= e^-20 to ``weight`` at 1.
+
+    Completions that name the same candidate differ in it, so a group whose accuracy is
+    equal still ranks its completions: by how far their reasoning leads to the target. It
+    is linear in the log-probability, not the probability: the SFT policy is so sure of
+    its answer that P(target) of a miss is about 1e-7 in every completion, and the
+    probabilities of one group differed by less than trl's 1e-4 guard on the reward's
+    standard deviation, so the advantages were ~0 (bench/RESULTS.md, "GRPO with the
+    target likelihood"). Bounded by ``weight``, it cannot outweigh a changed answer at
+    accuracy's 1 for weights up to 1. It is computed by the rollout's engine with this
+    step's adapter: the policy that wrote the completion, not a judge.
+    """
+
+    __name__ = "target_likelihood_reward"
+    FLOOR_NATS = 20.0
+
+    def __init__(self, rollout: VLLMRollout, weight: float):
+        if weight <= 0:
+            raise ValueError(f"target-likelihood weight must be > 0, not {weight}")
+        self.rollout, self.weight = rollout, weight
+
+    def __call__(self, prompts: list, completions: list, target_label: list,
+                 candidate_labels: list, **_: Any) -> list[float]:  # fmt: skip
+        from r2rec.labels import answer_prefix, label_log_share, label_trie, trie_logprobs
+        from trainer.rewards import completion_text
+
+        prefixes = [
+            ids + self.rollout.encode(answer_prefix(completion_text(c)))
+            for ids, c in zip(self.rollout.prompt_ids(prompts), completions, strict=True)
+        ]
+        tries = [label_trie(list(labels), self.rollout.encode) for labels in candidate_labels]
+        nodes = trie_logprobs(prefixes, tries, self.rollout.next_logprobs)
+        return [
+            self.weight
+            * max(0.0, 1.0 + label_log_share(trie.label_logprobs(n), target) / self.FLOOR_NATS)
+            for trie, n, target in zip(tries, nodes, target_label, strict=True)
+        ]

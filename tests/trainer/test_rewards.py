@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from r2rec.prompt import build_prompt
@@ -88,3 +90,82 @@ def test_completion_text_reads_strings_and_messages():
     assert completion_text("abc") == "abc"
     assert completion_text(chat("abc")) == "abc"
     assert completion_text([]) == ""
+
+
+class _PolicyThatReadsItsReasoning:
+    """A rollout stand-in (the real engine runs in test_training.py): characters as tokens,
+    and after the answer's opening it prefers C1 when the reasoning names Alpha."""
+
+    def prompt_ids(self, prompts):
+        return [[ord(c) for c in p[-1]["content"]] for p in prompts]
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+    def next_logprobs(self, prompts, allowed):
+        out = []
+        for p, kids in zip(prompts, allowed, strict=True):
+            text = "".join(map(chr, p))
+            if kids == [ord("C")]:
+                out.append({ord("C"): math.log(0.9)})
+            else:
+                c1, c2 = (0.6, 0.2) if "Alpha" in text.split("<|assistant|>")[-1] else (0.1, 0.5)
+                out.append({ord("1"): math.log(c1), ord("2"): math.log(c2)})
+        return out
+
+
+def test_target_likelihood_rewards_the_reasoning_that_makes_the_target_likely():
+    from trainer.rollout import TargetLikelihood
+
+    reward = TargetLikelihood(_PolicyThatReadsItsReasoning(), weight=0.5)
+    prompt = [{"role": "user", "content": "pick one<|assistant|>"}]
+    completions = [
+        "<think>\nStep 1: Alpha.\n</think>\n<answer>[C2]</answer>",  # names C2, reasons to C1
+        "<think>\nStep 1: Beta.\n</think>\n<answer>[C2]</answer>",
+        "<think>\nStep 1: Alpha.\n</think>\n<answer>[C1]</answer>",
+    ]
+    out = reward(
+        prompts=[prompt] * 3,
+        completions=completions,
+        target_label=["C1", "C1", "C2"],
+        candidate_labels=[["C1", "C2"]] * 3,
+        trainer_state=None,
+    )
+    # The share among the labels (0.6 / 0.8, 0.1 / 0.6, 0.2 / 0.8), on a log scale from 0
+    # at e^-20 to 1, times the weight.
+    shares = [0.75, 1 / 6, 0.25]
+    assert out == pytest.approx([0.5 * (1 + math.log(x) / 20) for x in shares])
+    assert out[0] > out[2] > out[1]
+    # The answer written after the reasoning does not count: only what the reasoning makes
+    # likely (the first and the third have the same reasoning).
+    assert reward.__name__ == "target_likelihood_reward"
+    # a target the policy all but rules out earns 0, never less
+    sure = _PolicyThatReadsItsReasoning()
+    sure.next_logprobs = lambda prompts, allowed: [
+        {ord("C"): 0.0} if a == [ord("C")] else {ord("1"): -30.0, ord("2"): 0.0} for a in allowed
+    ]
+    miss = TargetLikelihood(sure, weight=0.5)(
+        prompts=[prompt], completions=completions[:1], target_label=["C1"],
+        candidate_labels=[["C1", "C2"]],
+    )  # fmt: skip
+    assert miss == [0.0]
+    with pytest.raises(ValueError, match="> 0"):
+        TargetLikelihood(_PolicyThatReadsItsReasoning(), weight=0.0)
+
+
+def test_the_likelihood_reward_is_refused_without_an_engine_or_below_zero():
+    from r2rec.errors import R2RecError
+    from trainer.common import RunArgs
+    from trainer.grpo import reward_funcs
+    from trainer.rewards import REWARD_FUNCS
+
+    assert reward_funcs(RunArgs(likelihood_reward=0.0), None) == list(REWARD_FUNCS)
+    with pytest.raises(R2RecError, match="needs the vllm rollout"):
+        reward_funcs(RunArgs(likelihood_reward=1.0), None)  # trl's own generation
+    with pytest.raises(R2RecError, match=">= 0"):
+        reward_funcs(RunArgs(likelihood_reward=-1.0), _PolicyThatReadsItsReasoning())
+    funcs = reward_funcs(RunArgs(likelihood_reward=0.5), _PolicyThatReadsItsReasoning())
+    assert [f.__name__ for f in funcs] == [
+        *(f.__name__ for f in REWARD_FUNCS),
+        "target_likelihood_reward",
+    ]

@@ -7,6 +7,7 @@ again with the same command, on a lakehouse of hand-made ``sft_examples`` and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -140,7 +141,7 @@ def assert_resumed(report: dict, run_dir: Path, total: int) -> None:
 def test_run_id_hashes_config_and_identity():
     from trl import SFTConfig
 
-    from trainer.common import RunArgs, run_id
+    from trainer.common import RunArgs, config_dict, run_id
 
     args, trl_args = RunArgs(ds=DS), SFTConfig(output_dir="unused", report_to="none", bf16=False)
     plain = run_id("grpo", args, trl_args)
@@ -156,6 +157,17 @@ def test_run_id_hashes_config_and_identity():
     # ... but where the lakehouse lives is not what is trained.
     moved = RunArgs(ds=DS, lakehouse="/elsewhere", runs_dir="/runs")
     assert run_id("sft", moved, trl_args) == run_id("sft", args, trl_args)
+    # An option added later is a new run where set, and at its default leaves the ids of
+    # runs trained before it existed unchanged (they trained what the default trains).
+    liked = RunArgs(ds=DS, likelihood_reward=0.5)
+    assert run_id("grpo", liked, trl_args) != plain
+    config = config_dict(args, trl_args)
+    config["r2rec"] = {
+        k: v for k, v in config["r2rec"].items()
+        if k not in {"lakehouse", "runs_dir", "register", "likelihood_reward"}
+    }  # fmt: skip
+    before = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    assert plain == f"grpo-{DS}-{before.hexdigest()[:8]}"
 
 
 def test_throughput_of_a_resumed_run_counts_only_its_own_steps():
@@ -494,6 +506,8 @@ def test_grpo_samples_from_a_vllm_engine_serving_each_steps_adapter(train_lake, 
             "none",
             "--rollout",
             "vllm",
+            "--likelihood_reward",
+            "0.5",
             "--runs_dir",
             str(Path(lake.root) / "rollout-runs"),
             "--register",
@@ -505,6 +519,11 @@ def test_grpo_samples_from_a_vllm_engine_serving_each_steps_adapter(train_lake, 
     steps = [e for e in progress(run_dir) if "reward" in e]
     assert [e["step"] for e in steps] == [1, 2]
     assert all(0 < e["completions/mean_length"] <= 8 for e in steps)
+    # The target likelihood, asked of the same engine and adapter: the log share among the
+    # candidates' labels, times 0.5. An untrained model spreads its mass over them, so
+    # none is 0 (no label's tokens scored) and none is the whole weight.
+    likelihood = [e["rewards/target_likelihood_reward/mean"] for e in steps]
+    assert all(0 < x < 0.5 for x in likelihood), likelihood
     # The adapter of the last step sampled from is on disk; earlier ones were removed.
     assert [p.name for p in (run_dir / "rollout").iterdir()] == ["step-1"]
     assert (run_dir / "rollout" / "step-1" / "adapter_config.json").is_file()
