@@ -8,7 +8,8 @@
 through ``r2rec``: ingest ML-100k, graph, samples, chains, evidence, traces (with and
 without evidence), the baselines and the evidence ranker, SFT with evidence, the
 untuned base (unless ``--no-untuned``), the SFT model and its promotion, GRPO from it,
-its evaluation and promotion (unless ``--grpo-steps 0``), then the no-evidence SFT
+its evaluation and promotion (unless ``--grpo-steps 0``; with ``--grpo-likelihood W`` a
+second GRPO run adds the target-likelihood reward at weight W), then the no-evidence SFT
 ablation and its evaluation (unless ``--ablation-sft-steps 0``), and finally
 ``r2rec results``, which writes the table from ``eval_metrics``. Every step's wall time
 is recorded. A rerun on the same lakehouse resumes: the data jobs that succeeded there
@@ -104,17 +105,25 @@ def promote(run: Run, name: str, version: str) -> None:
         run.job(name, "promote", "--candidate", version)
 
 
-def grpo(run: Run, args: argparse.Namespace, sft: dict, subset: str, llm: tuple) -> None:
-    """GRPO from the SFT model, its evaluation and its promotion."""
+def grpo(run: Run, args: argparse.Namespace, sft: dict, subset: str, llm: tuple,
+         likelihood: float = 0.0) -> None:  # fmt: skip
+    """GRPO from the SFT model (with the target-likelihood reward at that weight, if
+    any), its evaluation and its promotion."""
+    name, extra = "GRPO", []
+    if likelihood:
+        name, extra = (
+            f"GRPO + likelihood x {likelihood:g}",
+            ["--likelihood_reward", f"{likelihood:g}"],
+        )
     out = run.job(
-        "GRPO", "grpo", "--config", "trainer/configs/grpo.yaml", "--max_steps",
+        name, "grpo", "--config", "trainer/configs/grpo.yaml", "--max_steps",
         str(args.grpo_steps), "--save_steps", "10", "--init_adapter",
-        f"registry:{sft['run_id']}",
+        f"registry:{sft['run_id']}", *extra,
     )  # fmt: skip
     if not run.evaluated(f"llm:{out['model_version']}", subset):
-        run.job("evaluate SFT + GRPO", *llm, "--llm-model", f"registry:{out['run_id']}")
+        run.job(f"evaluate SFT + {name}", *llm, "--llm-model", f"registry:{out['run_id']}")
     if not args.no_untuned:
-        promote(run, "promote GRPO", out["model_version"])
+        promote(run, f"promote {name}", out["model_version"])
 
 
 def ablation(run: Run, args: argparse.Namespace, subset: str, llm: tuple) -> None:
@@ -133,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lakehouse", default=str(ROOT / "lakehouse-results"))
     p.add_argument("--sft-steps", type=int, default=1000, help="x 2 examples a step")
     p.add_argument("--grpo-steps", type=int, default=100, help="0: no GRPO")
+    p.add_argument(
+        "--grpo-likelihood", type=float, default=0.0,
+        help="also a GRPO run with the target-likelihood reward at this weight (0: not)",
+    )  # fmt: skip
     p.add_argument(
         "--ablation-sft-steps", type=int, default=500,
         help="SFT steps of the no-evidence ablation (x 2 examples); 0: no ablation",
@@ -176,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         promote(run, "promote SFT", sft["model_version"])
     if args.grpo_steps > 0:
         grpo(run, args, sft, subset, llm)
+        if args.grpo_likelihood > 0:
+            grpo(run, args, sft, subset, llm, args.grpo_likelihood)
     # The ablation last: the claims above do not wait for it.
     if args.ablation_sft_steps > 0:
         ablation(run, args, subset, llm)

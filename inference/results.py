@@ -78,6 +78,9 @@ def _budget(manifest: dict) -> str:
         sampling = f", {trl['num_generations']} completions"
         if trl.get("temperature") is not None:
             sampling += f" at temperature {trl['temperature']:g}"
+        weight = ((manifest.get("config") or {}).get("r2rec") or {}).get("likelihood_reward")
+        if weight:
+            sampling += f", target-likelihood reward x {weight:g}"
     else:
         unit = "examples"
     available = (manifest.get("inputs") or {}).get("sft_examples", {}).get("rows_used")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from bench import results
@@ -45,3 +46,25 @@ def test_a_version_is_promoted_once(monkeypatch, tmp_path):
     results.promote(run, "promote GRPO", "m@2")
     assert ran == [("promote", "--candidate", "m@2")]
     assert run.times == [("promote SFT", None)]
+
+
+def test_the_likelihood_grpo_run_trains_evaluates_and_promotes_its_own_version(
+    monkeypatch, tmp_path
+):
+    ran: list[tuple] = []
+    run = results.Run(str(tmp_path), tmp_path / "results.log")
+
+    def job(name, *args):
+        ran.append(args)
+        return {"run_id": "grpo-x", "model_version": "m@lik"} if args[0] == "grpo" else {}
+
+    monkeypatch.setattr(run, "job", job)
+    monkeypatch.setattr(run, "succeeded", lambda *args: False)
+    monkeypatch.setattr(run, "evaluated", lambda model, subset: False)
+    args = argparse.Namespace(grpo_steps=30, no_untuned=False)
+    results.grpo(run, args, {"run_id": "sft-1"}, "hash-300", ("evaluate",), likelihood=0.5)
+    assert ran[0][-4:] == ("--init_adapter", "registry:sft-1", "--likelihood_reward", "0.5")
+    assert ran[1:] == [
+        ("evaluate", "--llm-model", "registry:grpo-x"),
+        ("promote", "--candidate", "m@lik"),
+    ]

@@ -185,3 +185,23 @@ def test_main_writes_the_named_block_only_and_refuses_odd_names(lake, tmp_path, 
         assert results.main([*common, str(readme), "--block", bad]) == 1
         assert "--block must be" in capsys.readouterr().err
     assert readme.read_text() == doc
+
+
+def test_a_grpo_row_names_the_target_likelihood_reward_it_was_trained_with():
+    def manifest(weight):
+        r2rec = {"evidence": "chains"} if weight is None else {"likelihood_reward": weight}
+        return {
+            "stage": "grpo",
+            "global_step": 30,
+            "config": {
+                "r2rec": r2rec,
+                "trl": {"per_device_train_batch_size": 4, "num_generations": 4,
+                        "temperature": 1.0},
+            },
+        }  # fmt: skip
+
+    plain = "30 steps x 1 = 30 prompts, 4 completions at temperature 1"
+    # runs from before the option, and runs with it off, keep their names
+    assert results._budget(manifest(None)) == plain
+    assert results._budget(manifest(0.0)) == plain
+    assert results._budget(manifest(0.5)) == plain + ", target-likelihood reward x 0.5"
