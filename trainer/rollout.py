@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from r2rec.assets import close_engine, vllm_engine_args
+from r2rec.labels import answer_prefix, label_log_share, label_trie, trie_logprobs
 from r2rec.procs import children_die_with_me
+from trainer.rewards import completion_text
 
 
 class VLLMRollout:
@@ -160,9 +162,6 @@ class TargetLikelihood:
 
     def __call__(self, prompts: list, completions: list, target_label: list,
                  candidate_labels: list, **_: Any) -> list[float]:  # fmt: skip
-        from r2rec.labels import answer_prefix, label_log_share, label_trie, trie_logprobs
-        from trainer.rewards import completion_text
-
         prefixes = [
             ids + self.rollout.encode(answer_prefix(completion_text(c)))
             for ids, c in zip(self.rollout.prompt_ids(prompts), completions, strict=True)
