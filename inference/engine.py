@@ -44,7 +44,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from r2rec.labels import answer_prefix, label_trie, reasoning_prefix, trie_logprobs
+from r2rec.labels import (
+    answer_prefix,
+    label_trie,
+    probe_logprobs,
+    probe_params,
+    reasoning_prefix,
+    trie_logprobs,
+)
 from r2rec.prompt import (
     HISTORY_TRUNCATED,
     MAX_COMPLETION_TOKENS,
@@ -262,15 +269,7 @@ class LLMScorer:
         return result
 
     def _next_logprobs(self, prompts: list[list[int]], allowed: list[list[int]]) -> list[dict]:
-        from vllm import SamplingParams
-
-        params = [
-            SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=a) for a in allowed
-        ]
-        return [
-            {tok: lp.logprob for tok, lp in (o.logprobs[0] if o.logprobs else {}).items()}
-            for o in self._generate(prompts, params)
-        ]
+        return [probe_logprobs(o) for o in self._generate(prompts, probe_params(allowed))]
 
     def token_logprobs(self, texts: Sequence[str]) -> list[list[float]]:
         """Teacher-forced log P(token | the tokens before it) for every token of each text
@@ -280,20 +279,16 @@ class LLMScorer:
         token, as for the label trie (vLLM's ``prompt_logprobs`` fails on CPU with an
         unmerged LoRA adapter); the requests share their prefixes in the cache.
         """
-        from vllm import SamplingParams
-
         ids = [self._encode(t) for t in texts]
-        prompts, params, owner = [], [], []
+        prompts, owner = [], []
         for k, x in enumerate(ids):
             for n in range(1, len(x)):
                 prompts.append(x[:n])
-                params.append(
-                    SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=[x[n]])
-                )
                 owner.append((k, x[n]))
         out: list[list[float]] = [[] for _ in ids]
-        for (k, token), result in zip(owner, self._generate(prompts, params), strict=True):
-            out[k].append(result.logprobs[0][token].logprob)
+        probes = self._next_logprobs(prompts, [[token] for _, token in owner])
+        for (k, token), logprobs in zip(owner, probes, strict=True):
+            out[k].append(logprobs[token])
         return out
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[Scored]:

@@ -79,6 +79,21 @@ def label_trie(labels: Sequence[str], encode: Callable[[str], list[int]]) -> Lab
     return LabelTrie({label: encode(f"{label}]") for label in labels})
 
 
+def probe_params(allowed: Sequence[Sequence[int]]) -> list:
+    """vLLM sampling parameters of one-token probes, one per request: the log-probability of
+    exactly that request's allowed next tokens."""
+    from vllm import SamplingParams
+
+    return [
+        SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=list(a)) for a in allowed
+    ]
+
+
+def probe_logprobs(output) -> dict[int, float]:
+    """A probe's {token: log-probability}, from its vLLM completion output."""
+    return {tok: lp.logprob for tok, lp in (output.logprobs[0] if output.logprobs else {}).items()}
+
+
 def trie_logprobs(
     prefixes: Sequence[list[int]], tries: Sequence[LabelTrie], next_logprobs: NextLogprobs
 ) -> list[dict[tuple[int, ...], dict[int, float]]]:

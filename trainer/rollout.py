@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from r2rec.assets import close_engine, vllm_engine_args
-from r2rec.labels import answer_prefix, label_log_share, label_trie, trie_logprobs
+from r2rec.labels import (
+    answer_prefix,
+    label_log_share,
+    label_trie,
+    probe_logprobs,
+    probe_params,
+    trie_logprobs,
+)
 from r2rec.procs import children_die_with_me
 from trainer.rewards import completion_text
 
@@ -93,19 +100,15 @@ class VLLMRollout:
     def next_logprobs(self, prompts: list[list[int]], allowed: list[list[int]]) -> list[dict]:
         """The current policy's log-probability of each allowed next token (the adapter of
         the last rollout, which is this optimizer step's)."""
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         outs = self._engine().generate(
             [TokensPrompt(prompt_token_ids=x) for x in prompts],
-            [SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=a) for a in allowed],
+            probe_params(allowed),
             use_tqdm=False,
             lora_request=self._loaded_request(),
         )
-        return [
-            {tok: lp.logprob for tok, lp in (o.outputs[0].logprobs or [{}])[0].items()}
-            for o in outs
-        ]
+        return [probe_logprobs(o.outputs[0]) for o in outs]
 
     def __call__(self, prompts: list, trainer) -> dict[str, list]:
         from vllm import SamplingParams

@@ -45,3 +45,18 @@ def test_label_trie_and_answer_prefix_are_what_scoring_writes():
     assert answer_prefix("<think>\nStep 1: x.\n</think>\n<answer>[C3]</answer>") == (
         "<think>\nStep 1: x.\n</think>\n<answer>["
     )
+
+
+def test_probes_ask_for_exactly_the_allowed_tokens_and_read_them_back():
+    from types import SimpleNamespace
+
+    from r2rec.labels import probe_logprobs, probe_params
+
+    params = probe_params([[7], [1, 2]])
+    assert [p.logprob_token_ids for p in params] == [[7], [1, 2]]
+    assert all(p.max_tokens == 1 and p.temperature == 0.0 for p in params)
+    out = SimpleNamespace(
+        logprobs=[{1: SimpleNamespace(logprob=-0.5), 2: SimpleNamespace(logprob=-2.0)}]
+    )
+    assert probe_logprobs(out) == {1: -0.5, 2: -2.0}
+    assert probe_logprobs(SimpleNamespace(logprobs=None)) == {}  # nothing came back
