@@ -10,7 +10,9 @@ On CPU the completions come from trainer.rollout's vLLM engine serving each step
 on GPU nodes. The policy's forward runs each prompt once per group
 (:func:`shared_prompt_trainer`).
 trl logs the reward, each reward function's mean (accuracy among them) and the
-completion length every ``logging_steps``.
+completion length every ``logging_steps``; :mod:`trainer.signal` counts the groups each
+reward function told apart (the run's ``learning_signal``), and warns when no group
+differed in accuracy.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from trainer.common import (
     with_fault_points,
 )
 from trainer.rewards import REWARD_FUNCS
+from trainer.signal import SpreadLog, no_choice_learned, summary
 
 COLUMNS = ["sample_id", "prompt", "target_label", "candidate_labels", "prompt_facts"]
 
@@ -324,7 +327,8 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         return {"status": "already complete", "run_dir": str(run.dir), **done}
     # Before the model loads: a bad reward option fails in seconds, not minutes.
     rollout = make_rollout(run_args, train_args, base.path, run.dir)
-    rewards = reward_funcs(run_args, rollout)
+    spread = SpreadLog(run.dir, train_args.num_generations)
+    rewards = [spread.wrap(f) for f in reward_funcs(run_args, rollout)]
     tokenizer = load_tokenizer(base.path)
     rows, inputs = load_prompts(
         run.lake,
@@ -356,6 +360,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         rollout_func=rollout,
     )
     own_progress_only(trainer)
+    spread.step = lambda: trainer.state.global_step
     resumed_from = run.last_checkpoint()
     try:
         trainer.train(resume_from_checkpoint=resumed_from)
@@ -363,6 +368,9 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         if rollout is not None:
             rollout.close()
     history = trainer.state.log_history
+    signal = summary(run.dir)
+    if warning := no_choice_learned(signal):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     manifest = finish(
         run,
         trainer,
@@ -372,6 +380,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         train_args=train_args,
         parent_version=parent_version,
         resumed_from=resumed_from,
+        extra={"learning_signal": signal},
     )
     last = [e for e in history if "reward" in e]
     return {
@@ -384,6 +393,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         "resumed_from": resumed_from,
         "prompts": inputs["rl_prompts"]["rows_used"],
         "last_reward": last[-1]["reward"] if last else None,
+        "learning_signal": signal,
         "seconds_per_step": manifest["seconds_per_step"],
     }
 

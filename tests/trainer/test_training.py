@@ -247,6 +247,19 @@ def test_sft_then_grpo_resume_after_sigkill_and_register(train_lake, tiny_model_
     rewards = [e for e in progress(grpo_dir) if "reward" in e]
     assert {"rewards/accuracy_reward/mean", "rewards/format_reward/mean"} <= set(rewards[0])
     assert "completions/mean_length" in rewards[0]
+    # The learning signal counts each step's one group once across the kill and the
+    # resume, and agrees with trl's own logged spread of each reward function.
+    learned = grpo_report["learning_signal"]
+    logged = {
+        e["step"]: e
+        for e in json.loads((grpo_dir / "log_history.json").read_text())
+        if "rewards/accuracy_reward/std" in e
+    }
+    assert learned["groups"] == 6 and sorted(logged) == [1, 2, 3, 4, 5, 6]
+    for name in ("accuracy_reward", "format_reward", "grounding_reward"):
+        told_apart = sum(e[f"rewards/{name}/std"] > 1e-6 for e in logged.values())
+        assert learned["groups_with_spread"][name] == told_apart, (name, learned)
+    assert json.loads((grpo_dir / "manifest.json").read_text())["learning_signal"] == learned
 
     rows = {r["stage"]: r for r in lake.read_arrow(MODEL_REGISTRY).to_pylist()}
     assert rows["sft"]["model_version"] == sft_report["model_version"]
