@@ -108,8 +108,11 @@ def summary(run_dir: Path) -> dict[str, Any] | None:
         return None
     groups = {name: sum(len(r["spread"]) for r in rows) for name, rows in per.items()}
     ungrouped = max(sum(r.get("ungrouped", 0) for r in rows) for rows in per.values())
+    # A run begun before this count existed, then resumed, has it from the resume on.
+    first = min(r["step"] for rows in per.values() for r in rows)
     return {
         "groups": max(groups.values()),
+        **({"counted_from_step": first} if first else {}),
         **({"completions_not_in_whole_groups": ungrouped} if ungrouped else {}),
         "groups_with_spread": {
             name: sum(sum(r["spread"]) for r in rows) for name, rows in per.items()
