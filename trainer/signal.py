@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 FILE = "reward_spread.jsonl"
-SPREAD = 1e-4  # trl's own guard: a group std below this gets no advantage
+# trl scales advantages by 1 / (group std + 1e-4): a group whose rewards differ by less
+# than that gets advantages of about 0, however it is normalised.
+SPREAD = 1e-4
 
 
 def group_spread(rewards: Sequence[float | None], group: int) -> list[bool]:
