@@ -17,8 +17,8 @@ against the evidence prompt either way.
 
 Memory: the inputs stay Arrow columns, and the training samples are taken
 ``CHUNK`` at a time (their prompts, facts, traces and rows in Python), and each chunk's
-rows are spooled to temporary Parquet files that stream into Delta, one commit per
-table. Before, a date's rows sat in Python together: 1.4 GB at ML-100k's 17.6k traces,
+rows are spooled to temporary Parquet files (under ``$TMPDIR``, about the size of the
+rows written) that stream into Delta, one commit per table. Before, a date's rows sat in Python together: 1.4 GB at ML-100k's 17.6k traces,
 linear in the date's samples (bench/RESULTS.md, "The traces job in chunks").
 """
 
