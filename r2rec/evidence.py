@@ -24,6 +24,14 @@ def load_evidence(lakehouse, ds: str, scope: str, contexts: Iterable[str] | None
     Fails when the evidence job has not run for (ds, scope): prompts built without it
     would silently differ from the ones the model was trained on.
     """
+    return evidence_rows(evidence_table(lakehouse, ds, scope, contexts, sort=False))
+
+
+def evidence_table(lakehouse, ds: str, scope: str, contexts=None, sort: bool = True):
+    """``load_evidence``'s rows as one Arrow table, sorted by context id for a caller that
+    takes them a slice at a time (:func:`evidence_rows`); ``contexts``: ids, or an Arrow
+    array of them."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     part = [("ds", "=", ds), ("scope", "=", scope)]
@@ -36,7 +44,15 @@ def load_evidence(lakehouse, ds: str, scope: str, contexts: Iterable[str] | None
         )
     table = lakehouse.read_arrow(CANDIDATE_EVIDENCE, partitions=part, columns=_COLUMNS)
     if contexts is not None:
-        table = table.filter(pc.is_in(table["context_id"], value_set=_strings(contexts)))
+        if isinstance(contexts, pa.ChunkedArray):
+            contexts = contexts.combine_chunks()
+        wanted = contexts if isinstance(contexts, pa.Array) else _strings(contexts)
+        table = table.filter(pc.is_in(table["context_id"], value_set=wanted))
+    return table.sort_by("context_id") if sort else table
+
+
+def evidence_rows(table) -> Rows:
+    """Arrow evidence rows (``_COLUMNS``) as context -> candidate -> row."""
     out: Rows = {}
     for row in table.to_pylist():
         out.setdefault(row.pop("context_id"), {})[row.pop("item_id")] = row

@@ -261,6 +261,8 @@ class Lakehouse:
             version = self._write_spark(
                 spec, data, mode=mode, partition=partition, predicate=predicate
             )
+        elif _is_batch_reader(data):
+            version = self._write_stream(spec, data, mode, partition, predicate)
         else:
             version = self._write_arrow(spec, conform_arrow(spec, data), mode, partition, predicate)
         runlog.note_write(spec.name, version)
@@ -269,7 +271,7 @@ class Lakehouse:
     def _write_arrow(
         self,
         spec: TableSpec,
-        data: pa.Table,
+        data: pa.Table | pa.RecordBatchReader,
         mode: str,
         partition: Mapping[str, Any] | None,
         predicate: str | None,
@@ -278,7 +280,8 @@ class Lakehouse:
 
         self.ensure(spec)
         if partition is not None:
-            _reject_outside_partition(spec, data, partition)
+            if not _is_batch_reader(data):  # a stream is checked batch by batch
+                _reject_outside_partition(spec, data, partition)
             predicate = partition_predicate(partition)
         try:
             write_deltalake(
@@ -297,6 +300,41 @@ class Lakehouse:
                 ) from None
             raise
         return self.delta_table(spec).version()
+
+    def _write_stream(
+        self,
+        spec: TableSpec,
+        reader: pa.RecordBatchReader,
+        mode: str,
+        partition: Mapping[str, Any] | None,
+        predicate: str | None,
+    ) -> int:
+        """A stream of record batches, each conformed and checked as it passes, in one
+        commit: memory holds a batch, not the table. A batch that fails its contract or
+        falls outside the partition stops the write before the commit, so nothing is
+        written, and its error is raised as it is (not as the writer's wrapper of it)."""
+        import pyarrow as pa
+
+        failed: list[BaseException] = []
+
+        def conformed():
+            try:
+                for batch in reader:
+                    table = conform_arrow(spec, batch)
+                    if partition is not None:
+                        _reject_outside_partition(spec, table, partition)
+                    yield from table.to_batches()
+            except Exception as exc:
+                failed.append(exc)
+                raise
+
+        stream = pa.RecordBatchReader.from_batches(spec.arrow_schema(), conformed())
+        try:
+            return self._write_arrow(spec, stream, mode, partition, predicate)
+        except Exception:
+            if failed:
+                raise failed[0] from None
+            raise
 
     def _write_spark(
         self,
@@ -656,6 +694,48 @@ def _spark_path(table_uri: str, rel: str) -> str:
 
 def _is_spark_df(data: Any) -> bool:
     return hasattr(data, "sparkSession") and hasattr(data, "mapInArrow")
+
+
+class Spool:
+    """A table's rows, added a chunk at a time, conformed to its contract and kept in a
+    Parquet file until :meth:`reader` streams them into one write: a job whose output
+    outgrows memory holds a chunk, not the table."""
+
+    def __init__(self, table: str | TableSpec, path: str):
+        self.spec = Lakehouse._spec(table)
+        self.path = path
+        self.rows = 0
+        self._writer = None
+
+    def add(self, rows: Any) -> None:
+        import pyarrow.parquet as pq
+
+        chunk = conform_arrow(self.spec, rows)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, chunk.schema)
+        self._writer.write_table(chunk)
+        self.rows += len(chunk)
+
+    def reader(self, batch_rows: int = 1024) -> pa.RecordBatchReader:
+        """Every row added, as a stream of batches of ``batch_rows`` (a prompt row is
+        kilobytes: Parquet's default 64k rows would be a large part of the table); none
+        when nothing was added."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            return pa.RecordBatchReader.from_batches(self.spec.arrow_schema(), iter([]))
+        self._writer.close()
+        stored = pq.ParquetFile(self.path)
+        return pa.RecordBatchReader.from_batches(
+            stored.schema_arrow, stored.iter_batches(batch_size=batch_rows)
+        )
+
+
+def _is_batch_reader(data: Any) -> bool:
+    import pyarrow as pa
+
+    return isinstance(data, pa.RecordBatchReader)
 
 
 def _reject_outside_partition(

@@ -19,6 +19,7 @@ every item, label, count and chain it cites is in the prompt (r2rec.prompt
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -156,13 +157,20 @@ class Trace:
 WAVE_PART = 512  # requests per teacher call: big enough to batch, small enough to report
 
 
-def generate_traces(keyed_facts: Sequence[tuple[str, ChainFacts]], teacher) -> list[Trace]:
-    """Write every trace step by step, one teacher batch ("wave") per step."""
+def generate_traces(
+    keyed_facts: Sequence[tuple[str, ChainFacts]], teacher, progress=None
+) -> list[Trace]:
+    """Write every trace step by step, one teacher batch ("wave") per step; ``progress``
+    (r2rec.progress.Progress) is the caller's when it spans more than these traces."""
     from r2rec.progress import Progress
 
     thoughts: list[list[str]] = [[] for _ in keyed_facts]
     total = len(HOPS) * len(keyed_facts)
-    with Progress(f"traces teacher={teacher.name}", total, "steps") as progress:
+    with (
+        contextlib.nullcontext(progress)
+        if progress is not None
+        else Progress(f"traces teacher={teacher.name}", total, "steps")
+    ) as progress:
         for step in range(1, len(HOPS) + 1):
             wave = [
                 StepRequest(step, facts, tuple(thoughts[k]), key)

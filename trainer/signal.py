@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 FILE = "reward_spread.jsonl"
-SPREAD = 1e-4  # trl's own guard: a group std below this gets no advantage
+# trl scales advantages by 1 / (group std + 1e-4): a group whose rewards differ by less
+# than that gets advantages of about 0, however it is normalised.
+SPREAD = 1e-4
 
 
 def group_spread(rewards: Sequence[float | None], group: int) -> list[bool]:
@@ -108,8 +110,11 @@ def summary(run_dir: Path) -> dict[str, Any] | None:
         return None
     groups = {name: sum(len(r["spread"]) for r in rows) for name, rows in per.items()}
     ungrouped = max(sum(r.get("ungrouped", 0) for r in rows) for rows in per.values())
+    # A run begun before this count existed, then resumed, has it from the resume on.
+    first = min(r["step"] for rows in per.values() for r in rows)
     return {
         "groups": max(groups.values()),
+        **({"counted_from_step": first} if first else {}),
         **({"completions_not_in_whole_groups": ungrouped} if ungrouped else {}),
         "groups_with_spread": {
             name: sum(sum(r["spread"]) for r in rows) for name, rows in per.items()

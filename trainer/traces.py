@@ -14,30 +14,39 @@ of ``reasoning_traces``, (D, teacher, evidence) of ``sft_examples`` and (D, evid
 ``--evidence none`` writes the same traces' SFT examples and the RL prompts with the
 paper's prompt (no evidence), for the ablation; the traces themselves are judged
 against the evidence prompt either way.
+
+Memory: the inputs stay Arrow columns, and the training samples are taken
+``CHUNK`` at a time (their prompts, facts, traces and rows in Python), and each chunk's
+rows are spooled to temporary Parquet files (under ``$TMPDIR``, about the size of the
+rows written) that stream into Delta, one commit per table. Before, a date's rows sat in Python together: 1.4 GB at ML-100k's 17.6k traces,
+linear in the date's samples (bench/RESULTS.md, "The traces job in chunks").
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from r2rec.catalog import ItemText, item_text, items_as_of
 from r2rec.config import parse_ds
 from r2rec.contracts import CANDIDATES, REASONING_TRACES, RL_PROMPTS, SAMPLES, SFT_EXAMPLES
 from r2rec.errors import DataQualityError, R2RecError
-from r2rec.evidence import Rows, load_evidence
+from r2rec.evidence import Rows, evidence_rows, evidence_table
 from r2rec.jobs import record_metrics
-from r2rec.lakehouse import Lakehouse
+from r2rec.lakehouse import Lakehouse, Spool
 from r2rec.prompt import EVIDENCE_MODES, PROMPT_VERSION, RecPrompt, build_prompt, render_messages
 from trainer.iot import HOPS, ChainFacts, Item, Rival, Trace, generate_traces
 
 JOB = "traces"
+CHUNK = 2048  # training samples in Python at once
 
 
 @dataclass
 class DateData:
-    """One date's inputs, indexed for building prompts and facts."""
+    """Training samples of one date (or a chunk of them), indexed for prompts and facts."""
 
     items: dict[str, ItemText]
     samples: dict[str, dict]
@@ -59,19 +68,77 @@ class DateData:
         )
 
 
-def load(lakehouse: Lakehouse, ds: str) -> DateData:
-    on_ds = [("ds", "=", ds)]
-    samples = {
-        r["sample_id"]: r for r in lakehouse.read_arrow(SAMPLES, partitions=on_ds).to_pylist()
-    }
-    candidates: dict[str, dict] = {}
-    for row in lakehouse.read_arrow(CANDIDATES, partitions=on_ds).to_pylist():
-        best = candidates.get(row["sample_id"])
-        if best is None or row["seed"] < best["seed"]:
-            candidates[row["sample_id"]] = row
-    train = [sid for sid, s in samples.items() if s["split"] == "train" and sid in candidates]
-    evidence = load_evidence(lakehouse, ds, "samples", train)
-    return DateData(items_as_of(lakehouse, ds), samples, candidates, evidence)
+class DateInputs:
+    """A date's training samples (those with candidates), their first-seed candidates
+    and their evidence, as Arrow tables sorted by sample id: the Python rows of a chunk
+    are made when it is asked for."""
+
+    def __init__(self, lakehouse: Lakehouse, ds: str):
+        import pyarrow.compute as pc
+
+        on_ds = [("ds", "=", ds)]
+        samples = lakehouse.read_arrow(SAMPLES, partitions=on_ds)
+        samples = samples.filter(pc.equal(samples["split"], "train"))
+        cands = lakehouse.read_arrow(CANDIDATES, partitions=on_ds)
+        cands = _first_per_sample(
+            cands.filter(pc.is_in(cands["sample_id"], value_set=_ids(samples)))
+        )
+        samples = samples.filter(pc.is_in(samples["sample_id"], value_set=_ids(cands)))
+        self.samples = samples.sort_by("sample_id")
+        self.candidates = cands  # sorted by sample id, one row each: aligned with samples
+        if not self.samples["sample_id"].equals(self.candidates["sample_id"]):
+            raise DataQualityError(f"traces {ds}: a training sample has two sample rows")
+        self.evidence = evidence_table(lakehouse, ds, "samples", self.samples["sample_id"])
+        self.items = items_as_of(lakehouse, ds)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def chunks(self, size: int = CHUNK) -> Iterator[DateData]:
+        ids = self.evidence["context_id"]
+        at = 0  # the evidence is sorted the same way: each chunk's rows follow the last's
+        for start in range(0, len(self.samples), size):
+            samples = self.samples.slice(start, size).to_pylist()
+            cands = self.candidates.slice(start, size).to_pylist()
+            end = _bisect_right(ids, samples[-1]["sample_id"], at)
+            evidence = evidence_rows(self.evidence.slice(at, end - at))
+            at = end
+            yield DateData(
+                self.items,
+                {s["sample_id"]: s for s in samples},
+                {c["sample_id"]: c for c in cands},
+                evidence,
+            )
+
+
+def _ids(table):
+    return table["sample_id"].combine_chunks()
+
+
+def _first_per_sample(cands):
+    """Each sample's candidate row of the lowest seed, sorted by sample id."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cands = cands.sort_by([("sample_id", "ascending"), ("seed", "ascending")])
+    ids = cands["sample_id"]
+    if len(ids) < 2:
+        return cands
+    first = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))
+    return cands.filter(pa.concat_arrays([pa.array([True]), *first.chunks]))
+
+
+def _bisect_right(sorted_ids, value: str, lo: int) -> int:
+    """The first index from ``lo`` whose id is above ``value`` (Arrow has no search for
+    strings; a chunk needs a few dozen lookups, not a pass over the column)."""
+    hi = len(sorted_ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if sorted_ids[mid].as_py() <= value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 def chain_facts(data: DateData, sample_id: str) -> ChainFacts | str:
@@ -197,48 +264,68 @@ def run(
     teacher,
     max_chains: int = 0,
     evidence: str = "chains",
+    chunk: int = CHUNK,
 ) -> dict:
+    from r2rec.progress import Progress
+
     ds = parse_ds(ds)
     if evidence not in EVIDENCE_MODES:
         raise R2RecError(f"--evidence must be one of {', '.join(EVIDENCE_MODES)}")
-    data = load(lakehouse, ds)
-    train = sorted(
-        sid for sid, s in data.samples.items() if s["split"] == "train" and sid in data.candidates
-    )
-    keyed: list[tuple[str, ChainFacts]] = []
+    inputs = DateInputs(lakehouse, ds)
+    n_traces, passed, n_sft, n_rl, no_evidence = 0, 0, 0, 0, 0
     skipped: Counter = Counter()
-    for sid in train:
-        facts = chain_facts(data, sid)
-        if isinstance(facts, str):
-            skipped[facts] += 1
-        else:
-            keyed.append((f"{sid}/1", facts))
-        if max_chains and len(keyed) >= max_chains:
-            break
-    if not keyed:
-        raise DataQualityError(
-            f"traces {ds}: no training sample's target is reached by a chain; run the "
-            "samples and evidence jobs first"
-        )
-    traces = generate_traces(keyed, teacher)
-    ids = [k for k, _ in keyed]
-    part = {"ds": ds, "teacher": teacher.name}
-    lakehouse.overwrite(REASONING_TRACES, trace_rows(ds, teacher, traces, ids), partition=part)
-    sft = sft_rows(ds, teacher, data, traces, ids, evidence)
-    lakehouse.overwrite(SFT_EXAMPLES, sft, partition={**part, "evidence": evidence})
-    rl = rl_rows(ds, data, evidence)
-    lakehouse.overwrite(RL_PROMPTS, rl, partition={"ds": ds, "evidence": evidence})
-    passed = sum(t.passed for t in traces)
-    reasons = Counter(t.reject_reason for t in traces if not t.passed)
+    reasons: Counter = Counter()
+    with tempfile.TemporaryDirectory(prefix="r2rec-traces-") as tmp:
+        spools = {
+            t.name: Spool(t, f"{tmp}/{t.name}.parquet")
+            for t in (REASONING_TRACES, SFT_EXAMPLES, RL_PROMPTS)
+        }
+        steps = len(HOPS) * len(inputs)  # a sample without a chain counts its steps at once
+        with Progress(f"traces teacher={teacher.name}", steps, "steps") as progress:
+            for data in inputs.chunks(chunk):
+                keyed: list[tuple[str, ChainFacts]] = []
+                for sid in sorted(data.samples):
+                    facts = None if max_chains and n_traces + len(keyed) >= max_chains else (
+                        chain_facts(data, sid)
+                    )  # fmt: skip
+                    if isinstance(facts, ChainFacts):
+                        keyed.append((f"{sid}/1", facts))
+                        continue
+                    if facts is not None:
+                        skipped[facts] += 1
+                    progress.advance(len(HOPS))
+                traces = generate_traces(keyed, teacher, progress) if keyed else []
+                ids = [k for k, _ in keyed]
+                spools[REASONING_TRACES.name].add(trace_rows(ds, teacher, traces, ids))
+                sft = sft_rows(ds, teacher, data, traces, ids, evidence)
+                spools[SFT_EXAMPLES.name].add(sft)
+                rl = rl_rows(ds, data, evidence)
+                spools[RL_PROMPTS.name].add(rl)
+                n_traces, n_sft, n_rl = n_traces + len(traces), n_sft + len(sft), n_rl + len(rl)
+                passed += sum(t.passed for t in traces)
+                reasons.update(t.reject_reason for t in traces if not t.passed)
+                no_evidence += sum("no_evidence" in r["flags"] for r in rl)
+        if not n_traces:
+            raise DataQualityError(
+                f"traces {ds}: no training sample's target is reached by a chain; run the "
+                "samples and evidence jobs first"
+            )
+        part = {"ds": ds, "teacher": teacher.name}
+        for table, partition in (
+            (REASONING_TRACES, part),
+            (SFT_EXAMPLES, {**part, "evidence": evidence}),
+            (RL_PROMPTS, {"ds": ds, "evidence": evidence}),
+        ):
+            lakehouse.overwrite(table, spools[table.name].reader(), partition=partition)
     metrics = {
-        f"{teacher.name}.traces": len(traces),
+        f"{teacher.name}.traces": n_traces,
         f"{teacher.name}.passed": passed,
-        f"{teacher.name}.pass_rate": passed / len(traces),
-        "train_samples": len(train),
+        f"{teacher.name}.pass_rate": passed / n_traces,
+        "train_samples": len(inputs),
         **{f"skipped.{r}": n for r, n in skipped.items()},
-        f"sft_examples.{evidence}": len(sft),
-        f"rl_prompts.{evidence}": len(rl),
-        f"rl_prompts.{evidence}.no_evidence": sum("no_evidence" in r["flags"] for r in rl),
+        f"sft_examples.{evidence}": n_sft,
+        f"rl_prompts.{evidence}": n_rl,
+        f"rl_prompts.{evidence}.no_evidence": no_evidence,
         **{f"{teacher.name}.rejected.{r}": n for r, n in reasons.items()},
     }
     job = f"{JOB}.{teacher.name}"  # teachers of one date keep separate metrics

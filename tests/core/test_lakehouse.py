@@ -514,3 +514,52 @@ def test_partitions_without_ts_statistics_are_found_and_rewritten(lakehouse, mon
         T0, late, late, T0]  # fmt: skip
     assert lakehouse.repair_stats(INTERACTIONS) == []  # nothing left: no commit
     assert lakehouse.version(INTERACTIONS) == before + 2
+
+
+def reader(*tables: pa.Table) -> pa.RecordBatchReader:
+    """Batches produced one by one, as a job that spools its rows hands them over."""
+    batches = (b for t in tables for b in t.to_batches())
+    return pa.RecordBatchReader.from_batches(tables[0].schema, batches)
+
+
+def test_a_stream_of_batches_replaces_its_partition_in_one_commit(lakehouse):
+    part = {"ds": "2026-01-01", "source": "s"}
+    lakehouse.overwrite(INTERACTIONS, events("2026-01-01", ["old"]), partition=part)
+    lakehouse.overwrite(
+        INTERACTIONS, events("2026-01-02", ["kept"]), partition={**part, "ds": "2026-01-02"}
+    )
+    before = lakehouse.version(INTERACTIONS)
+    # int64 ratings are conformed to the contract's float per batch, like a table's.
+    first = events("2026-01-01", ["a", "b"]).set_column(2, "rating", pa.array([3, 5]))
+    second = events("2026-01-01", ["c"]).set_column(2, "rating", pa.array([1]))
+    version = lakehouse.overwrite(INTERACTIONS, reader(first, second), partition=part)
+    assert version == before + 1
+    assert rows(lakehouse) == [
+        ("2026-01-01", "a", 3.0), ("2026-01-01", "b", 5.0), ("2026-01-01", "c", 1.0),
+        ("2026-01-02", "kept", 4.0),
+    ]  # fmt: skip
+    empty = pa.RecordBatchReader.from_batches(first.schema, iter([]))
+    lakehouse.overwrite(INTERACTIONS, empty, partition=part)  # no rows clears it too
+    assert rows(lakehouse) == [("2026-01-02", "kept", 4.0)]
+
+
+@pytest.mark.parametrize(
+    "batches, error, match",
+    [
+        # A good batch is handed over before the one outside the partition.
+        (
+            [events("2026-01-01", ["a", "b"]), events("2026-01-09", ["x"])],
+            R2RecError,
+            "1 row\\(s\\) outside the overwrite partition",
+        ),
+        ([events("2026-01-01", ["a"]).drop_columns(["rating"])], SchemaMismatchError, "rating"),
+    ],
+)
+def test_a_bad_batch_in_a_stream_writes_nothing_and_says_why(lakehouse, batches, error, match):
+    part = {"ds": "2026-01-01", "source": "s"}
+    lakehouse.overwrite(INTERACTIONS, events("2026-01-01", ["old"]), partition=part)
+    before = lakehouse.version(INTERACTIONS)
+    with pytest.raises(error, match=match):
+        lakehouse.overwrite(INTERACTIONS, reader(*batches), partition=part)
+    assert lakehouse.version(INTERACTIONS) == before
+    assert rows(lakehouse) == [("2026-01-01", "old", 4.0)]

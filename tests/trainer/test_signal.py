@@ -65,6 +65,16 @@ def test_a_resumed_run_counts_each_step_once(tmp_path):
     assert summary(tmp_path) == {"groups": 8, "groups_with_spread": {"accuracy_reward": 3}}
 
 
+def test_a_count_begun_mid_run_says_from_which_step(tmp_path):
+    log = SpreadLog(tmp_path, group=2, step=lambda: 20)
+    log.record("accuracy_reward", [0.0, 1.0])
+    assert summary(tmp_path) == {
+        "groups": 1,
+        "counted_from_step": 20,
+        "groups_with_spread": {"accuracy_reward": 1},
+    }
+
+
 def test_a_batch_that_is_not_whole_groups_is_counted_not_judged(tmp_path):
     log = SpreadLog(tmp_path, group=4)
     log.record("accuracy_reward", [0.0, 1.0, 0.0])  # must not stop training

@@ -180,3 +180,36 @@ def test_a_teacher_whose_every_trace_fails_writes_none_and_reports_why(lake):
     assert all(r["reject_reason"] for r in rows)
     assert lake.read_arrow(SFT_EXAMPLES, partitions=[("teacher", "=", "vllm")]).num_rows == 0
     assert lake.read_arrow(SFT_EXAMPLES, partitions=[("teacher", "=", "template")]).num_rows > 0
+
+
+def test_chunks_of_any_size_write_what_one_pass_writes(lake):
+    """The job holds a chunk of training samples in Python at a time; the chunk's
+    evidence is a slice of the date's, found by its last sample id."""
+    rows = lake.read_arrow(CANDIDATES).to_pylist()
+    # A second seed of u0:2, stored before its first: prompts use each sample's lowest seed.
+    seed0 = next(r for r in rows if r["sample_id"] == "u0:2")
+    other = {**seed0, "seed": 1, "items": ["e", "c", "d"], "target_label": "C3"}
+    lake.overwrite(CANDIDATES, [other, *rows], partition={"ds": DS})
+
+    def written() -> dict[str, list[str]]:
+        return {
+            t.name: sorted(str(r) for r in lake.read_arrow(t).to_pylist())
+            for t in (REASONING_TRACES, SFT_EXAMPLES, RL_PROMPTS)
+        }
+
+    report = traces.run(lake, DS, TemplateTeacher(), chunk=100)
+    whole = written()
+    rl = {r["sample_id"]: r for r in lake.read_arrow(RL_PROMPTS).to_pylist()}
+    assert rl["u0:2"]["candidate_item_ids"] == ["c", "d", "e"]
+    assert '[C2] "Dune": 2 users' in rl["u0:2"]["prompt"][1]["content"]  # its own evidence
+    assert '[C3] "Eraserhead": 3 users' in rl["u2:2"]["prompt"][1]["content"]
+    for chunk in (1, 2):
+        assert traces.run(lake, DS, TemplateTeacher(), chunk=chunk) == report
+        assert written() == whole, chunk
+
+
+def test_max_chains_counts_across_chunks(lake):
+    report = traces.run(lake, DS, TemplateTeacher(), max_chains=1, chunk=1)
+    assert report["template.traces"] == 1 and report["rl_prompts.chains"] == 3
+    (trace,) = lake.read_arrow(REASONING_TRACES).to_pylist()
+    assert trace["sample_id"] == "u0:2"  # the first in sample order
