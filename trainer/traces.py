@@ -15,11 +15,12 @@ of ``reasoning_traces``, (D, teacher, evidence) of ``sft_examples`` and (D, evid
 paper's prompt (no evidence), for the ablation; the traces themselves are judged
 against the evidence prompt either way.
 
-Memory: the inputs stay Arrow columns, and the training samples are taken
-``CHUNK`` at a time (their prompts, facts, traces and rows in Python), and each chunk's
-rows are spooled to temporary Parquet files (under ``$TMPDIR``, about the size of the
-rows written) that stream into Delta, one commit per table. Before, a date's rows sat in Python together: 1.4 GB at ML-100k's 17.6k traces,
-linear in the date's samples (bench/RESULTS.md, "The traces job in chunks").
+Memory: the inputs stay Arrow columns, and the training samples are taken ``CHUNK`` at
+a time (their prompts, facts, traces and rows in Python). Each chunk's rows are spooled
+to temporary Parquet files (under ``$TMPDIR``, about the size of the rows written) that
+stream into Delta, one commit per table. Before, a date's rows sat in Python together:
+1.4 GB at ML-100k's 17.6k traces, linear in the date's samples (bench/RESULTS.md, "The
+traces job in chunks").
 """
 
 from __future__ import annotations
