@@ -264,7 +264,10 @@ class Lakehouse:
         elif _is_batch_reader(data):
             version = self._write_stream(spec, data, mode, partition, predicate)
         else:
-            version = self._write_arrow(spec, conform_arrow(spec, data), mode, partition, predicate)
+            table = conform_arrow(spec, data)
+            if partition is not None:
+                _reject_outside_partition(spec, table, partition)
+            version = self._write_arrow(spec, table, mode, partition, predicate)
         runlog.note_write(spec.name, version)
         return version
 
@@ -279,9 +282,7 @@ class Lakehouse:
         from deltalake import write_deltalake
 
         self.ensure(spec)
-        if partition is not None:
-            if not _is_batch_reader(data):  # a stream is checked batch by batch
-                _reject_outside_partition(spec, data, partition)
+        if partition is not None:  # its rows were checked by the caller, table or stream
             predicate = partition_predicate(partition)
         try:
             write_deltalake(
@@ -704,7 +705,6 @@ class Spool:
     def __init__(self, table: str | TableSpec, path: str):
         self.spec = Lakehouse._spec(table)
         self.path = path
-        self.rows = 0
         self._writer = None
 
     def add(self, rows: Any) -> None:
@@ -714,7 +714,6 @@ class Spool:
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.path, chunk.schema)
         self._writer.write_table(chunk)
-        self.rows += len(chunk)
 
     def reader(self, batch_rows: int = 1024) -> pa.RecordBatchReader:
         """Every row added, as a stream of batches of ``batch_rows`` (a prompt row is

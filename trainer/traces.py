@@ -222,10 +222,8 @@ def sft_rows(ds, teacher, data, traces, chain_ids, mode: str) -> list[dict]:
 
 def rl_rows(ds: str, data: DateData, mode: str) -> list[dict]:
     rows = []
-    for sid, sample in sorted(data.samples.items()):
-        cand = data.candidates.get(sid)
-        if cand is None or sample["split"] != "train":  # GRPO trains on training samples only
-            continue
+    for sid, sample in sorted(data.samples.items()):  # training samples only (DateInputs)
+        cand = data.candidates[sid]
         prompt, flags = data.prompt(sid, mode)
         rows.append(
             {
