@@ -50,41 +50,47 @@ def summed_overlap_rankings(lakehouse, ds: str, samples: Sequence) -> list:
 
 def compare(lakehouse, ds: str, max_samples: int) -> list[dict]:
     from inference import evaluate
-    from inference.metrics import interval, paired_difference, per_sample
     from inference.prompts import EvidenceRanker
 
     samples = evaluate.subsample(evaluate.load(lakehouse, ds).eval_samples, max_samples)
-    ranked = {
-        "score": EvidenceRanker(lakehouse, ds).rank(samples),
-        OLD: summed_overlap_rankings(lakehouse, ds, samples),
-    }
-    by_rule = {rule: per_sample(zip(samples, r, strict=True)) for rule, r in ranked.items()}
+    score = EvidenceRanker(lakehouse, ds).rank(samples)
+    return paired_rows(ds, samples, score, summed_overlap_rankings(lakehouse, ds, samples))
+
+
+def paired_rows(ds: str, samples: Sequence, new: Sequence, old: Sequence) -> list[dict]:
+    """Per split: HR@1 of two rankings of the same samples (``new`` and ``old``, each
+    with its 95% interval over samples), their paired difference, and how many samples
+    each ranks better."""
+    from inference.metrics import interval, paired_difference, per_sample
+
+    by_rule = {rule: per_sample(zip(samples, r, strict=True)) for rule, r in
+               (("new", new), ("old", old))}  # fmt: skip
     rows = []
-    for split in sorted(by_rule["score"]):
-        new, old = by_rule["score"][split], by_rule[OLD][split]
-        diff = paired_difference(new, old, "hr@1")
-        assert diff is not None  # both rules ranked every sample
-        row = {"ds": ds, "split": split, "samples": len(new), "diff": diff}
-        for rule, values in (("score", new), (OLD, old)):
+    for split in sorted(by_rule["new"]):
+        a, b = by_rule["new"][split], by_rule["old"][split]
+        diff = paired_difference(a, b, "hr@1")
+        assert diff is not None  # both ranked every sample
+        row = {"ds": ds, "split": split, "samples": len(a), "diff": diff}
+        for rule, values in (("new", a), ("old", b)):
             hits = [v["hr@1"] for v in values.values()]
             row[rule] = (sum(hits) / len(hits), *interval(hits))
-        row["wins"] = sum(new[s]["hr@1"] > old[s]["hr@1"] for s in new)
-        row["losses"] = sum(new[s]["hr@1"] < old[s]["hr@1"] for s in new)
+        row["wins"] = sum(a[s]["hr@1"] > b[s]["hr@1"] for s in a)
+        row["losses"] = sum(a[s]["hr@1"] < b[s]["hr@1"] for s in a)
         rows.append(row)
     return rows
 
 
-def table(rows: Sequence[dict]) -> str:
+def table(rows: Sequence[dict], new: str = "score", old: str = OLD) -> str:
     lines = [
-        "| ds | split | samples (x seeds) | HR@1, score [95% CI] | HR@1, summed overlap "
+        f"| ds | split | samples (x seeds) | HR@1, {new} [95% CI] | HR@1, {old} "
         "[95% CI] | difference [95% CI] | samples better / worse |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        new, old, (d, lo, hi, _) = r["score"], r[OLD], r["diff"]
+        a, b, (d, lo, hi, _) = r["new"], r["old"], r["diff"]
         lines.append(
-            f"| {r['ds']} | {r['split']} | {r['samples']} | {new[0]:.3f} [{new[1]:.3f}, "
-            f"{new[2]:.3f}] | {old[0]:.3f} [{old[1]:.3f}, {old[2]:.3f}] | {d:+.3f} "
+            f"| {r['ds']} | {r['split']} | {r['samples']} | {a[0]:.3f} [{a[1]:.3f}, "
+            f"{a[2]:.3f}] | {b[0]:.3f} [{b[1]:.3f}, {b[2]:.3f}] | {d:+.3f} "
             f"[{lo:+.3f}, {hi:+.3f}] | {r['wins']} / {r['losses']} |"
         )
     return "\n".join(lines)

@@ -49,8 +49,8 @@ def test_the_rules_differ_only_where_score_and_summed_overlap_disagree(lakehouse
     })  # fmt: skip
     (row,) = evidence_score.compare(lakehouse, DS, max_samples=0)
     assert (row["split"], row["samples"]) == ("valid", 4)
-    assert row["score"][0] == pytest.approx(2 / 4)
-    assert row[evidence_score.OLD][0] == pytest.approx(1 / 4)
+    assert row["new"][0] == pytest.approx(2 / 4)
+    assert row["old"][0] == pytest.approx(1 / 4)
     assert (row["wins"], row["losses"]) == (1, 0)
     assert row["diff"][0] == pytest.approx(1 / 4) and row["diff"][3] == 4
     line = evidence_score.table([row]).splitlines()[-1]
