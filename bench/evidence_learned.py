@@ -1,6 +1,6 @@
 """Benchmark: does what the prompt shows hold more than the evidence order? A learned ranker.
 
-    python -m bench.evidence_learned --lakehouse DIR --ds D [--max-samples N]
+    python -m bench.evidence_learned --lakehouse DIR --ds D [--max-samples N] [--content]
         [--record bench/RESULTS.md]
 
 For each candidate the prompt shows (docs/METHOD.md §8a): whether a chain reaches it, its
@@ -17,6 +17,11 @@ them with the evidence ranker (``inference.prompts.EvidenceRanker``) on the same
 as ``bench.evidence_score`` does: HR@1 per split with 95% intervals over samples, and the
 paired difference. A learned ranker no better than the order says that the numbers hold
 nothing more to find, so what an LLM adds must come from the text.
+
+``--content`` adds what the item text holds and the prompt leaves out (it shows short
+titles, ``r2rec.catalog.ItemText.short``): how much of the history shares the
+candidate's genres, the candidate's age at the target, and its year against the newest
+history item's. What that adds is what a prompt showing genres and years could give.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ FEATURES = (
     "mean overlap",
     "1 / distance of the nearest via item from the history's end",
     "log(1 + audience before the target)",
+)
+CONTENT = (
+    "history share of the candidate's genres",
+    "age at the target (years)",
+    "year - the newest history item's",
 )
 NAME = "learned"
 
@@ -71,6 +81,27 @@ def features(sample, rows: dict, audience) -> np.ndarray:
             r["overlap"],
             1.0 / nearest if nearest else 0.0,
         )
+    return out
+
+
+def content_features(sample, items: dict) -> np.ndarray:
+    """``CONTENT`` per candidate, from the catalogue as of D (``items_as_of``); an item
+    without a year gets the history's newest (or the target's year)."""
+    from r2rec.catalog import item_text
+
+    history = [item_text(items, h) for h in sample.history]
+    counts: dict[str, int] = {}
+    for h in history:
+        for genre in h.genres:
+            counts[genre] = counts.get(genre, 0) + 1
+    newest = max((h.year for h in history if h.year), default=sample.target_ts.year)
+    out = np.zeros((len(sample.candidates), len(CONTENT)))
+    for k, item in enumerate(sample.candidates):
+        c = item_text(items, item)
+        year = c.year or newest
+        shared = sum(counts.get(g, 0) for g in c.genres)
+        share = shared / (len(history) * len(c.genres)) if history and c.genres else 0.0
+        out[k] = (share, max(sample.target_ts.year - year, 0), year - newest)
     return out
 
 
@@ -153,10 +184,13 @@ def audiences(edges):
     return audience
 
 
-def compare(lakehouse, ds: str, max_samples: int) -> tuple[list[dict], ConditionalLogit]:
+def compare(
+    lakehouse, ds: str, max_samples: int, content: bool = False
+) -> tuple[list[dict], ConditionalLogit]:
     from inference import evaluate
     from inference.prompts import EvidenceRanker
     from inference.ranking import Ranking
+    from r2rec.catalog import items_as_of
     from r2rec.evidence import load_evidence
 
     data = evaluate.load(lakehouse, ds)
@@ -165,9 +199,13 @@ def compare(lakehouse, ds: str, max_samples: int) -> tuple[list[dict], Condition
     audience = audiences(data.edges)
     ids = {s.sample_id for s in (*train, *samples)}
     evidence = load_evidence(lakehouse, ds, "samples", ids)
+    items = items_as_of(lakehouse, ds) if content else {}
 
     def x_of(lists):
-        return np.stack([features(s, evidence.get(s.sample_id, {}), audience) for s in lists])
+        x = np.stack([features(s, evidence.get(s.sample_id, {}), audience) for s in lists])
+        if content:
+            x = np.concatenate([x, np.stack([content_features(s, items) for s in lists])], -1)
+        return x
 
     y = np.array([s.candidates.index(s.target_item_id) for s in train])
     model = ConditionalLogit().fit(x_of(train), y)
@@ -189,17 +227,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lakehouse", required=True)
     p.add_argument("--ds", required=True)
     p.add_argument("--max-samples", type=int, default=0, help="per split, by hash (0 = all)")
+    p.add_argument("--content", action="store_true", help="add the item text's genres and year")
     p.add_argument("--record", help="append the table to this Markdown file")
     args = p.parse_args(argv)
     if args.max_samples < 0:
         p.error("--max-samples >= 0")
     ds = parse_ds(args.ds)
-    rows, model = compare(Lakehouse(args.lakehouse), ds, args.max_samples)
+    rows, model = compare(Lakehouse(args.lakehouse), ds, args.max_samples, args.content)
+    names = FEATURES + CONTENT * args.content
     weights = "\n".join(
-        f"| {name} | {w:+.3f} |" for name, w in zip(FEATURES, model.weights, strict=True)
+        f"| {name} | {w:+.3f} |" for name, w in zip(names, model.weights, strict=True)
     )
+    name = f"{NAME} + genres, year" if args.content else NAME
     text = (
-        table(rows, NAME, "evidence order")
+        table(rows, name, "evidence order")
         + "\n\nWeights (standardised features; the largest gradient left "
         + f"{model.gradient:.1e}):\n\n| feature | weight |\n|---|---|\n"
         + weights
@@ -208,8 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         record_section(
             args.record,
-            "A ranker learned over what the prompt shows, against the evidence order",
-            f"`python -m bench.evidence_learned --ds {ds} --max-samples {args.max_samples}` "
+            "A ranker learned over what the prompt shows"
+            + (" and the items' genres and years" * args.content)
+            + ", against the evidence order",
+            f"`python -m bench.evidence_learned --ds {ds} --max-samples {args.max_samples}"
+            f"{' --content' * args.content}` "
             f"on lakehouse `{Path(args.lakehouse).name}`: a conditional logit fitted on "
             "every training list of the date, every seed of each valid/test sample; "
             "intervals over samples, the difference paired.\n\n" + text,

@@ -13,7 +13,7 @@ from inference.ranking import EvalSample
 from r2rec.contracts import CANDIDATE_EVIDENCE, CANDIDATES, GRAPH_EDGES, SAMPLES
 
 DS = "1998-01-05"
-CUT = datetime(1998, 1, 1, tzinfo=UTC)
+CUT = datetime(1998, 1, 1, tzinfo=UTC)  # the target year: 1998
 
 
 def draw(n: int, w: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -104,3 +104,24 @@ def test_it_learns_what_the_evidence_order_misses(lakehouse):
     assert row["new"][0] == 1.0 and row["old"][0] == 0.0
     assert (row["wins"], row["losses"]) == (2, 0)
     assert model.weights[el.FEATURES.index("mean overlap")] > 0
+
+
+def test_content_features_read_genres_and_years_from_the_catalogue():
+    from r2rec.catalog import ItemText
+
+    items = {
+        "h1": ItemText("h1", "H1", ("Drama", "War"), "H1", 1990),
+        "h2": ItemText("h2", "H2", ("Drama",), "H2", 1996),
+        "a": ItemText("a", "A", ("Drama", "Comedy"), "A", 1997),
+        "b": ItemText("b", "B", (), "B", None),  # no genres, no year
+    }
+    sample = EvalSample("u:5", "valid", 0, "u", ("h1", "h2"), ("a", "b", "zz"),
+                        ("C1", "C2", "C3"), "a", CUT)  # fmt: skip
+    x = el.content_features(sample, items)
+    assert x.shape == (3, len(el.CONTENT))
+    # a: Drama in both history items, Comedy in none: 2 / (2 items x 2 genres).
+    assert x[0] == pytest.approx([0.5, 1998 - 1997, 1997 - 1996])
+    # No year: the newest history item's (1996); no genres: no share. An id with no
+    # catalogue row is the same.
+    assert x[1] == pytest.approx([0.0, 1998 - 1996, 0])
+    assert x[2] == pytest.approx([0.0, 1998 - 1996, 0])
