@@ -1,7 +1,7 @@
 """Benchmark: what the evidence ranker's score is worth, against the rule it replaced.
 
     python -m bench.evidence_score --lakehouse DIR --ds D [--ds D2 ...] [--max-samples N]
-        [--record bench/RESULTS.md]
+        [--against DIR2 --label TEXT] [--record bench/RESULTS.md]
 
 Reads partition D of ``candidate_evidence`` (scope samples), written by the evidence job,
 and ranks every valid/test (sample, seed) of D two ways, with no LLM:
@@ -11,7 +11,10 @@ and ranks every valid/test (sample, seed) of D two ways, with no LLM:
 - ``summed overlap``: the first score, users x mean overlap of the same row.
 
 Both rank exactly the same rows and break ties alike (users, then display order), so
-their difference is the score alone. HR@1 per split with 95% intervals over
+their difference is the score alone. With ``--against DIR2`` the second ranking is
+instead the evidence ranker over DIR2's ``candidate_evidence`` of the same date (an
+evidence job run with other options or code on the same samples, which is checked):
+two versions of the score, paired. HR@1 per split with 95% intervals over
 samples (seeds of a sample averaged, as in the evaluation), and the paired difference.
 The evidence job must have run with the current code: the rows carry the score.
 """
@@ -48,13 +51,25 @@ def summed_overlap_rankings(lakehouse, ds: str, samples: Sequence) -> list:
     return out
 
 
-def compare(lakehouse, ds: str, max_samples: int) -> list[dict]:
+def compare(lakehouse, ds: str, max_samples: int, against=None) -> list[dict]:
     from inference import evaluate
     from inference.prompts import EvidenceRanker
+    from r2rec.errors import R2RecError
 
     samples = evaluate.subsample(evaluate.load(lakehouse, ds).eval_samples, max_samples)
     score = EvidenceRanker(lakehouse, ds).rank(samples)
-    return paired_rows(ds, samples, score, summed_overlap_rankings(lakehouse, ds, samples))
+    if against is None:
+        return paired_rows(ds, samples, score, summed_overlap_rankings(lakehouse, ds, samples))
+    # The other lakehouse's evidence is read by these samples' ids: a sample missing there,
+    # or a list that differs, would be ranked on no evidence at all.
+    other = {(s.sample_id, s.seed): s for s in evaluate.load(against, ds).eval_samples}
+    differ = [s.sample_id for s in samples if other.get((s.sample_id, s.seed)) != s]
+    if differ:
+        raise R2RecError(
+            f"--against holds other samples for ds={ds} ({len(differ)} differ, e.g. "
+            f"{differ[0]}): both lakehouses need the same samples and candidates"
+        )
+    return paired_rows(ds, samples, score, EvidenceRanker(against, ds).rank(samples))
 
 
 def paired_rows(ds: str, samples: Sequence, new: Sequence, old: Sequence) -> list[dict]:
@@ -104,22 +119,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lakehouse", required=True)
     p.add_argument("--ds", action="append", required=True, help="a date; repeat for more")
     p.add_argument("--max-samples", type=int, default=0, help="per split, by hash (0 = all)")
+    p.add_argument("--against", help="another lakehouse: its evidence ranker, paired")
+    p.add_argument("--label", default="against", help="what --against's score is called")
+    p.add_argument("--name", default="score", help="what this lakehouse's score is called")
     p.add_argument("--record", help="append the table to this Markdown file")
     args = p.parse_args(argv)
     if args.max_samples < 0:
         p.error("--max-samples >= 0")
     dates = [parse_ds(d) for d in args.ds]
     lakehouse = Lakehouse(args.lakehouse)
-    rows = [row for ds in dates for row in compare(lakehouse, ds, args.max_samples)]
-    text = table(rows)
+    against = Lakehouse(args.against) if args.against else None
+    rows = [row for ds in dates for row in compare(lakehouse, ds, args.max_samples, against)]
+    text = table(rows, args.name, args.label if against else OLD)
     print(text)
     if args.record:
+        other = f"{args.name} against {args.label}" if against else "score against summed overlap"
+        vs = f" --against {Path(args.against).name}" if against else ""
         record_section(
             args.record,
-            "Evidence ranker: score against summed overlap",
+            f"Evidence ranker: {other}",
             "`python -m bench.evidence_score "
             + " ".join(f"--ds {d}" for d in dates)
-            + f" --max-samples {args.max_samples}` on lakehouse `{Path(args.lakehouse).name}`"
+            + f" --max-samples {args.max_samples}{vs}` on lakehouse `{Path(args.lakehouse).name}`"
             "; the evidence ranker alone (no LLM), every seed of each valid/test sample; "
             "intervals over samples, the difference paired.\n\n" + text,
         )

@@ -1,6 +1,7 @@
 """Evidence job: the chains that reach every candidate of a prompt (docs/METHOD.md §8a).
 
     python -m spark_jobs.evidence --ds 2026-11-25 [--scope samples|serve] [--fanout 50]
+        [--history-decay 0.7]
 
 For every prompt the model will see, and for every candidate in it, the interaction
 chains u0 -> i0 -> u1 -> candidate that start in the user's history: u1 also chose a
@@ -19,10 +20,12 @@ pass through, most users first. A candidate without a row has no evidence.
 
 The score (``evidence_for_context``) orders the candidates: over every similar user u1
 of the candidate, their Jaccard overlap with the user times the cosine terms of the
-history items u1 shares (1 / sqrt of each item's audience), summed and divided by the
+history items u1 shares (1 / sqrt of each item's audience, times ``--history-decay`` for
+every history item after it: the recent ones count most), summed and divided by the
 square root of the candidate's audience, all as of the cutoff. It counts every user,
 not only the capped ones: the cap bounds what the rows summarise, not the score.
-``bench.evidence_score`` measures it (``bench/RESULTS.md``, "Evidence score v3").
+``bench.evidence_score`` measures it (``bench/RESULTS.md``, "Evidence score v3" and
+"Evidence score v4").
 
 How it scales: the chains job's broadcast adjacency arrays, plus every edge by (item,
 time) for the uncapped audiences; each executor grounds its prompts one by one in a
@@ -96,13 +99,13 @@ def evidence_for_context(
     chain reaches; ``work`` is the executor's workspace over the graph's users and items.
 
     The score orders the candidates (docs/METHOD.md §8a): over the similar users u1 of c,
-    J(u0, u1) x the sum over the history items h that u1 also chose of 1 / sqrt(|U_h|),
-    divided by sqrt(|U_c|); U_x is x's users before the cutoff (u0 left out of U_c), J
+    J(u0, u1) x the sum over the history items h that u1 also chose of
+    decay^(history items after h) / sqrt(|U_h|), divided by sqrt(|U_c|); U_x is x's users before the cutoff (u0 left out of U_c), J
     the Jaccard overlap of the two users' items before it, and a similar user one that
     meets the chains' closure and chose a history item other than c. A user-based weight
     (how alike u1 is) times ItemKNN's cosine terms (a niche film shared says more than a
     blockbuster shared); measured better than either alone (``bench/RESULTS.md``,
-    "Evidence score v3"). Every user counts in it, not only the chains' capped ones: the
+    "Evidence score v3"; the decay: "v4"). Every user counts in it, not only the chains' capped ones: the
     cap bounds what the prompt lists.
     """
     found = context_arrays(g, u0, cutoff, hist, cands, params, work)
@@ -123,7 +126,7 @@ def context_arrays(
     users, paths, summed, score, top, top_n = context_evidence(
         g.seq_ptr, g.seq_item, g.seq_ts, g.out_ptr, g.out_item, g.out_ts,
         g.in_ptr, g.in_user, g.in_ts, g.aud_ptr, g.aud_user, g.aud_ts,
-        u0, cutoff, hist, cands, params.min_overlap, VIA_KEEP,
+        u0, cutoff, hist, cands, params.min_overlap, VIA_KEEP, params.history_decay,
         work.item_mark, work.user_slot, work.weight, work.shared, work.overlap, work.a_len,
         work.run,
     )  # fmt: skip
@@ -322,12 +325,18 @@ def main(argv: list[str] | None = None) -> int:
         "--fanout", type=int, default=d.fanout, help="F users per item / items per user; 0 = no cap"
     )
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--history-decay", type=float, default=d.history_decay,
+        help="the score's weight per later history item, in (0, 1]; 1 = score v3",
+    )  # fmt: skip
     args = p.parse_args(argv)
 
     def body():
         from spark_jobs.session import get_spark
 
-        params = ChainParams(fanout=args.fanout, seed=args.seed)
+        params = ChainParams(
+            fanout=args.fanout, seed=args.seed, history_decay=args.history_decay
+        )
         return run(get_spark(), Lakehouse(args.lakehouse), args.ds, args.scope, params)
 
     return run_main(body, job="evidence", argv=argv, ds=args.ds, lakehouse=args.lakehouse)

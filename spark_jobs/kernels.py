@@ -75,7 +75,7 @@ def _count_before(ts, lo, hi, cutoff):
 def context_evidence(
     seq_ptr, seq_item, seq_ts, out_ptr, out_item, out_ts, in_ptr, in_user, in_ts,
     aud_ptr, aud_user, aud_ts,
-    u0, cutoff, hist, cands, min_overlap, via_keep,
+    u0, cutoff, hist, cands, min_overlap, via_keep, decay,
     item_mark, user_slot, weight, shared, overlap, a_len, run,
 ):  # fmt: skip
     """(users, paths, summed Jaccard, score, via, via_users) of each candidate of one
@@ -87,8 +87,8 @@ def context_evidence(
     u1's capped items before it, closure |A ∩ B| >= min_overlap, and a usable history
     item i0 != c among them. The score (every user, uncapped): over c's users before
     the cutoff that meet the closure and chose a usable history item other than c,
-    Jaccard(A, B) x the sum of 1 / sqrt(|U_h|) over those items, divided by
-    sqrt(|U_c \\ {u0}|).
+    Jaccard(A, B) x the sum of decay^(history items after h) / sqrt(|U_h|) over those
+    items h, divided by sqrt(|U_c \\ {u0}|).
     """
     n_c, n_h = len(cands), len(hist)
     lo = seq_ptr[u0]
@@ -97,12 +97,14 @@ def context_evidence(
         item_mark[seq_item[e]] |= IN_A
     # A history item tied with the cutoff is not before it: no chain passes through it.
     usable = np.empty(n_h, dtype=np.int64)
+    recency = np.empty(n_h)  # decay^(history items after it)
     n_use = 0
     for j in range(n_h):
         h = hist[j]
         if item_mark[h] & IN_A:
             item_mark[h] = IN_A | (j + 1)
             usable[n_use] = h
+            recency[n_use] = decay ** (n_h - 1 - j)
             n_use += 1
     own = np.full(n_c, -1, dtype=np.int64)  # the candidate's (last) history position
     for ci in range(n_c):
@@ -177,7 +179,7 @@ def context_evidence(
     for j in range(n_use):
         s = aud_ptr[usable[j]]
         h_len[j] = _count_before(aud_ts, s, aud_ptr[usable[j] + 1], cutoff)
-        h_weight[j] = 1.0 / np.sqrt(max(h_len[j], 1))
+        h_weight[j] = recency[j] / np.sqrt(max(h_len[j], 1))
         for x in range(s, s + h_len[j]):
             weight[aud_user[x]] += h_weight[j]
             shared[aud_user[x]] += 1

@@ -44,7 +44,12 @@ class ChainParams:
     seed: int = 0
     recency_weight: float = 0.1
     min_overlap: int = 2  # closure: shared items between u0 and u1
+    # Evidence score (docs/METHOD.md §8a): a history item's cosine term is multiplied by
+    # this for every history item after it; 1 weighs the whole history alike (score v3).
+    history_decay: float = 0.7
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.fanout < 0 or self.min_overlap < 1:
             raise R2RecError("need top_k >= 1, fanout >= 0, min_overlap >= 1")
+        if not 0 < self.history_decay <= 1:
+            raise R2RecError(f"need 0 < history_decay <= 1, got {self.history_decay}")

@@ -282,8 +282,9 @@ def build_evidence(
     among its first F, every edge before the cutoff, closure |I(u0) ∩ I(u1)| >= 2. Which
     candidate is the target is never an input. ``score`` = over every user u1 of c before
     the cutoff (no cap) that meets the closure and chose a history item other than c:
-    Jaccard(u0, u1) x the sum of 1 / sqrt(users of h before the cutoff) over those
-    history items h; summed, and divided by sqrt(c's users before the cutoff but u0).
+    Jaccard(u0, u1) x the sum of decay^(history items after h) / sqrt(users of h before
+    the cutoff) over those history items h (decay: ``params.history_decay``); summed,
+    and divided by sqrt(c's users before the cutoff but u0).
     """
     by_user = _edges_by_user(edges)
     users_by_item = _users_by_item(edges)
@@ -306,6 +307,9 @@ def build_evidence(
         A = {i for i, e in by_user[u0].items() if e["ts"] < cutoff}
         # A history item tied with the target's time is not before it: no hop through it.
         H = [i for i in ctx["history"] if i in A]
+        n_h = len(ctx["history"])
+        recency = [params.history_decay ** (n_h - 1 - j) for j, i in enumerate(ctx["history"])
+                   if i in A]  # fmt: skip
         for c in dict.fromkeys(ctx["items"]):
             found = []  # (u1, jaccard, [i0, ...])
             for u1 in item_users(c):
@@ -331,9 +335,9 @@ def build_evidence(
             score = 0.0
             for u1 in audience:  # every user, not only the capped ones
                 B = {i for i, e in by_user[u1].items() if e["ts"] < cutoff}
-                hits = [i0 for i0 in H if i0 in B and i0 != c]
+                hits = [(i0, r) for i0, r in zip(H, recency, strict=True) if i0 in B and i0 != c]
                 if len(A & B) >= params.min_overlap and hits:
-                    cosines = sum(1 / math.sqrt(len(users_before(h, cutoff))) for h in hits)
+                    cosines = sum(r / math.sqrt(len(users_before(h, cutoff))) for h, r in hits)
                     score += len(A & B) / len(A | B) * cosines
             score /= math.sqrt(len(audience))
             rows.append(

@@ -56,3 +56,24 @@ def test_the_rules_differ_only_where_score_and_summed_overlap_disagree(lakehouse
     line = evidence_score.table([row]).splitlines()[-1]
     assert line.startswith(f"| {DS} | valid | 4 | 0.500 [")
     assert line.endswith("| +0.250 [-0.240, +0.740] | 1 / 0 |")
+
+
+def test_against_pairs_two_versions_of_the_evidence_on_the_same_samples(lakehouse, tmp_path):
+    from r2rec.errors import R2RecError
+    from r2rec.lakehouse import Lakehouse
+
+    # This lakehouse's score finds y in u1 and u2; the other's only in u2.
+    write_date(lakehouse, {"u1:5": {"x": (1, 0.5, 0.1), "y": (1, 0.5, 0.2)},
+                           "u2:5": {"y": (1, 0.5, 0.3)}})  # fmt: skip
+    other = Lakehouse(str(tmp_path / "other"))
+    write_date(other, {"u1:5": {"x": (1, 0.5, 0.2), "y": (1, 0.5, 0.1)},
+                       "u2:5": {"y": (1, 0.5, 0.3)}})  # fmt: skip
+    (row,) = evidence_score.compare(lakehouse, DS, 0, against=other)
+    assert (row["new"][0], row["old"][0]) == (1.0, 0.5)
+    assert (row["wins"], row["losses"]) == (1, 0)
+    header = evidence_score.table([row], "v4", "v3").splitlines()[0]
+    assert "HR@1, v4 [95% CI] | HR@1, v3 [95% CI]" in header
+    # Other samples there: refused, not ranked on missing evidence.
+    write_date(other, {"u1:5": {"x": (1, 0.5, 0.2)}, "u3:5": {"y": (1, 0.5, 0.3)}})
+    with pytest.raises(R2RecError, match="same samples"):
+        evidence_score.compare(lakehouse, DS, 0, against=other)
