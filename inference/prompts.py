@@ -59,7 +59,8 @@ class EvidenceRanker:
         self.prompts = SamplePrompts(lakehouse, ds, "chains", texts=False)
         self.detail = {
             "order": "evidence score (similar users' overlap x the shared history items' "
-            "cosine terms, per sqrt audience), users, display order"
+            "cosine terms, the recent ones weighted more, per sqrt audience), users, "
+            "display order"
         }
 
     def rank(self, samples: Sequence[EvalSample]) -> list[Ranking]:

@@ -100,13 +100,15 @@ def evidence_for_context(
 
     The score orders the candidates (docs/METHOD.md §8a): over the similar users u1 of c,
     J(u0, u1) x the sum over the history items h that u1 also chose of
-    decay^(history items after h) / sqrt(|U_h|), divided by sqrt(|U_c|); U_x is x's users before the cutoff (u0 left out of U_c), J
-    the Jaccard overlap of the two users' items before it, and a similar user one that
-    meets the chains' closure and chose a history item other than c. A user-based weight
-    (how alike u1 is) times ItemKNN's cosine terms (a niche film shared says more than a
-    blockbuster shared); measured better than either alone (``bench/RESULTS.md``,
-    "Evidence score v3"; the decay: "v4"). Every user counts in it, not only the chains' capped ones: the
-    cap bounds what the prompt lists.
+    decay^(history items after h) / sqrt(|U_h|), divided by sqrt(|U_c|); U_x is x's
+    users before the cutoff (u0 left out of U_c), J the Jaccard overlap of the two
+    users' items before it, and a similar user one that meets the chains' closure and
+    chose a history item other than c. A user-based weight (how alike u1 is) times
+    ItemKNN's cosine terms (a niche film shared says more than a blockbuster shared),
+    the recent history weighted more; measured better than either alone and than the
+    whole history alike (``bench/RESULTS.md``, "Evidence score v3", "v4 (decay 0.7)
+    against v3"). Every user counts in it, not only the chains' capped ones: the cap
+    bounds what the prompt lists.
     """
     found = context_arrays(g, u0, cutoff, hist, cands, params, work)
     return [
@@ -312,6 +314,9 @@ def run(
         # rendered without evidence, and flagged.
         f"{scope}.coverage": stats["covered"] / n_contexts if n_contexts else 0.0,
         f"{scope}.candidates_with_evidence": stats["rows"] / candidates if candidates else 0.0,
+        # Which score the rows carry (1 = v3, before the decay): defaults leave no trace
+        # in the job's recorded options.
+        f"{scope}.history_decay": params.history_decay,
     }
     record_metrics(lakehouse, f"{JOB}.{scope}", ds, metrics, results)
     return {"ds": ds, "scope": scope, "candidate_evidence_version": version, **metrics}
@@ -334,9 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     def body():
         from spark_jobs.session import get_spark
 
-        params = ChainParams(
-            fanout=args.fanout, seed=args.seed, history_decay=args.history_decay
-        )
+        params = ChainParams(fanout=args.fanout, seed=args.seed, history_decay=args.history_decay)
         return run(get_spark(), Lakehouse(args.lakehouse), args.ds, args.scope, params)
 
     return run_main(body, job="evidence", argv=argv, ds=args.ds, lakehouse=args.lakehouse)

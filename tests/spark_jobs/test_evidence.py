@@ -78,7 +78,11 @@ def assert_rows_equal(got: list[dict], want: list[dict]) -> None:
 
 CASES = {
     "caps_off": (SampleParams(history_len=3, max_train=4), ChainParams(fanout=0), 40),
-    "caps_on": (SampleParams(history_len=4, max_train=0), ChainParams(fanout=3, seed=11), 15),
+    "caps_on": (
+        SampleParams(history_len=4, max_train=0),
+        ChainParams(fanout=3, seed=11, history_decay=0.5),
+        15,
+    ),
 }
 
 
@@ -115,7 +119,10 @@ def test_spark_evidence_equals_the_reference(spark, pipeline):
     metrics = lakehouse.read_arrow(
         JOB_METRICS, partitions=[("ds", "=", DS), ("job", "=", "evidence.samples")]
     ).to_pylist()
-    assert {m["metric"]: m["value"] for m in metrics}["dq.evidence_via_edge_before_cutoff"] == 0
+    recorded = {m["metric"]: m["value"] for m in metrics}
+    assert recorded["dq.evidence_via_edge_before_cutoff"] == 0
+    # Which score the rows carry is recorded, also at the default.
+    assert recorded["samples.history_decay"] == params.history_decay
 
 
 def test_no_evidence_rests_on_an_edge_at_or_after_its_cutoff(spark, pipeline):
