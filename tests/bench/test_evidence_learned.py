@@ -3,17 +3,15 @@ are what the prompt shows, and a learnable signal the evidence order misses is f
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pytest
 
 from bench import evidence_learned as el
 from inference.ranking import EvalSample
-from r2rec.contracts import CANDIDATE_EVIDENCE, CANDIDATES, GRAPH_EDGES, SAMPLES
-
-DS = "1998-01-05"
-CUT = datetime(1998, 1, 1, tzinfo=UTC)  # the target year: 1998
+from r2rec.contracts import GRAPH_EDGES
+from tests.bench.test_evidence_score import CUT, DS, write_date
 
 
 def draw(n: int, w: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -65,40 +63,19 @@ def test_features_are_what_the_prompt_shows():
     assert x[:, 8] == pytest.approx(np.log1p([9, 0, 2]))
 
 
-def write_date(lakehouse, lists: list[tuple[str, str, dict]]) -> None:
-    """(sample id, split, item -> (users, overlap, score)); candidates x, y, z, target y."""
-    samples, cands, rows = [], [], []
-    for sid, split, evidence in lists:
-        user = sid.split(":")[0]
-        samples.append({"ds": DS, "split": split, "sample_id": sid, "user_id": user,
-                        "position": 5, "history": ["h"], "target_item_id": "y",
-                        "target_ts": CUT})  # fmt: skip
-        cands.append({"ds": DS, "split": split, "sample_id": sid, "seed": 0, "user_id": user,
-                      "target_item_id": "y", "items": ["x", "y", "z"],
-                      "labels": ["C1", "C2", "C3"], "target_label": "C2",
-                      "sampler": "uniform"})  # fmt: skip
-        for item, (users, overlap, score) in evidence.items():
-            rows.append({"ds": DS, "scope": "samples", "context_id": sid, "user_id": user,
-                         "item_id": item, "cutoff": CUT, "users": users, "paths": users,
-                         "overlap": overlap, "score": score, "via": ["h"],
-                         "via_users": [users]})  # fmt: skip
-    lakehouse.overwrite(SAMPLES, samples, partition={"ds": DS})
-    lakehouse.overwrite(CANDIDATES, cands, partition={"ds": DS})
-    lakehouse.overwrite(CANDIDATE_EVIDENCE, rows, partition={"ds": DS, "scope": "samples"})
-    edges = [{"ds": DS, "user_id": f"v{k}", "item_id": "x", "rating": 4.0,
-              "ts": CUT - timedelta(days=1 + k), "weight": 4.0} for k in range(3)]  # fmt: skip
-    lakehouse.overwrite(GRAPH_EDGES, edges, partition={"ds": DS})
-
-
 def test_it_learns_what_the_evidence_order_misses(lakehouse):
     # The target y always has the higher overlap but the lower score: the order names x,
     # a ranker of the prompt's numbers learns to name y.
-    lists = [(f"t{k}:5", "train", {"x": (2, 0.2, 0.9), "y": (2, 0.6, 0.5)}) for k in range(30)]
-    lists += [(f"t{k}:6", "train", {"x": (2, 0.1, 0.3), "y": (2, 0.5, 0.2),
-                                    "z": (1, 0.05, 0.8)}) for k in range(30)]  # fmt: skip
-    lists += [("u1:5", "valid", {"x": (3, 0.3, 0.9), "y": (3, 0.7, 0.4)}),
-              ("u2:5", "valid", {"x": (1, 0.2, 0.5), "y": (1, 0.4, 0.1)})]  # fmt: skip
-    write_date(lakehouse, lists)
+    lists = {f"t{k}:5": {"x": (2, 0.2, 0.9), "y": (2, 0.6, 0.5)} for k in range(30)}
+    lists |= {f"s{k}:5": {"x": (2, 0.1, 0.3), "y": (2, 0.5, 0.2), "z": (1, 0.05, 0.8)}
+              for k in range(30)}  # fmt: skip
+    lists |= {"u1:5": {"x": (3, 0.3, 0.9), "y": (3, 0.7, 0.4)},
+              "u2:5": {"x": (1, 0.2, 0.5), "y": (1, 0.4, 0.1)}}  # fmt: skip
+    write_date(lakehouse, lists, train=60)
+    # x has an audience: three users before the targets.
+    edges = [{"ds": DS, "user_id": f"v{k}", "item_id": "x", "rating": 4.0,
+              "ts": CUT - timedelta(days=1 + k), "weight": 4.0} for k in range(3)]  # fmt: skip
+    lakehouse.overwrite(GRAPH_EDGES, edges, partition={"ds": DS})
     (row,), model = el.compare(lakehouse, DS, max_samples=0)
     assert (row["split"], row["samples"]) == ("valid", 2)
     assert row["new"][0] == 1.0 and row["old"][0] == 0.0

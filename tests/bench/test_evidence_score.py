@@ -13,16 +13,19 @@ DS = "1998-01-05"
 CUT = datetime(1998, 1, 1, tzinfo=UTC)
 
 
-def write_date(lakehouse, evidence: dict[str, dict[str, tuple[int, float, float]]]) -> None:
-    """Valid samples u<k>:5 with candidates x, y, z (target y) and the given evidence
-    rows: sample -> item -> (users, mean overlap, score)."""
+def write_date(
+    lakehouse, evidence: dict[str, dict[str, tuple[int, float, float]]], train: int = 0
+) -> None:
+    """Samples u<k>:5 with candidates x, y, z (target y) and the given evidence rows:
+    sample -> item -> (users, mean overlap, score). The first ``train`` are training
+    samples, the rest valid."""
     samples, cands, rows = [], [], []
-    for sid in evidence:
-        user = sid.split(":")[0]
-        samples.append({"ds": DS, "split": "valid", "sample_id": sid, "user_id": user,
+    for k, sid in enumerate(evidence):
+        user, split = sid.split(":")[0], "train" if k < train else "valid"
+        samples.append({"ds": DS, "split": split, "sample_id": sid, "user_id": user,
                         "position": 5, "history": ["h"], "target_item_id": "y",
                         "target_ts": CUT})  # fmt: skip
-        cands.append({"ds": DS, "split": "valid", "sample_id": sid, "seed": 0, "user_id": user,
+        cands.append({"ds": DS, "split": split, "sample_id": sid, "seed": 0, "user_id": user,
                       "target_item_id": "y", "items": ["x", "y", "z"],
                       "labels": ["C1", "C2", "C3"], "target_label": "C2",
                       "sampler": "uniform"})  # fmt: skip
