@@ -1,7 +1,7 @@
 """Benchmark: what the evidence ranker's score is worth, against the rule it replaced.
 
     python -m bench.evidence_score --lakehouse DIR --ds D [--ds D2 ...] [--max-samples N]
-        [--against DIR2 --label TEXT] [--record bench/RESULTS.md]
+        [--against DIR2 [--name TEXT] [--label TEXT]] [--record bench/RESULTS.md]
 
 Reads partition D of ``candidate_evidence`` (scope samples), written by the evidence job,
 and ranks every valid/test (sample, seed) of D two ways, with no LLM:

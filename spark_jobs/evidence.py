@@ -25,7 +25,7 @@ every history item after it: the recent ones count most), summed and divided by 
 square root of the candidate's audience, all as of the cutoff. It counts every user,
 not only the capped ones: the cap bounds what the rows summarise, not the score.
 ``bench.evidence_score`` measures it (``bench/RESULTS.md``, "Evidence score v3" and
-"Evidence score v4").
+"Evidence ranker: v4 (decay 0.7) against v3 (decay 1)").
 
 How it scales: the chains job's broadcast adjacency arrays, plus every edge by (item,
 time) for the uncapped audiences; each executor grounds its prompts one by one in a
