@@ -138,6 +138,19 @@ def context_arrays(
     return cands[hit], users[hit], paths[hit], summed[hit] / users[hit], score[hit], via, top_n[hit]
 
 
+def _positions(lists, names) -> tuple[np.ndarray, np.ndarray]:
+    """A list<string> column of item ids as (offsets, graph positions), the ids outside
+    the graph left out: they have no edge before D, so nothing can reach them."""
+    import pyarrow.compute as pc
+
+    values = lists.flatten()
+    pos = pc.index_in(values, value_set=names).to_numpy(zero_copy_only=False)
+    inside = ~np.isnan(pos) if pos.dtype.kind == "f" else np.ones(len(pos), dtype=bool)
+    row = np.repeat(np.arange(len(lists)), np.diff(lists.offsets.to_numpy()))
+    offsets = np.searchsorted(row[inside], np.arange(len(lists) + 1))
+    return offsets, pos[inside].astype(np.int64)
+
+
 def _rows(batch, names, schema, parts: list[tuple]):
     """One Arrow batch of evidence rows from each context's (row in ``batch``,
     *``context_arrays``)."""
@@ -209,19 +222,21 @@ def build_evidence(
         schema = to_arrow_schema(_OUT)
         g = GraphIndex(**shared.value)
         names = pa.array(g.items.tolist(), pa.string())  # iid -> item_id: no join back
-        item_pos = {item: k for k, item in enumerate(g.items.tolist())}
         space = Workspace.for_graph(g)
         for batch in batches:
-            # Per context in Python only the id lookups and the kernel call; the rows
-            # are assembled as columns (4M rows at 1M interactions).
+            # Per context in Python only the kernel call: ids become graph positions a
+            # column at a time, and the rows are assembled as columns (4M rows at 1M
+            # interactions).
+            hist_at, hist = _positions(batch.column("history"), names)
+            cand_at, cand = _positions(batch.column("items"), names)
+            uid = batch.column("uid").to_numpy()
+            cutoff = batch.column("cutoff_us").to_numpy()
             parts = []
-            for k, r in enumerate(batch.select(["uid", "cutoff_us", "history", "items"])
-                                  .to_pylist()):  # fmt: skip
-                # Candidates and history items outside the graph (no edge before D) have
-                # no audience: nothing can reach them.
-                hist = [item_pos[h] for h in r["history"] if h in item_pos]
-                cands = [item_pos[i] for i in r["items"] if i in item_pos]
-                found = context_arrays(g, r["uid"], r["cutoff_us"], hist, cands, params, space)
+            for k in range(batch.num_rows):
+                found = context_arrays(
+                    g, uid[k], cutoff[k], hist[hist_at[k] : hist_at[k + 1]],
+                    cand[cand_at[k] : cand_at[k + 1]], params, space,
+                )  # fmt: skip
                 parts.append((np.full(len(found[0]), k), *found))
             yield _rows(batch, names, schema, parts)
 

@@ -415,3 +415,22 @@ def test_the_compiled_evidence_equals_the_reference_prompt_after_prompt(order):
         sorted(got, key=lambda r: (r["context_id"], r["item_id"])),
         sorted(want, key=lambda r: (r["context_id"], r["item_id"])),
     )
+
+
+def test_item_ids_become_graph_positions_a_column_at_a_time():
+    """The executors' lookup: per list, its ids' positions in the graph in list order;
+    ids outside the graph (no edge before D) left out, empty and sliced lists kept."""
+    import numpy as np
+
+    from spark_jobs.evidence import _positions
+
+    names = pa.array(["a", "b", "c"])
+    lists = pa.array([["x", "b", "zz", "a"], [], ["c", "c"], ["q"], ["a"]], pa.list_(pa.string()))
+    for part in (lists, lists.slice(1), lists.slice(2, 2), lists.slice(4)):  # the last: all in
+        offsets, pos = _positions(part, names)
+        assert len(offsets) == len(part) + 1
+        got = [pos[offsets[k] : offsets[k + 1]].tolist() for k in range(len(part))]
+        want = [[names.to_pylist().index(i) for i in ids if i in names.to_pylist()]
+                for ids in part.to_pylist()]  # fmt: skip
+        assert got == want
+        assert pos.dtype == np.int64
