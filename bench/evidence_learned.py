@@ -191,11 +191,14 @@ def compare(
     from inference.prompts import EvidenceRanker
     from inference.ranking import Ranking
     from r2rec.catalog import items_as_of
+    from r2rec.errors import R2RecError
     from r2rec.evidence import load_evidence
 
     data = evaluate.load(lakehouse, ds)
     samples = evaluate.subsample(data.eval_samples, max_samples)
     train = training_lists(lakehouse, ds)
+    if not train:
+        raise R2RecError(f"no training lists for ds={ds}: nothing to fit the ranker on")
     audience = audiences(data.edges)
     ids = {s.sample_id for s in (*train, *samples)}
     evidence = load_evidence(lakehouse, ds, "samples", ids)

@@ -102,3 +102,11 @@ def test_content_features_read_genres_and_years_from_the_catalogue():
     # catalogue row is the same.
     assert x[1] == pytest.approx([0.0, 1998 - 1996, 0])
     assert x[2] == pytest.approx([0.0, 1998 - 1996, 0])
+
+
+def test_a_date_without_training_lists_is_one_clear_error(lakehouse):
+    from r2rec.errors import R2RecError
+
+    write_date(lakehouse, {"u1:5": {"x": (1, 0.5, 0.1), "y": (1, 0.5, 0.2)}})  # valid only
+    with pytest.raises(R2RecError, match="no training lists"):
+        el.compare(lakehouse, DS, max_samples=0)
