@@ -143,12 +143,11 @@ def _positions(lists, names) -> tuple[np.ndarray, np.ndarray]:
     the graph left out: they have no edge before D, so nothing can reach them."""
     import pyarrow.compute as pc
 
-    values = lists.flatten()
-    pos = pc.index_in(values, value_set=names).to_numpy(zero_copy_only=False)
-    inside = ~np.isnan(pos) if pos.dtype.kind == "f" else np.ones(len(pos), dtype=bool)
+    pos = pc.index_in(lists.flatten(), value_set=names)
+    inside = pos.is_valid().to_numpy(zero_copy_only=False)
     row = np.repeat(np.arange(len(lists)), np.diff(lists.offsets.to_numpy()))
     offsets = np.searchsorted(row[inside], np.arange(len(lists) + 1))
-    return offsets, pos[inside].astype(np.int64)
+    return offsets, pos.drop_null().to_numpy().astype(np.int64)
 
 
 def _rows(batch, names, schema, parts: list[tuple]):

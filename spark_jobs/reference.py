@@ -306,10 +306,11 @@ def build_evidence(
         u0, cutoff = ctx["user_id"], ctx["cutoff"]
         A = {i for i, e in by_user[u0].items() if e["ts"] < cutoff}
         # A history item tied with the target's time is not before it: no hop through it.
-        H = [i for i in ctx["history"] if i in A]
+        # Each usable item with its decay^(history items after it).
         n_h = len(ctx["history"])
-        recency = [params.history_decay ** (n_h - 1 - j) for j, i in enumerate(ctx["history"])
-                   if i in A]  # fmt: skip
+        weighted = [(i, params.history_decay ** (n_h - 1 - j))
+                    for j, i in enumerate(ctx["history"]) if i in A]  # fmt: skip
+        H = [i for i, _ in weighted]
         for c in dict.fromkeys(ctx["items"]):
             found = []  # (u1, jaccard, [i0, ...])
             for u1 in item_users(c):
@@ -335,7 +336,7 @@ def build_evidence(
             score = 0.0
             for u1 in audience:  # every user, not only the capped ones
                 B = {i for i, e in by_user[u1].items() if e["ts"] < cutoff}
-                hits = [(i0, r) for i0, r in zip(H, recency, strict=True) if i0 in B and i0 != c]
+                hits = [(i0, r) for i0, r in weighted if i0 in B and i0 != c]
                 if len(A & B) >= params.min_overlap and hits:
                     cosines = sum(r / math.sqrt(len(users_before(h, cutoff))) for h, r in hits)
                     score += len(A & B) / len(A | B) * cosines
