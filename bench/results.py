@@ -12,11 +12,13 @@ its evaluation and promotion (unless ``--grpo-steps 0``; with ``--grpo-likelihoo
 second GRPO run adds the target-likelihood reward at weight W), then the no-evidence SFT
 ablation and its evaluation (unless ``--ablation-sft-steps 0``), and finally
 ``r2rec results``, which writes the table from ``eval_metrics``. Every step's wall time
-is recorded. A rerun on the same lakehouse resumes: the data jobs that succeeded there
-are kept (until one has to run again, after which every later one runs), so the
-training inputs keep their versions and finished training runs are not trained again;
-evaluations already in ``eval_metrics`` for the same samples and promotions already made
-are kept too.
+is recorded, in the lakehouse's ``results_times.jsonl`` too: a run stopped and resumed
+over several calls (hours of training on two cores) reports each step's time summed over
+every call, the interrupted attempts included. A rerun on the same lakehouse resumes:
+the data jobs that succeeded there are kept (until one has to run again, after which
+every later one runs), so the training inputs keep their versions and finished training
+runs are not trained again; evaluations already in ``eval_metrics`` for the same samples
+and promotions already made are kept too.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 DS = "2026-11-25"
@@ -40,6 +43,27 @@ class Run:
         self.lakehouse, self.log = lakehouse, log
         self.times: list[tuple[str, float | None]] = []  # None: done by an earlier call
         self.rerun = False  # a data job ran in this call: every later one must run too
+        self.ledger = Path(lakehouse) / "results_times.jsonl"
+        self.call = datetime.now(UTC).isoformat(timespec="seconds")
+
+    def write_time(self, name: str, seconds: float | None, outcome: str) -> None:
+        """One attempt of a step: ``done``, ``failed`` or ``interrupted`` (stopped, and so
+        resumed by a later call)."""
+        row = {"step": name, "seconds": seconds, "outcome": outcome, "call": self.call}
+        with open(self.ledger, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def all_calls(self) -> dict[str, tuple[float, int, bool]]:
+        """Per step, over every call on this lakehouse: (seconds, attempts, whether an
+        attempt's time is unknown)."""
+        steps: dict[str, tuple[float, int, bool]] = {}
+        if self.ledger.exists():
+            for line in self.ledger.read_text().splitlines():
+                row = json.loads(line)
+                s, n, unknown = steps.get(row["step"], (0.0, 0, False))
+                known = row["seconds"] is not None
+                steps[row["step"]] = (s + (row["seconds"] or 0.0), n + 1, unknown or not known)
+        return steps
 
     def succeeded(self, *args: str) -> bool:
         """Whether ``r2rec <args>`` already succeeded for DS in this lakehouse (its
@@ -72,12 +96,16 @@ class Run:
     def job(self, name: str, *args: str) -> dict:
         """``r2rec <args> --ds DS --lakehouse L``; its JSON report."""
         cmd = [R2REC, *args, "--ds", DS, "--lakehouse", self.lakehouse]
-        start = time.monotonic()
-        with open(self.log, "a") as log:
-            log.write(f"\n$ {' '.join(cmd)}\n")
-            log.flush()
-            out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
-        seconds = time.monotonic() - start
+        start, outcome = time.monotonic(), "interrupted"
+        try:
+            with open(self.log, "a") as log:
+                log.write(f"\n$ {' '.join(cmd)}\n")
+                log.flush()
+                out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+            outcome = "done" if out.returncode == 0 else "failed"
+        finally:
+            seconds = time.monotonic() - start
+            self.write_time(name, seconds, outcome)
         self.times.append((name, seconds))
         print(f"{name}: {seconds:.0f} s", flush=True)
         if out.returncode != 0:
@@ -94,6 +122,14 @@ class Run:
             return False
         rows = lake.read_arrow(EVAL_METRICS, partitions=[("ds", "=", DS)]).to_pylist()
         return any(r["model"] == model and r["subset"] == subset for r in rows)
+
+
+def evaluate(run: Run, name: str, model: str, subset: str, *args: str) -> None:
+    """An evaluation, kept where ``eval_metrics`` already has this model on these samples."""
+    if run.evaluated(model, subset):
+        run.kept(name)
+    else:
+        run.job(name, *args)
 
 
 def promote(run: Run, name: str, version: str) -> None:
@@ -120,8 +156,8 @@ def grpo(run: Run, args: argparse.Namespace, sft: dict, subset: str, llm: tuple,
         str(args.grpo_steps), "--save_steps", "10", "--init_adapter",
         f"registry:{sft['run_id']}", *extra,
     )  # fmt: skip
-    if not run.evaluated(f"llm:{out['model_version']}", subset):
-        run.job(f"evaluate SFT + {name}", *llm, "--llm-model", f"registry:{out['run_id']}")
+    evaluate(run, f"evaluate SFT + {name}", f"llm:{out['model_version']}", subset,
+             *llm, "--llm-model", f"registry:{out['run_id']}")  # fmt: skip
     if not args.no_untuned:
         promote(run, f"promote {name}", out["model_version"])
 
@@ -132,9 +168,46 @@ def ablation(run: Run, args: argparse.Namespace, subset: str, llm: tuple) -> Non
         "SFT without evidence", "sft", "--config", "trainer/configs/sft.yaml", "--max_steps",
         str(args.ablation_sft_steps), "--save_steps", "100", "--evidence", "none",
     )  # fmt: skip
-    if not run.evaluated(f"llm:{out['model_version']}", subset):
-        run.job("evaluate SFT without evidence", *llm, "--llm-model",
-                f"registry:{out['run_id']}")  # fmt: skip
+    evaluate(run, "evaluate SFT without evidence", f"llm:{out['model_version']}", subset,
+             *llm, "--llm-model", f"registry:{out['run_id']}")  # fmt: skip
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, a scheduler's stop) as an exit, so that the step under way still
+    writes its time (``Run.job``'s finally); its child is killed with it, and the next
+    call resumes."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def record(run: Run, args: argparse.Namespace, total: float) -> str:
+    """The Markdown section of this run's wall times: this call's, and every call's on
+    this lakehouse (a run resumed after a stop has spent the sum)."""
+    every = run.all_calls()
+    rows, whole, unknown = [], 0.0, False
+    for name, t in run.times:
+        s, n, lost = every.get(name, (0.0, 0, False))
+        whole, unknown = whole + s, unknown or lost
+        here = "done by an earlier call" if t is None else f"{t:.0f}"
+        calls = f" ({n} calls)" if n > 1 else ""
+        mark = " + an attempt not timed" if lost else ""
+        rows.append(f"| {name} | {here} | {s:.0f}{calls}{mark} |")
+    return "\n".join([
+        f"\n### Results run, {date.today().isoformat()}\n",
+        f"`python -m bench.results` (`make results`) on {platform.processor() or 'CPU'}, "
+        f"{platform.node()}: SFT {args.sft_steps} steps x 2 examples (the no-evidence "
+        f"ablation {args.ablation_sft_steps or 'not run'}), GRPO "
+        f"{args.grpo_steps or 'not run'} steps, untuned base "
+        f"{'not evaluated' if args.no_untuned else 'evaluated'}, "
+        f"{args.eval_samples} samples per split x 3 seeds. Every call's time is the sum "
+        "over the calls on this lakehouse that ran the step, the stopped ones included "
+        f"(`{run.ledger.name}`).\n",
+        "| step | wall s, this call | wall s, every call |",
+        "|---|---|---|",
+        *rows,
+        f"| **total** | **{total:.0f}** ({total / 3600:.2f} h) | **{whole:.0f}** "
+        f"({whole / 3600:.2f} h{'; at least' if unknown else ''}) |",
+        "",
+    ])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", help="write the table into this Markdown file's results block")
     p.add_argument("--record", help="append the step times to this Markdown file")
     args = p.parse_args(argv)
+    stop_on_sigterm()
     Path(args.lakehouse).mkdir(parents=True, exist_ok=True)
     run = Run(args.lakehouse, Path(args.lakehouse) / "results.log")
     subset, n = f"hash-{args.eval_samples}", str(args.eval_samples)
@@ -172,17 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     run.data_job("traces (no evidence)", "traces", "--evidence", "none")
     # The baselines first: minutes, and the evidence ranker is the bar the LLM must clear.
     baselines = "popularity,itemknn,als,sasrec,popularity-asof,itemknn-asof,evidence"
-    if not run.evaluated("evidence", subset):
-        run.job("evaluate baselines", "evaluate", "--models", baselines, "--max-samples", n)
+    evaluate(run, "evaluate baselines", "evidence", subset,
+             "evaluate", "--models", baselines, "--max-samples", n)  # fmt: skip
     steps = ("--max_steps", str(args.sft_steps), "--save_steps", "100")
     sft = run.job("SFT with evidence", "sft", "--config", "trainer/configs/sft.yaml", *steps)
     llm = ("evaluate", "--models", "llm", "--max-samples", n)
     base = f"base:registry:{sft['run_id']}"
     untuned = f"llm:{sft['model_version'].split('+')[0]}"
-    if not args.no_untuned and not run.evaluated(untuned, subset):
-        run.job("evaluate untuned", *llm, "--llm-model", base)
-    if not run.evaluated(f"llm:{sft['model_version']}", subset):
-        run.job("evaluate SFT with evidence", *llm, "--llm-model", f"registry:{sft['run_id']}")
+    if not args.no_untuned:
+        evaluate(run, "evaluate untuned", untuned, subset, *llm, "--llm-model", base)
+    evaluate(run, "evaluate SFT with evidence", f"llm:{sft['model_version']}", subset,
+             *llm, "--llm-model", f"registry:{sft['run_id']}")  # fmt: skip
     # The first promotion must beat the untuned base on the same samples (r2rec.registry),
     # so without that evaluation there is nothing to promote against.
     if not args.no_untuned:
@@ -204,27 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"total: {total / 3600:.2f} h")
     if args.record:
-        lines = [
-            f"\n### Results run, {date.today().isoformat()}\n",
-            f"`python -m bench.results` (`make results`) on {platform.processor() or 'CPU'}, "
-            f"{platform.node()}: SFT {args.sft_steps} steps x 2 examples (the no-evidence "
-            f"ablation {args.ablation_sft_steps or 'not run'}), GRPO "
-            f"{args.grpo_steps or 'not run'} steps, untuned base "
-            f"{'not evaluated' if args.no_untuned else 'evaluated'}, "
-            f"{args.eval_samples} samples per split x 3 seeds.\n",
-            "| step | wall s |",
-            "|---|---|",
-            *(
-                f"| {name} | {'done by an earlier call' if t is None else f'{t:.0f}'} |"
-                for name, t in run.times
-            ),
-            f"| **total** | **{total:.0f}** ({total / 3600:.2f} h"
-            + ("; this call's steps only" if any(t is None for _, t in run.times) else "")
-            + ") |",
-            "",
-        ]
         with open(args.record, "a") as fh:
-            fh.write("\n".join(lines))
+            fh.write(record(run, args, total))
     return 0
 
 
