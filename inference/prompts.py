@@ -59,7 +59,8 @@ class EvidenceRanker:
         self.prompts = SamplePrompts(lakehouse, ds, "chains", texts=False)
         self.detail = {
             "order": "evidence score (similar users' overlap x the shared history items' "
-            "cosine terms, the recent ones weighted more, per sqrt audience), users, "
+            "cosine terms, the recent ones and those chosen close to the candidate "
+            "weighted more, per sqrt audience), users, "
             "display order"
         }
 

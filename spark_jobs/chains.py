@@ -63,6 +63,7 @@ class GraphIndex:
     aud_ptr: np.ndarray
     aud_user: np.ndarray
     aud_ts: np.ndarray
+    aud_pos: np.ndarray  # the edge's place in its user's sequence (seq_*), from 0
 
     @classmethod
     def from_edges(
@@ -72,7 +73,8 @@ class GraphIndex:
             key = key[order]
             return (np.searchsorted(key, np.arange(n + 1)), *(c[order] for c in cols))
 
-        seq = csr(uid, len(users), np.lexsort((iid, ts, uid)), iid, ts)
+        by_seq = np.lexsort((iid, ts, uid))
+        seq = csr(uid, len(users), by_seq, iid, ts)
         kept_u = np.flatnonzero(user_keep)
         out = csr(
             uid[kept_u], len(users), np.argsort(uid[kept_u], kind="stable"), iid[kept_u], ts[kept_u]
@@ -83,8 +85,10 @@ class GraphIndex:
         )
         if not audience:
             none = np.zeros(0, dtype=np.int64)
-            return cls(users, items, *seq, *out, *inn, none, none, none)
-        aud = csr(iid, len(items), np.lexsort((ts, iid)), uid, ts)
+            return cls(users, items, *seq, *out, *inn, none, none, none, none)
+        place = np.empty(len(uid), dtype=np.int64)
+        place[by_seq] = np.arange(len(uid)) - seq[0][uid[by_seq]]
+        aud = csr(iid, len(items), np.lexsort((ts, iid)), uid, ts, place)
         return cls(users, items, *seq, *out, *inn, *aud)
 
 

@@ -1,7 +1,7 @@
 """Evidence job: the chains that reach every candidate of a prompt (docs/METHOD.md §8a).
 
     python -m spark_jobs.evidence --ds 2026-11-25 [--scope samples|serve] [--fanout 50]
-        [--history-decay 0.7]
+        [--history-decay 0.7] [--proximity 10] [--proximity-scale 10]
 
 For every prompt the model will see, and for every candidate in it, the interaction
 chains u0 -> i0 -> u1 -> candidate that start in the user's history: u1 also chose a
@@ -21,11 +21,13 @@ pass through, most users first. A candidate without a row has no evidence.
 The score (``evidence_for_context``) orders the candidates: over every similar user u1
 of the candidate, their Jaccard overlap with the user times the cosine terms of the
 history items u1 shares (1 / sqrt of each item's audience, times ``--history-decay`` for
-every history item after it: the recent ones count most), summed and divided by the
-square root of the candidate's audience, all as of the cutoff. It counts every user,
-not only the capped ones: the cap bounds what the rows summarise, not the score.
-``bench.evidence_score`` measures it (``bench/RESULTS.md``, "Evidence score v3" and
-"Evidence ranker: v4 (decay 0.7) against v3 (decay 1)").
+every history item after it: the recent ones count most; and times more, by
+``--proximity`` and ``--proximity-scale``, the closer the candidate stands to that item
+in u1's own sequence), summed and divided by the square root of the candidate's
+audience, all as of the cutoff. It counts every user, not only the capped ones: the cap
+bounds what the rows summarise, not the score. ``bench.evidence_score`` measures it
+(``bench/RESULTS.md``, "Evidence score v3", "Evidence ranker: v4 (decay 0.7) against v3
+(decay 1)" and "Evidence ranker: v5 (proximity 10, scale 10) against v4").
 
 How it scales: the chains job's broadcast adjacency arrays, plus every edge by (item,
 time) for the uncapped audiences; each executor grounds its prompts one by one in a
@@ -53,7 +55,7 @@ from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
 from spark_jobs.chains import GraphIndex, build_index
 from spark_jobs.graph import read_edges
-from spark_jobs.kernels import Workspace, context_evidence
+from spark_jobs.kernels import Workspace, context_evidence, near_table
 from spark_jobs.params import ChainParams
 
 JOB = "evidence"
@@ -100,15 +102,18 @@ def evidence_for_context(
 
     The score orders the candidates (docs/METHOD.md §8a): over the similar users u1 of c,
     J(u0, u1) x the sum over the history items h that u1 also chose of
-    decay^(history items after h) / sqrt(|U_h|), divided by sqrt(|U_c|); U_x is x's
-    users before the cutoff (u0 left out of U_c), J the Jaccard overlap of the two
-    users' items before it, and a similar user one that meets the chains' closure and
-    chose a history item other than c. A user-based weight (how alike u1 is) times
-    ItemKNN's cosine terms (a niche film shared says more than a blockbuster shared),
-    the recent history weighted more; measured better than either alone and than the
-    whole history alike (``bench/RESULTS.md``, "Evidence score v3", "v4 (decay 0.7)
-    against v3"). Every user counts in it, not only the chains' capped ones: the cap
-    bounds what the prompt lists.
+    decay^(history items after h) / sqrt(|U_h|) x (1 + proximity x exp((1 - g) /
+    proximity_scale)), divided by sqrt(|U_c|); U_x is x's users before the cutoff (u0
+    left out of U_c), J the Jaccard overlap of the two users' items before it, g how
+    many places apart h and c are in u1's sequence, and a similar user one that meets
+    the chains' closure and chose a history item other than c. A user-based weight (how
+    alike u1 is) times ItemKNN's cosine terms (a niche film shared says more than a
+    blockbuster shared), the recent history weighted more, and a user who chose c right
+    after (or before) h more than one who chose it many ratings apart; measured
+    better than either alone, than the whole history alike and than every place alike
+    (``bench/RESULTS.md``, "Evidence score v3", "v4 (decay 0.7) against v3", "v5
+    (proximity 10, scale 10) against v4"). Every user counts in it, not only the chains'
+    capped ones: the cap bounds what the prompt lists.
     """
     found = context_arrays(g, u0, cutoff, hist, cands, params, work)
     return [
@@ -127,10 +132,11 @@ def context_arrays(
     hist, cands = np.asarray(hist, dtype=np.int64), np.asarray(cands, dtype=np.int64)
     users, paths, summed, score, top, top_n = context_evidence(
         g.seq_ptr, g.seq_item, g.seq_ts, g.out_ptr, g.out_item, g.out_ts,
-        g.in_ptr, g.in_user, g.in_ts, g.aud_ptr, g.aud_user, g.aud_ts,
+        g.in_ptr, g.in_user, g.in_ts, g.aud_ptr, g.aud_user, g.aud_ts, g.aud_pos,
         u0, cutoff, hist, cands, params.min_overlap, VIA_KEEP, params.history_decay,
-        work.item_mark, work.user_slot, work.weight, work.shared, work.overlap, work.a_len,
-        work.run,
+        # a_len has a place per edge of the longest sequence: every gap is in the table.
+        near_table(params.proximity, params.proximity_scale, len(work.a_len)),
+        work.item_mark, work.user_slot, work.overlap, work.a_len, work.run,
     )  # fmt: skip
     hit = np.flatnonzero(users)
     top = top[hit]  # history positions
@@ -331,6 +337,8 @@ def run(
         # Which score the rows carry (1 = v3, before the decay): defaults leave no trace
         # in the job's recorded options.
         f"{scope}.history_decay": params.history_decay,
+        f"{scope}.proximity": params.proximity,  # 0 = v4
+        f"{scope}.proximity_scale": params.proximity_scale,
     }
     record_metrics(lakehouse, f"{JOB}.{scope}", ds, metrics, results)
     return {"ds": ds, "scope": scope, "candidate_evidence_version": version, **metrics}
@@ -348,12 +356,24 @@ def main(argv: list[str] | None = None) -> int:
         "--history-decay", type=float, default=d.history_decay,
         help="the score's weight per later history item, in (0, 1]; 1 = score v3",
     )  # fmt: skip
+    p.add_argument(
+        "--proximity", type=float, default=d.proximity,
+        help="how much more a similar user counts who chose the candidate right next to "
+        "the history item in its sequence; 0 = every place alike (score v4)",
+    )  # fmt: skip
+    p.add_argument(
+        "--proximity-scale", type=float, default=d.proximity_scale,
+        help="places apart at which that extra weight falls by e",
+    )  # fmt: skip
     args = p.parse_args(argv)
 
     def body():
         from spark_jobs.session import get_spark
 
-        params = ChainParams(fanout=args.fanout, seed=args.seed, history_decay=args.history_decay)
+        params = ChainParams(
+            fanout=args.fanout, seed=args.seed, history_decay=args.history_decay,
+            proximity=args.proximity, proximity_scale=args.proximity_scale,
+        )  # fmt: skip
         return run(get_spark(), Lakehouse(args.lakehouse), args.ds, args.scope, params)
 
     return run_main(body, job="evidence", argv=argv, ds=args.ds, lakehouse=args.lakehouse)

@@ -24,6 +24,7 @@ counts are cleared and rebuilt when the user changes or the cutoff goes back).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numba import njit
@@ -35,9 +36,7 @@ LOW = IN_A - 1  # item mark: 1 + its (last) position in the history, if usable
 @dataclass
 class Workspace:
     item_mark: np.ndarray  # int64 per item, zero between prompts
-    user_slot: np.ndarray  # int64 per user, -1 between prompts: a similar user's row
-    weight: np.ndarray  # float64 per user, zero between prompts
-    shared: np.ndarray  # int64 per user, zero between prompts
+    user_slot: np.ndarray  # int64 per user, -1 between prompts: the user's row in a table
     overlap: np.ndarray  # int64 per user: items shared with run[0] before run[1]
     a_len: np.ndarray  # per item of run[0] before run[1]: its audience counted so far
     run: np.ndarray  # (user, cutoff, items) of the counts in ``overlap``; user -1: none
@@ -50,12 +49,19 @@ class Workspace:
         return cls(
             np.zeros(n_items, dtype=np.int64),
             np.full(n_users, -1, dtype=np.int64),
-            np.zeros(n_users, dtype=np.float64),
-            np.zeros(n_users, dtype=np.int64),
             np.zeros(n_users, dtype=np.int64),
             np.zeros(max(max_degree, 1), dtype=np.int64),
             np.array([-1, 0, 0], dtype=np.int64),
         )
+
+
+@lru_cache(maxsize=8)
+def near_table(proximity: float, scale: float, longest: int) -> np.ndarray:
+    """1 + proximity x exp((1 - g) / scale) for every gap g a user's sequence of at most
+    ``longest`` edges can hold: one lookup per term in the kernel, not an exp."""
+    table = 1.0 + proximity * np.exp((1.0 - np.arange(max(longest, 1))) / scale)
+    table.flags.writeable = False  # shared by every caller of the cache
+    return table
 
 
 @njit(cache=True, nogil=True)
@@ -74,9 +80,9 @@ def _count_before(ts, lo, hi, cutoff):
 @njit(cache=True, nogil=True)
 def context_evidence(
     seq_ptr, seq_item, seq_ts, out_ptr, out_item, out_ts, in_ptr, in_user, in_ts,
-    aud_ptr, aud_user, aud_ts,
-    u0, cutoff, hist, cands, min_overlap, via_keep, decay,
-    item_mark, user_slot, weight, shared, overlap, a_len, run,
+    aud_ptr, aud_user, aud_ts, aud_pos,
+    u0, cutoff, hist, cands, min_overlap, via_keep, decay, near,
+    item_mark, user_slot, overlap, a_len, run,
 ):  # fmt: skip
     """(users, paths, summed Jaccard, score, via, via_users) of each candidate of one
     prompt; a candidate with ``users == 0`` has no evidence. ``via[c]`` holds the history
@@ -87,8 +93,9 @@ def context_evidence(
     u1's capped items before it, closure |A ∩ B| >= min_overlap, and a usable history
     item i0 != c among them. The score (every user, uncapped): over c's users before
     the cutoff that meet the closure and chose a usable history item other than c,
-    Jaccard(A, B) x the sum of decay^(history items after h) / sqrt(|U_h|) over those
-    items h, divided by sqrt(|U_c \\ {u0}|).
+    Jaccard(A, B) x the sum over those items h of decay^(history items after h) /
+    sqrt(|U_h|) x near[g], g how many places apart h and c are in that user's sequence
+    (``aud_pos``; ``near_table``); divided by sqrt(|U_c \\ {u0}|).
     """
     n_c, n_h = len(cands), len(hist)
     lo = seq_ptr[u0]
@@ -173,16 +180,6 @@ def context_evidence(
             summed[ci] += jaccard[k]
 
     # -- score: every user before the cutoff ------------------------------------------
-    # An audience before the cutoff is a prefix of the item's edges (sorted by time).
-    h_len = np.empty(n_use, dtype=np.int64)
-    h_weight = np.empty(n_use)
-    for j in range(n_use):
-        s = aud_ptr[usable[j]]
-        h_len[j] = _count_before(aud_ts, s, aud_ptr[usable[j] + 1], cutoff)
-        h_weight[j] = recency[j] / np.sqrt(max(h_len[j], 1))
-        for x in range(s, s + h_len[j]):
-            weight[aud_user[x]] += h_weight[j]
-            shared[aud_user[x]] += 1
     # overlap[u] = |A ∩ B_u| before the cutoff, carried over from u0's previous prompt.
     if run[0] != u0 or run[1] > cutoff:
         if run[0] >= 0:
@@ -200,14 +197,34 @@ def context_evidence(
             overlap[aud_user[x]] += 1
         a_len[e] = end
     run[0], run[1], run[2] = u0, cutoff, n_a
+    # An audience before the cutoff is a prefix of the item's edges (sorted by time).
+    # Each similar user (the closure) who chose a usable history item gets a row of
+    # ``at``: where each of them stands in its sequence (-1: not chosen), to weigh the
+    # candidate by how close it stands.
+    h_len = np.empty(n_use, dtype=np.int64)
+    h_weight = np.empty(n_use)
+    n_at = 0
+    for j in range(n_use):
+        s = aud_ptr[usable[j]]
+        h_len[j] = _count_before(aud_ts, s, aud_ptr[usable[j] + 1], cutoff)
+        h_weight[j] = recency[j] / np.sqrt(max(h_len[j], 1))
+        for x in range(s, s + h_len[j]):
+            u = aud_user[x]
+            if user_slot[u] < 0 and overlap[u] >= min_overlap:
+                user_slot[u] = n_at
+                n_at += 1
+    at = np.full((n_at, max(n_use, 1)), -1, dtype=np.int64)
+    at_user = np.empty(n_at, dtype=np.int64)
+    for j in range(n_use):
+        s = aud_ptr[usable[j]]
+        for x in range(s, s + h_len[j]):
+            k = user_slot[aud_user[x]]
+            if k >= 0:
+                at[k, j] = aud_pos[x]
+                at_user[k] = aud_user[x]
     score = np.zeros(n_c)
     for ci in range(n_c):
         c = cands[ci]
-        # A candidate in the history is no hop to itself: its own term leaves the sums.
-        self_j = -1
-        for j in range(n_use):
-            if usable[j] == c:
-                self_j = j
         s = aud_ptr[c]
         audience, total = 0, 0.0
         for x in range(s, s + _count_before(aud_ts, s, aud_ptr[c + 1], cutoff)):
@@ -215,21 +232,24 @@ def context_evidence(
             if u == u0:
                 continue
             audience += 1
-            w, n, o = weight[u], shared[u], overlap[u]
-            if self_j >= 0:
-                w -= h_weight[self_j]
-                n -= 1
-            if o >= min_overlap and n > 0:
+            k = user_slot[u]
+            if k < 0:  # not similar, or no usable history item
+                continue
+            # A candidate in the history is no hop to itself: its own term is left out.
+            w, n = 0.0, 0
+            for j in range(n_use):
+                if at[k, j] >= 0 and usable[j] != c:
+                    w += h_weight[j] * near[abs(aud_pos[x] - at[k, j])]
+                    n += 1
+            if n > 0:
+                o = overlap[u]
                 size = _count_before(seq_ts, seq_ptr[u], seq_ptr[u + 1], cutoff)
                 total += o / max(n_a + size - o, 1) * w
         score[ci] = total / np.sqrt(max(audience, 1))
 
     # -- leave the workspace as it was ----------------------------------------------------
-    for j in range(n_use):
-        s = aud_ptr[usable[j]]
-        for x in range(s, s + h_len[j]):
-            weight[aud_user[x]] = 0.0
-            shared[aud_user[x]] = 0
+    for k in range(n_at):
+        user_slot[at_user[k]] = -1
     for e in range(lo, lo + n_a):
         item_mark[seq_item[e]] = 0
     paths = via.sum(axis=1)

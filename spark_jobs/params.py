@@ -6,6 +6,7 @@ are configured by the same objects.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from r2rec.errors import R2RecError
@@ -47,9 +48,24 @@ class ChainParams:
     # Evidence score (docs/METHOD.md §8a): a history item's cosine term is multiplied by
     # this for every history item after it; 1 weighs the whole history alike (score v3).
     history_decay: float = 0.7
+    # ... and by 1 + proximity x exp((1 - g) / proximity_scale) for a similar user who
+    # chose the history item and the candidate g places apart in its sequence (score v5);
+    # proximity 0 leaves every place alike (v4).
+    proximity: float = 10.0
+    proximity_scale: float = 10.0
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.fanout < 0 or self.min_overlap < 1:
             raise R2RecError("need top_k >= 1, fanout >= 0, min_overlap >= 1")
         if not 0 < self.history_decay <= 1:
             raise R2RecError(f"need 0 < history_decay <= 1, got {self.history_decay}")
+        if not (
+            math.isfinite(self.proximity)
+            and math.isfinite(self.proximity_scale)
+            and self.proximity >= 0
+            and self.proximity_scale > 0
+        ):
+            raise R2RecError(
+                "need a finite proximity >= 0 and proximity_scale > 0, got "
+                f"{self.proximity}, {self.proximity_scale}"
+            )

@@ -282,9 +282,11 @@ def build_evidence(
     among its first F, every edge before the cutoff, closure |I(u0) ∩ I(u1)| >= 2. Which
     candidate is the target is never an input. ``score`` = over every user u1 of c before
     the cutoff (no cap) that meets the closure and chose a history item other than c:
-    Jaccard(u0, u1) x the sum of decay^(history items after h) / sqrt(users of h before
-    the cutoff) over those history items h (decay: ``params.history_decay``); summed,
-    and divided by sqrt(c's users before the cutoff but u0).
+    Jaccard(u0, u1) x the sum over those history items h of decay^(history items after
+    h) / sqrt(users of h before the cutoff) x (1 + p x exp((1 - g) / s)), g how many
+    places apart h and c are in u1's sequence (decay, p, s: ``params.history_decay``,
+    ``proximity``, ``proximity_scale``); summed, and divided by sqrt(c's users before the
+    cutoff but u0).
     """
     by_user = _edges_by_user(edges)
     users_by_item = _users_by_item(edges)
@@ -297,6 +299,18 @@ def build_evidence(
     def user_items(user: str) -> list[str]:
         items = sorted(by_user[user])
         return fanout_order(params.seed, user, items)[:F] if F > 0 else items
+
+    places: dict[str, dict[str, int]] = {}
+
+    def place(user: str, item: str) -> int:
+        """Where the item is in the user's whole sequence (by time, then item id)."""
+        if user not in places:
+            places[user] = {e["item_id"]: k for k, e in enumerate(_sequence(by_user[user]))}
+        return places[user][item]
+
+    def near(user: str, h: str, c: str) -> float:
+        gap = abs(place(user, c) - place(user, h))
+        return 1 + params.proximity * math.exp((1 - gap) / params.proximity_scale)
 
     def users_before(item: str, cutoff) -> list[str]:
         return [u for u in users_by_item.get(item, []) if by_user[u][item]["ts"] < cutoff]
@@ -338,7 +352,10 @@ def build_evidence(
                 B = {i for i, e in by_user[u1].items() if e["ts"] < cutoff}
                 hits = [(i0, r) for i0, r in weighted if i0 in B and i0 != c]
                 if len(A & B) >= params.min_overlap and hits:
-                    cosines = sum(r / math.sqrt(len(users_before(h, cutoff))) for h, r in hits)
+                    cosines = sum(
+                        r / math.sqrt(len(users_before(h, cutoff))) * near(u1, h, c)
+                        for h, r in hits
+                    )
                     score += len(A & B) / len(A | B) * cosines
             score /= math.sqrt(len(audience))
             rows.append(

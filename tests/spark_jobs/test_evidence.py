@@ -80,7 +80,7 @@ CASES = {
     "caps_off": (SampleParams(history_len=3, max_train=4), ChainParams(fanout=0), 40),
     "caps_on": (
         SampleParams(history_len=4, max_train=0),
-        ChainParams(fanout=3, seed=11, history_decay=0.5),
+        ChainParams(fanout=3, seed=11, history_decay=0.5, proximity=3.0, proximity_scale=2.0),
         15,
     ),
 }
@@ -123,6 +123,8 @@ def test_spark_evidence_equals_the_reference(spark, pipeline):
     assert recorded["dq.evidence_via_edge_before_cutoff"] == 0
     # Which score the rows carry is recorded, also at the default.
     assert recorded["samples.history_decay"] == params.history_decay
+    assert recorded["samples.proximity"] == params.proximity
+    assert recorded["samples.proximity_scale"] == params.proximity_scale
 
 
 def test_no_evidence_rests_on_an_edge_at_or_after_its_cutoff(spark, pipeline):
@@ -220,7 +222,8 @@ def test_the_score_divides_by_the_square_root_of_the_candidates_audience():
     edges.append({"user_id": "late", "item_id": "niche", "ts": T0 + 30 * day})  # after cutoff
     context = {"context_id": "u0:3", "user_id": "u0", "cutoff": T0 + 10 * day,
                "history": ["h"], "items": ["hit", "niche"]}  # fmt: skip
-    rows = {r["item_id"]: r for r in build_evidence(edges, [context], ChainParams(fanout=0))}
+    alike = ChainParams(fanout=0, proximity=0.0)  # every place alike: the by-hand sums
+    rows = {r["item_id"]: r for r in build_evidence(edges, [context], alike)}
     jaccard = 3 / 5  # |{a, b, h}| / |{a, b, h, niche, hit}|
     through_h = 1 / 3**0.5  # h's users before the cutoff: u0, s1, s2
     for item, audience in (("niche", 2), ("hit", 11)):
@@ -240,7 +243,7 @@ def test_a_niche_history_item_shared_weighs_more_than_a_popular_one():
     edges += [{"user_id": f"o{k}", "item_id": "p", "ts": T0} for k in range(9)]
     context = {"context_id": "u0:3", "user_id": "u0", "cutoff": T0 + 10 * day,
                "history": ["p", "n"], "items": ["c1", "c2"]}  # fmt: skip
-    flat = ChainParams(fanout=0, history_decay=1.0)  # p and n count alike by recency
+    flat = ChainParams(fanout=0, history_decay=1.0, proximity=0.0)  # p and n alike
     rows = {r["item_id"]: r for r in build_evidence(edges, [context], flat)}
     jaccard = 2 / 4  # both: two of u0's three items shared, four items in all
     assert [rows[c]["users"] for c in ("c1", "c2")] == [1, 1]
@@ -266,7 +269,7 @@ def test_a_recent_history_item_shared_weighs_more_than_an_older_one(decay):
     edges += [{"user_id": "s2", "item_id": i, "ts": T0} for i in ["a", "m", "c2"]]
     context = {"context_id": "u0:3", "user_id": "u0", "cutoff": T0 + 10 * day,
                "history": ["o", "m", "a"], "items": ["c1", "c2"]}  # fmt: skip
-    params = ChainParams(fanout=0, history_decay=decay)
+    params = ChainParams(fanout=0, history_decay=decay, proximity=0.0)
     rows = {r["item_id"]: r for r in build_evidence(edges, [context], params)}
     # s1 shares o and a with u0, s2 m and a: both J = 2/4, each candidate's only user.
     # a is the last history item (decay^0, users u0, s1, s2); o has two history items
@@ -290,6 +293,56 @@ def test_history_decay_is_validated():
             ChainParams(history_decay=bad)
 
 
+@pytest.mark.parametrize("bad", [{"proximity": -1.0}, {"proximity": float("nan")},
+                                 {"proximity": float("inf")}, {"proximity_scale": 0.0},
+                                 {"proximity_scale": float("inf")}])  # fmt: skip
+def test_the_proximity_is_validated(bad):
+    with pytest.raises(R2RecError, match="proximity"):
+        ChainParams(**bad)
+
+
+@pytest.mark.parametrize("proximity", [0.0, 10.0, 2.5])
+def test_a_candidate_chosen_close_to_the_history_item_weighs_more(proximity):
+    """Two candidates, each reached by one similar user as alike to u0 as the other,
+    through the same history item: s1 chose the candidate right after it, s2 four places
+    after it (the same items, in another order). The closer one's term is multiplied by
+    1 + p, the other's by 1 + p x exp(-3 / s); with p = 0 they tie. The compiled kernel
+    agrees with the reference."""
+    import numpy as np
+
+    from spark_jobs.evidence import evidence_for_context
+    from spark_jobs.kernels import Workspace
+
+    day = timedelta(days=1)
+    edges = [{"user_id": "u0", "item_id": i, "ts": T0 + k * day} for k, i in enumerate("ah")]
+    order = {"s1": ["a", "h", "c1", "f1", "f2", "f3"], "s2": ["a", "h", "f1", "f2", "f3", "c2"]}
+    edges += [{"user_id": u, "item_id": i, "ts": T0 + k * day}
+              for u, items in order.items() for k, i in enumerate(items)]  # fmt: skip
+    context = {"context_id": "u0:2", "user_id": "u0", "cutoff": T0 + 10 * day,
+               "history": ["a", "h"], "items": ["c1", "c2"]}  # fmt: skip
+    params = ChainParams(fanout=0, proximity=proximity, proximity_scale=10.0)
+    rows = {r["item_id"]: r for r in build_evidence(edges, [context], params)}
+
+    # Both users: J = 2/6; a and h each have three users (u0, s1, s2); each candidate
+    # one. Through a (decay 0.7, one history item after it): s1 chose c1 two places after
+    # a, s2 chose c2 five places after it; through h (decay 1): one and four places.
+    def through(gap_a: int, gap_h: int) -> float:
+        near = [1 + proximity * np.exp((1 - g) / 10.0) for g in (gap_a, gap_h)]
+        return 2 / 6 * (0.7 * near[0] + near[1]) / 3**0.5
+
+    assert rows["c1"]["score"] == pytest.approx(through(2, 1))
+    assert rows["c2"]["score"] == pytest.approx(through(5, 4))
+    assert (rows["c1"]["score"] > rows["c2"]["score"]) == (proximity > 0)
+    g, users, items = uncapped_index(edges)
+    found = evidence_for_context(
+        g, users.index("u0"), 10 * day // timedelta(microseconds=1),
+        [items.index(h) for h in context["history"]],
+        np.array([items.index("c1"), items.index("c2")]), params, Workspace.for_graph(g),
+    )  # fmt: skip
+    got = {items[c]: score for c, _, _, _, score, _, _ in found}
+    assert got == pytest.approx({c: rows[c]["score"] for c in ("c1", "c2")})
+
+
 def test_the_score_counts_every_user_the_cap_only_bounds_the_chains():
     """With F users per item (and items per user), the chains summarise the capped users
     only, but the score sums over every user of the candidate: it is the same with the
@@ -302,8 +355,8 @@ def test_the_score_counts_every_user_the_cap_only_bounds_the_chains():
         edges += [{"user_id": f"s{k}", "item_id": i, "ts": T0} for i in items]
     context = {"context_id": "u0:3", "user_id": "u0", "cutoff": T0 + 10 * day,
                "history": ["h"], "items": ["c"]}  # fmt: skip
-    (uncapped,) = build_evidence(edges, [context], ChainParams(fanout=0))
-    (capped,) = build_evidence(edges, [context], ChainParams(fanout=3))
+    (uncapped,) = build_evidence(edges, [context], ChainParams(fanout=0, proximity=0.0))
+    (capped,) = build_evidence(edges, [context], ChainParams(fanout=3, proximity=0.0))
     assert uncapped["users"] == 6 and capped["users"] <= 3
     want = (3 * 2 / 4 + 3 * 3 / 5) / 7**0.5 / 6**0.5  # h: u0 and the six; c: the six
     assert uncapped["score"] == pytest.approx(want)
@@ -327,7 +380,8 @@ def uncapped_index(edges: list[dict]):
     return GraphIndex.from_edges(*names, uid, iid, ts, keep, keep, audience=True), users, items
 
 
-def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score():
+@pytest.mark.parametrize("proximity", [0.0, 10.0])
+def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score(proximity):
     """The executors' compiled score equals the reference when a candidate is also a
     history item (a served user's history can hold a candidate): its own term leaves the
     sum."""
@@ -342,7 +396,7 @@ def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score():
              for u, items in chose.items() for k, i in enumerate(items)]  # fmt: skip
     context = {"context_id": "u0", "user_id": "u0", "cutoff": T0 + 10 * day,
                "history": ["h", "c"], "items": ["c", "d"]}  # fmt: skip
-    flat = ChainParams(fanout=0, history_decay=1.0)  # the by-hand sums below
+    flat = ChainParams(fanout=0, history_decay=1.0, proximity=proximity)
     want = {r["item_id"]: r for r in build_evidence(edges, [context], flat)}
     g, users, items = uncapped_index(edges)
     found = evidence_for_context(
@@ -356,14 +410,14 @@ def test_a_candidate_in_the_history_is_no_hop_to_itself_in_the_score():
     for item, (n, score) in got.items():
         assert n == want[item]["users"]
         assert score == pytest.approx(want[item]["score"])
-    # By hand: c through h only (s1, J = 4/5; s2 chose no history item but c itself), over
-    # sqrt(|U_h| = 3) and sqrt(|U_c| = 2); d through h and c (s1) and c (s2, J = 3/5), s3
-    # shares one item only, over sqrt(3) and sqrt(|U_d| = 3).
-    assert want["c"]["score"] == pytest.approx(0.8 / 3**0.5 / 2**0.5)
-    assert want["d"]["score"] == pytest.approx((0.8 * 2 + 0.6) / 3**0.5 / 3**0.5)
     # The workspace is shared by every prompt of an executor: the call leaves it as it was.
-    assert not work.item_mark.any() and not work.weight.any() and not work.shared.any()
-    assert (work.user_slot == -1).all()
+    assert not work.item_mark.any() and (work.user_slot == -1).all()
+    if not proximity:
+        # By hand: c through h only (s1, J = 4/5; s2 chose no history item but c itself),
+        # over sqrt(|U_h| = 3) and sqrt(|U_c| = 2); d through h and c (s1) and c (s2,
+        # J = 3/5), s3 shares one item only, over sqrt(3) and sqrt(|U_d| = 3).
+        assert want["c"]["score"] == pytest.approx(0.8 / 3**0.5 / 2**0.5)
+        assert want["d"]["score"] == pytest.approx((0.8 * 2 + 0.6) / 3**0.5 / 3**0.5)
 
 
 ORDERS = {
