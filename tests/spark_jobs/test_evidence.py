@@ -8,6 +8,7 @@ or not it is the target. The evidence score is checked by hand on small graphs.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from datetime import timedelta
 
@@ -258,11 +259,6 @@ def test_a_recent_history_item_shared_weighs_more_than_an_older_one(decay):
     weighs decay^2 for the one reached through the older item (two history items after
     it), decay for the other; at decay 1 they tie. The compiled kernel agrees with the
     reference."""
-    import numpy as np
-
-    from spark_jobs.evidence import evidence_for_context
-    from spark_jobs.kernels import Workspace
-
     day = timedelta(days=1)
     edges = [{"user_id": "u0", "item_id": i, "ts": T0 + k * day} for k, i in enumerate("oma")]
     edges += [{"user_id": "s1", "item_id": i, "ts": T0} for i in ["a", "o", "c1"]]
@@ -277,14 +273,9 @@ def test_a_recent_history_item_shared_weighs_more_than_an_older_one(decay):
     assert rows["c1"]["score"] == pytest.approx(2 / 4 * (decay**2 / 2**0.5 + 1 / 3**0.5))
     assert rows["c2"]["score"] == pytest.approx(2 / 4 * (decay / 2**0.5 + 1 / 3**0.5))
     assert (rows["c1"]["score"] < rows["c2"]["score"]) == (decay < 1)
-    g, users, items = uncapped_index(edges)
-    found = evidence_for_context(
-        g, users.index("u0"), 10 * day // timedelta(microseconds=1),
-        [items.index(h) for h in context["history"]],
-        np.array([items.index("c1"), items.index("c2")]), params, Workspace.for_graph(g),
-    )  # fmt: skip
-    got = {items[c]: score for c, _, _, _, score, _, _ in found}
-    assert got == pytest.approx({c: rows[c]["score"] for c in ("c1", "c2")})
+    assert kernel_scores(edges, context, params) == pytest.approx(
+        {c: rows[c]["score"] for c in ("c1", "c2")}
+    )
 
 
 def test_history_decay_is_validated():
@@ -308,11 +299,6 @@ def test_a_candidate_chosen_close_to_the_history_item_weighs_more(proximity):
     after it (the same items, in another order). The closer one's term is multiplied by
     1 + p, the other's by 1 + p x exp(-3 / s); with p = 0 they tie. The compiled kernel
     agrees with the reference."""
-    import numpy as np
-
-    from spark_jobs.evidence import evidence_for_context
-    from spark_jobs.kernels import Workspace
-
     day = timedelta(days=1)
     edges = [{"user_id": "u0", "item_id": i, "ts": T0 + k * day} for k, i in enumerate("ah")]
     order = {"s1": ["a", "h", "c1", "f1", "f2", "f3"], "s2": ["a", "h", "f1", "f2", "f3", "c2"]}
@@ -327,20 +313,15 @@ def test_a_candidate_chosen_close_to_the_history_item_weighs_more(proximity):
     # one. Through a (decay 0.7, one history item after it): s1 chose c1 two places after
     # a, s2 chose c2 five places after it; through h (decay 1): one and four places.
     def through(gap_a: int, gap_h: int) -> float:
-        near = [1 + proximity * np.exp((1 - g) / 10.0) for g in (gap_a, gap_h)]
+        near = [1 + proximity * math.exp((1 - g) / 10.0) for g in (gap_a, gap_h)]
         return 2 / 6 * (0.7 * near[0] + near[1]) / 3**0.5
 
     assert rows["c1"]["score"] == pytest.approx(through(2, 1))
     assert rows["c2"]["score"] == pytest.approx(through(5, 4))
     assert (rows["c1"]["score"] > rows["c2"]["score"]) == (proximity > 0)
-    g, users, items = uncapped_index(edges)
-    found = evidence_for_context(
-        g, users.index("u0"), 10 * day // timedelta(microseconds=1),
-        [items.index(h) for h in context["history"]],
-        np.array([items.index("c1"), items.index("c2")]), params, Workspace.for_graph(g),
-    )  # fmt: skip
-    got = {items[c]: score for c, _, _, _, score, _, _ in found}
-    assert got == pytest.approx({c: rows[c]["score"] for c in ("c1", "c2")})
+    assert kernel_scores(edges, context, params) == pytest.approx(
+        {c: rows[c]["score"] for c in ("c1", "c2")}
+    )
 
 
 def test_the_score_counts_every_user_the_cap_only_bounds_the_chains():
@@ -378,6 +359,23 @@ def uncapped_index(edges: list[dict]):
     keep = np.ones(len(edges), dtype=bool)
     names = (np.array(users, dtype=object), np.array(items, dtype=object))
     return GraphIndex.from_edges(*names, uid, iid, ts, keep, keep, audience=True), users, items
+
+
+def kernel_scores(edges: list[dict], context: dict, params: ChainParams) -> dict[str, float]:
+    """The compiled kernel's score of each candidate a chain reaches in one context, on
+    ``uncapped_index(edges)`` (whose times count from T0)."""
+    import numpy as np
+
+    from spark_jobs.evidence import evidence_for_context
+    from spark_jobs.kernels import Workspace
+
+    g, users, items = uncapped_index(edges)
+    found = evidence_for_context(
+        g, users.index(context["user_id"]), (context["cutoff"] - T0) // timedelta(microseconds=1),
+        [items.index(h) for h in context["history"]],
+        np.array([items.index(c) for c in context["items"]]), params, Workspace.for_graph(g),
+    )  # fmt: skip
+    return {items[c]: score for c, _, _, _, score, _, _ in found}
 
 
 @pytest.mark.parametrize("proximity", [0.0, 10.0])
