@@ -236,12 +236,12 @@ def context_evidence(
             if k < 0:  # not similar, or no usable history item
                 continue
             # A candidate in the history is no hop to itself: its own term is left out.
-            w, n = 0.0, 0
+            # Every term is positive, so w > 0 iff u chose a usable history item but c.
+            w = 0.0
             for j in range(n_use):
                 if at[k, j] >= 0 and usable[j] != c:
                     w += h_weight[j] * near[abs(aud_pos[x] - at[k, j])]
-                    n += 1
-            if n > 0:
+            if w > 0:
                 o = overlap[u]
                 size = _count_before(seq_ts, seq_ptr[u], seq_ptr[u + 1], cutoff)
                 total += o / max(n_a + size - o, 1) * w
