@@ -18,6 +18,7 @@ import platform
 import resource
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,7 +293,8 @@ def start(stage: str, run_args: RunArgs, train_args, identity: dict | None = Non
 
 
 def progress_callback(run: Run):
-    """A callback appending every log line (with pid) to ``progress.jsonl`` in the run dir.
+    """A callback appending every log line (with pid and wall clock) to ``progress.jsonl``
+    in the run dir.
 
     Lets an operator follow a run with ``tail -f`` and shows, after a crash, which
     process trained which steps.
@@ -319,8 +321,10 @@ def progress_callback(run: Run):
                 self.bar.close()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            entry = {"pid": os.getpid(), "step": state.global_step, "rss_mb": resident_mb(),
-                     **(logs or {})}  # fmt: skip
+            # The wall clock too: a run's step times (and what slowed them, beside rss_mb)
+            # cannot be read back from the steps alone.
+            entry = {"pid": os.getpid(), "step": state.global_step, "time": round(time.time(), 3),
+                     "rss_mb": resident_mb(), **(logs or {})}  # fmt: skip
             with open(path, "a") as fh:
                 fh.write(json.dumps(entry, default=str) + "\n")
             if self.bar is not None and logs and "loss" in logs:

@@ -131,6 +131,9 @@ def assert_resumed(report: dict, run_dir: Path, total: int) -> None:
     assert len(pids) == 2, "one process before the kill, one after"
     # Each line says how much memory its process held (a torch trainer: well over 50 MiB).
     assert all(e["rss_mb"] > 50 for e in log), [e["rss_mb"] for e in log]
+    # ... and when: the clock moves forward line by line, across the restart too.
+    times = [e["time"] for e in log]
+    assert times == sorted(times) and times[-1] - times[0] > 0.1, times
     before = [e["step"] for e in log if e["pid"] == pids[0] and "loss" in e]
     after = [e["step"] for e in log if e["pid"] == pids[1] and "loss" in e]
     assert before[0] == 1 and max(before) >= resumed
