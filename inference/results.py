@@ -43,7 +43,8 @@ REASONING = ("reasoning.names_top", "reasoning.grounded", "reasoning.no_repeat")
 
 def llm_names(lakehouse: Lakehouse) -> dict[str, str]:
     """``llm:<version>`` -> a row name: the stage and evidence mode of a trained version
-    (from its manifest), or "untuned" for a base model some registered run started from."""
+    (from its manifest; every run that saved it), or "untuned" for a base model some
+    registered run started from."""
     if not lakehouse.exists(MODEL_REGISTRY):
         return {}
     names = {}
@@ -56,7 +57,10 @@ def llm_names(lakehouse: Lakehouse) -> dict[str, str]:
         stage = {"sft": "SFT", "grpo": "SFT + GRPO"}.get(row["stage"], row["stage"])
         budget = _budget(manifest)
         mode = "with evidence" if evidence == "chains" else "without evidence"
-        names[f"llm:{row['model_version']}"] = f"{stage} {mode} ({budget})"
+        name, key = f"{stage} {mode} ({budget})", f"llm:{row['model_version']}"
+        # Runs share a version when the later one changed no weight (a GRPO run with no
+        # reward spread): one model, so one row that names both runs.
+        names[key] = f"{names[key]} = {name}" if key in names else name
         names.setdefault(f"llm:{row['base_version']}", f"untuned {row['base_model']}")
     return names
 

@@ -659,8 +659,11 @@ MODEL_REGISTRY = TableSpec(
         ("eval_samples", "int64", True, "samples per split behind those metrics"),
         ("registered_at", "timestamp", False, "when the run finished"),
     ),
-    key=("model_version",),
-    doc="Every trained model version; exactly one 'champion' is what scoring uses by default.",
+    # Keyed by run, not version: a run that changes nothing (a GRPO step with no reward
+    # spread) saves its parent's weights, and keying on the version let it overwrite them.
+    key=("run_id",),
+    doc="Every training run (two runs share a model_version when the second changed no "
+    "weight); exactly one 'champion' is what scoring uses by default.",
 )
 
 MODEL_PROMOTIONS = TableSpec(

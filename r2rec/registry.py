@@ -82,7 +82,8 @@ def resolve(lake: Lakehouse, ref: str, ds: str | None = None) -> dict[str, Any]:
     rows = [r for r in _rows(lake) if key in (r["run_id"], r["model_version"])]
     if not rows:
         raise R2RecError(f"'{key}' is neither a run id nor a model version in model_registry")
-    # One run id can be registered twice only if a run was redone with other weights.
+    # A version names several rows when a later run saved its parent's weights unchanged;
+    # they are the same model, and the newest row is the one its latest decision updated.
     return max(rows, key=lambda r: r["registered_at"])
 
 
@@ -133,8 +134,8 @@ def latest(lake: Lakehouse, ds: str, stage: str) -> dict[str, Any] | None:
 
 
 def register(lake: Lakehouse, *rows: Mapping[str, Any]) -> None:
-    """Insert or update versions in one MERGE on model_version (one Delta commit);
-    status defaults to registered."""
+    """Insert or update runs in one MERGE on run_id (one Delta commit); status defaults
+    to registered. A redone run id replaces its row."""
     records = []
     for row in rows:
         record = {c: row.get(c) for c in MODEL_REGISTRY.column_names}
@@ -314,8 +315,16 @@ def promote(
             f"the same samples first (`r2rec evaluate --ds {ds} --models llm --incumbent-of "
             f"registry:{row['run_id']} --max-samples <as the candidate's>`)"
         )
-    if same:
+    if same and current["run_id"] == row["run_id"]:
         decision, reason = "promoted", "already the champion"
+    elif same:
+        # Another run that saved the champion's weights unchanged: promoting it would
+        # retire the champion for the very same model.
+        decision = "rejected"
+        reason = (
+            f"the same weights as the champion (run {current['run_id']}): "
+            "the run changed nothing, nothing to promote"
+        )
     elif (mine.samples or 0) < min_samples:
         decision = "rejected"
         reason = f"{mine.samples} validation samples, fewer than {min_samples}: too few to decide"
@@ -363,7 +372,7 @@ def promote(
     changes = [updated]
     if decision == "promoted":
         updated["status"] = "champion"
-        if current is not None and current["model_version"] != row["model_version"]:
+        if current is not None and current["run_id"] != row["run_id"]:
             changes.append({**current, "status": "retired"})
     elif row["status"] != "champion":
         updated["status"] = "rejected"

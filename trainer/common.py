@@ -596,6 +596,9 @@ def finish(
         "model_version": version,
         "base_model": {"spec": run.args.model, "path": base.path, "version": base.version},
         "parent_version": parent_version,
+        # True when training changed no weight (GRPO with no reward spread in any group):
+        # the run then registers its parent's version under its own run id.
+        "unchanged": version == parent_version,
         "inputs": inputs,
         "config": config_dict(run.args, train_args),
         "seed": train_args.seed,

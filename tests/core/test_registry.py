@@ -19,6 +19,7 @@ def version(name: str) -> str:
 
 
 def add(lake, name: str, stage: str = "sft", minute: int = 0, manifest: str = '{"seed": 0}') -> str:
+    """Register the run ``<stage>-<DS>-<name>`` with weights ``version(name)``."""
     registry.register(
         lake,
         {
@@ -215,6 +216,37 @@ def test_the_new_champion_and_the_retired_one_change_in_one_commit(lakehouse):
     for v in range(lakehouse.version(MODEL_REGISTRY) + 1):
         rows = lakehouse.read_arrow(MODEL_REGISTRY, version=v).to_pylist()
         assert sum(r["status"] == "champion" for r in rows) <= 1
+
+
+def test_a_run_that_changed_no_weight_keeps_its_own_row_and_is_never_promoted(lakehouse):
+    """A GRPO run with no reward spread saves its SFT parent's weights: the same version
+    under another run id. Keyed on the version, its row once replaced the SFT's."""
+    sft, grpo = f"sft-{DS}-a", f"grpo-{DS}-a"
+    a = add(lakehouse, "a", minute=1)
+    assert add(lakehouse, "a", stage="grpo", minute=2) == a
+    add(lakehouse, "a", stage="grpo", minute=3)  # the run redone: its row, replaced
+
+    def by_run() -> dict[str, tuple[str, str]]:
+        rows = lakehouse.read_arrow(MODEL_REGISTRY).to_pylist()
+        return {r["run_id"]: (r["stage"], r["status"]) for r in rows}
+
+    assert by_run() == {sft: ("sft", "registered"), grpo: ("grpo", "registered")}
+    assert registry.lookup(lakehouse, sft)["stage"] == "sft"
+    assert registry.latest(lakehouse, DS, "sft")["run_id"] == sft
+    assert registry.lookup(lakehouse, a)["run_id"] == grpo  # a version: its newest run
+
+    evaluated(lakehouse, BASE, 0.05)
+    evaluated(lakehouse, a, 0.20)
+    assert registry.promote(lakehouse, DS, sft, baseline_version=BASE)["decision"] == "promoted"
+    # Promoting the copy would retire the champion for the very same model.
+    for ref in (grpo, a):
+        again = registry.promote(lakehouse, DS, ref)
+        assert again["decision"] == "rejected"
+        assert f"the same weights as the champion (run {sft})" in again["reason"]
+    assert by_run() == {sft: ("sft", "champion"), grpo: ("grpo", "rejected")}
+    assert registry.champion(lakehouse)["run_id"] == sft
+    assert registry.promote(lakehouse, DS, sft)["reason"] == "already the champion"
+    assert by_run()[sft] == ("sft", "champion")
 
 
 def test_min_gain_and_min_samples(lakehouse):

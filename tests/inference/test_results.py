@@ -121,6 +121,17 @@ def test_the_table_orders_names_and_fills_rows_from_eval_metrics(lake):
     assert cells["SASRec"][6] == "—"  # no reasoning metrics for a classical model
 
 
+def test_runs_that_saved_the_same_weights_share_one_row_naming_both(lake):
+    # A GRPO run that changed no weight registers its SFT parent's version.
+    register(lake, SFT, "grpo", minute=4, manifest={"global_step": 5, "config": {}})
+    assert results.llm_names(lake)[f"llm:{SFT}"] == (
+        "SFT with evidence (1000 steps x 2 = 2000 of 6597 examples) = SFT + GRPO with "
+        "evidence (5 steps)"
+    )
+    body = results.table(lake, DS, "hash-300").splitlines()[4:]
+    assert sum(line.startswith("| SFT with evidence (1000 steps") for line in body) == 1
+
+
 def outcome(model: str, split: str, sample: str, seed: int, hit: float, run: str = "e") -> dict:
     return {"ds": DS, "model": model, "split": split, "sample_id": sample, "seed": seed,
             "target_rank": 1 if hit else 2, "answer_valid": True, "hit1": hit,

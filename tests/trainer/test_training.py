@@ -264,8 +264,12 @@ def test_sft_then_grpo_resume_after_sigkill_and_register(train_lake, tiny_model_
         assert learned["groups_with_spread"][name] == told_apart, (name, learned)
     assert json.loads((grpo_dir / "manifest.json").read_text())["learning_signal"] == learned
 
+    # Six tiny groups may tell no completion apart: GRPO then saves the SFT weights
+    # unchanged, says so, and both runs keep their registry rows (keyed by run id).
     rows = {r["stage"]: r for r in lake.read_arrow(MODEL_REGISTRY).to_pylist()}
     assert rows["sft"]["model_version"] == sft_report["model_version"]
+    same = rows["grpo"]["model_version"] == rows["sft"]["model_version"]
+    assert json.loads(rows["grpo"]["manifest"])["unchanged"] is same
     assert rows["grpo"]["parent_version"] == sft_report["model_version"]
     assert rows["grpo"]["adapter_path"] == str(grpo_dir / "adapter")
     assert {r["status"] for r in rows.values()} == {"registered"}
