@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import signal
 import subprocess
 import sys
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
+
+from bench import machine
 
 DS = "2026-11-25"
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,8 +194,10 @@ def record(run: Run, args: argparse.Namespace, total: float) -> str:
         rows.append(f"| {name} | {here} | {s:.0f}{calls}{mark} |")
     return "\n".join([
         f"\n### Results run, {date.today().isoformat()}\n",
-        f"`python -m bench.results` (`make results`) on {platform.processor() or 'CPU'}, "
-        f"{platform.node()}: SFT {args.sft_steps} steps x 2 examples (the no-evidence "
+        # The machine as every bench section gives it: platform.processor() is empty on
+        # Linux, and the host name ("vm") told a reader nothing.
+        f"`python -m bench.results` (`make results`) on {machine()}: SFT {args.sft_steps} "
+        "steps x 2 examples (the no-evidence "
         f"ablation {args.ablation_sft_steps or 'not run'}), GRPO "
         f"{args.grpo_steps or 'not run'} steps, untuned base "
         f"{'not evaluated' if args.no_untuned else 'evaluated'}, "

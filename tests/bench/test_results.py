@@ -13,7 +13,7 @@ from unittest import mock
 
 import pytest
 
-from bench import results
+from bench import machine, results
 from tests.bench.test_replay import run_row
 
 
@@ -120,6 +120,8 @@ def test_a_stopped_step_writes_its_time_and_the_record_sums_every_call(tmp_path)
     row = next(x for x in text.splitlines() if x.startswith("| SFT with evidence"))
     assert row == f"| SFT with evidence | {this:.0f} | {first['seconds'] + this:.0f} (2 calls) |"
     assert "| ingest | done by an earlier call | 0 |" in text
+    # The machine in bench's words (CPU model, cores, bfloat16 path), not the host name.
+    assert f"(`make results`) on {machine()}: SFT 1000 steps x 2 examples" in text
     total = text.splitlines()[-1]
     assert total.startswith("| **total** | **12** (0.00 h) |")
     assert f"**{first['seconds'] + this:.0f}**" in total and "at least" not in total
