@@ -48,6 +48,17 @@ def file_digest(path: Path) -> str:
     return digest
 
 
+def _adapter_config_digest(path: Path) -> str:
+    """SHA-256 of a LoRA config as data, not bytes: peft writes ``target_modules`` from a
+    set, whose order changes from process to process (string hashes are salted). An
+    adapter saved unchanged by a second run (a GRPO run that learned nothing) differed
+    from its parent only there, so equal weights got two versions, or one, by chance."""
+    config = json.loads(path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
 def _fingerprint(directory: Path, patterns: tuple[str, ...]) -> str:
     """Hash of the config and weight files' names and whole contents."""
     h = hashlib.sha256()
@@ -56,7 +67,8 @@ def _fingerprint(directory: Path, patterns: tuple[str, ...]) -> str:
         raise R2RecError(f"{directory} holds no model files ({', '.join(patterns)})")
     for f in files:
         h.update(f.name.encode())
-        h.update(file_digest(f).encode())
+        digest = _adapter_config_digest(f) if f.name == "adapter_config.json" else None
+        h.update((digest or file_digest(f)).encode())
     return h.hexdigest()[:12]
 
 

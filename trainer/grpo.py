@@ -389,6 +389,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         "run_dir": str(run.dir),
         "model_version": manifest["model_version"],
         "parent_version": parent_version,
+        "unchanged": manifest["unchanged"],
         "global_step": manifest["global_step"],
         "resumed_from": resumed_from,
         "prompts": inputs["rl_prompts"]["rows_used"],

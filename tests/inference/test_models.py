@@ -47,6 +47,27 @@ def test_an_adapter_extends_the_version(tmp_path):
         resolve_model(str(base), str(tmp_path))
 
 
+def test_an_adapter_saved_twice_unchanged_keeps_its_version(tmp_path):
+    """peft writes target_modules in set order, which differs between processes: the
+    same weights saved by two runs must still name one version."""
+    base = model_dir(tmp_path / "base")
+    versions = set()
+    for i, modules in enumerate((["q_proj", "v_proj", "o_proj"], ["o_proj", "q_proj", "v_proj"])):
+        adapter = tmp_path / f"run{i}" / "adapter"
+        adapter.mkdir(parents=True)
+        config = json.dumps({"target_modules": modules, "r": 8}, indent=2 + i)
+        (adapter / "adapter_config.json").write_text(config)
+        (adapter / "adapter_model.safetensors").write_bytes(b"a" * 10)
+        versions.add(resolve_model(str(base), str(adapter)).version)
+    assert len(versions) == 1
+    # What the config says still counts: another module set or rank is another version.
+    for change in ({"target_modules": ["q_proj", "v_proj"], "r": 8}, {"target_modules":
+                   ["q_proj", "v_proj", "o_proj"], "r": 16}):  # fmt: skip
+        (adapter / "adapter_config.json").write_text(json.dumps(change))
+        versions.add(resolve_model(str(base), str(adapter)).version)
+    assert len(versions) == 3
+
+
 def test_a_registered_model_keeps_its_registry_version_and_is_not_hashed_again(
     tmp_path, monkeypatch
 ):

@@ -287,6 +287,17 @@ def test_sft_then_grpo_resume_after_sigkill_and_register(train_lake, tiny_model_
     assert grpo2["status"] == "trained" and grpo2["parent_version"] == sft2["model_version"]
     assert grpo2["run_id"] != grpo_report["run_id"] and grpo2["global_step"] == 6
 
+    # A run that changes no weight (learning rate 0) saves its parent's weights, so it has
+    # the parent's version: it says so, and both runs keep their rows (a registry keyed by
+    # version once let such a GRPO row replace its SFT's).
+    still = finish([*grpo, "--max_steps", "1", "--learning_rate", "0"])
+    assert still["status"] == "trained" and still["unchanged"] is True
+    assert still["model_version"] == still["parent_version"] == sft2["model_version"]
+    runs = {r["run_id"]: r for r in lake.read_arrow(MODEL_REGISTRY).to_pylist()}
+    assert runs[still["run_id"]]["stage"] == "grpo"
+    assert runs[sft2["run_id"]]["model_version"] == sft2["model_version"]
+    assert len(runs) == 5  # sft, grpo, sft2, grpo2 and this one
+
 
 def test_pad_token_differs_from_eos(tiny_model_dir):
     from trainer.common import load_tokenizer
