@@ -154,21 +154,27 @@ def serving_model(requested: str, lakehouse: str = LAKEHOUSE) -> str:
 
 
 def trained_reference(report: str | None) -> str:
-    """``registry:<model version>`` from the JSON line a training job prints last (the
-    BashOperator's XCom), whether it trained or found the run already complete."""
+    """``registry:<run id>`` from the JSON line a training job prints last (the
+    BashOperator's XCom), whether it trained or found the run already complete.
+
+    The run, not its version: a GRPO run that changed no weight shares its SFT parent's
+    version, and ``registry:<version>`` then names the newer of the two rows.
+    """
     import json
 
     from airflow.sdk.exceptions import AirflowFailException
 
     try:
-        version = json.loads((report or "").strip().splitlines()[-1])["model_version"]
+        line = json.loads((report or "").strip().splitlines()[-1])
+        version, run = line["model_version"], line["run_id"]
     except (IndexError, KeyError, TypeError, ValueError):
         raise AirflowFailException(
-            f"the training task reported no model version: {report!r}"
+            f"the training task reported no model version and run id: {report!r}"
         ) from None
-    if not re.fullmatch(r"[A-Za-z0-9_.@+:/=-]+", str(version)):
-        raise AirflowFailException(f"the training task reported a malformed version {version!r}")
-    return f"registry:{version}"
+    for what, value in (("version", version), ("run id", run)):
+        if not re.fullmatch(r"[A-Za-z0-9_.@+:/=-]+", str(value)):
+            raise AirflowFailException(f"the training task reported a malformed {what} {value!r}")
+    return f"registry:{run}"
 
 
 def args_param(example: str):

@@ -7,8 +7,8 @@ pool; a candidate becomes the champion only if it beats the champion on the same
 validation samples (more won than lost, by a one-sided sign test at ``alpha``), or,
 before the first promotion, the untuned base model. Either incumbent is evaluated here
 on this date's samples first. Evaluation, promotion and GRPO's starting adapter all use
-the exact version the training task reported, never a "latest" that a rerun could
-change in between.
+the exact run the training task reported (its registry row), never a "latest" that a
+rerun could change in between.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def data_teacher(default: str, **context) -> str:
 
 @task(retries=0)
 def trained_version(report: str) -> str:
-    """``registry:<model version>`` from a training task's JSON report (its last line)."""
+    """``registry:<run id>`` from a training task's JSON report (its last line)."""
     from dags.r2rec_common import trained_reference
 
     return trained_reference(report)

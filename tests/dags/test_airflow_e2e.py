@@ -143,8 +143,12 @@ def train_run(airflow, data_run):
     conf = {
         "sft_args": f"{model} --max_steps 2 --max_examples 8",
         # trl's own generation: one vLLM start less (the vLLM rollout has its own tests).
+        # Weight decay moves every weight even when the one group tells no completion
+        # apart, so GRPO is always a new version here (a run that changes nothing, and so
+        # keeps its SFT's version, is tested in tests/trainer/test_training.py).
         "grpo_args": f"{model} --max_steps 1 --max_examples 4 --num_generations 2 "
-        "--per_device_train_batch_size 2 --max_completion_length 16 --rollout trl",
+        "--per_device_train_batch_size 2 --max_completion_length 16 --rollout trl "
+        "--weight_decay 0.5",
         "eval_samples": 4,
         # Random tiny models cannot beat each other on 4 samples: promote anyway, so the
         # score DAG has a champion to serve (never the base by accident). alpha 1: no
@@ -224,6 +228,8 @@ def test_train_dag_registers_and_gates_both_stages(train_run, lake, airflow):
     assert sorted(r["stage"] for r in versions) == ["grpo", "sft"]
     sft, grpo = latest(lake, DS, "sft"), latest(lake, DS, "grpo")
     assert grpo["parent_version"] == sft["model_version"]  # GRPO started from the SFT adapter
+    assert json.loads(grpo["manifest"])["unchanged"] is False
+    assert json.loads(grpo["manifest"])["config"]["trl"]["weight_decay"] == 0.5
     assert json.loads(sft["manifest"])["global_step"] == 2
     for row in (sft, grpo):
         assert Path(row["model_path"]).resolve() == Path(airflow.model).resolve()

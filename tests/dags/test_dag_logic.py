@@ -257,12 +257,18 @@ def test_a_raw_template_cannot_enter_a_command_unquoted():
         common.cli_command("traces", "--teacher", "{{ params.teacher }}")
 
 
-def test_the_trained_version_comes_from_the_training_reports_last_line():
+def test_the_trained_run_comes_from_the_training_reports_last_line():
     from airflow.sdk.exceptions import AirflowFailException
 
-    report = 'progress\n{"model_version": "m@1+adapter@2", "status": "already complete"}'
-    assert common.trained_reference(report) == "registry:m@1+adapter@2"
-    for bad in ("", "no json", '{"status": "trained"}', '{"model_version": "m; rm -rf /"}'):
+    report = (
+        'progress\n{"model_version": "m@1+adapter@2", "run_id": "grpo-2026-11-25-ab12",'
+        ' "status": "already complete"}'
+    )
+    # The run, not the version: a GRPO run that changed nothing shares its SFT's version.
+    assert common.trained_reference(report) == "registry:grpo-2026-11-25-ab12"
+    for bad in ("", "no json", '{"status": "trained"}', '{"model_version": "m@1"}',
+                '{"model_version": "m; rm -rf /", "run_id": "sft-1"}',
+                '{"model_version": "m@1", "run_id": "$(touch PWNED)"}'):  # fmt: skip
         with pytest.raises(AirflowFailException):
             common.trained_reference(bad)
 
