@@ -82,8 +82,9 @@ def resolve(lake: Lakehouse, ref: str, ds: str | None = None) -> dict[str, Any]:
     rows = [r for r in _rows(lake) if key in (r["run_id"], r["model_version"])]
     if not rows:
         raise R2RecError(f"'{key}' is neither a run id nor a model version in model_registry")
-    # A version names several rows when a later run saved its parent's weights unchanged;
-    # they are the same model, and the newest row is the one its latest decision updated.
+    # A version names several rows when a later run saved its parent's weights unchanged:
+    # the same model, so the newest run's row stands for it (jobs that must name one run
+    # pass its run id, as the train DAG does).
     return max(rows, key=lambda r: r["registered_at"])
 
 
