@@ -183,11 +183,17 @@ def context_evidence(
     # overlap[u] = |A ∩ B_u| before the cutoff, carried over from u0's previous prompt.
     if run[0] != u0 or run[1] > cutoff:
         if run[0] >= 0:
-            before = seq_ptr[run[0]]
+            walk = 0
             for e in range(run[2]):
-                a = seq_item[before + e]
-                for x in range(aud_ptr[a], aud_ptr[a] + a_len[e]):
-                    overlap[aud_user[x]] = 0
+                walk += a_len[e]
+            if walk > len(overlap) // 4:  # a memset beats that many scattered writes
+                overlap[:] = 0
+            else:
+                before = seq_ptr[run[0]]
+                for e in range(run[2]):
+                    a = seq_item[before + e]
+                    for x in range(aud_ptr[a], aud_ptr[a] + a_len[e]):
+                        overlap[aud_user[x]] = 0
         run[2] = 0
     for e in range(n_a):
         a = seq_item[lo + e]
@@ -197,43 +203,49 @@ def context_evidence(
             overlap[aud_user[x]] += 1
         a_len[e] = end
     run[0], run[1], run[2] = u0, cutoff, n_a
-    # An audience before the cutoff is a prefix of the item's edges (sorted by time).
-    # Each similar user (the closure) who chose a usable history item gets a row of
-    # ``at``: where each of them stands in its sequence (-1: not chosen), to weigh the
-    # candidate by how close it stands.
+    # Only the candidates' users enter the score: a row of ``at`` for each of them who
+    # meets the closure (where each usable history item stands in its sequence, -1: not
+    # chosen), to weigh the candidate by how close it stands.
+    c_len = np.empty(n_c, dtype=np.int64)
+    for ci in range(n_c):
+        s = aud_ptr[cands[ci]]
+        c_len[ci] = _count_before(aud_ts, s, aud_ptr[cands[ci] + 1], cutoff)
+    at_user = np.empty(c_len.sum(), dtype=np.int64)
+    n_at = 0
+    for ci in range(n_c):
+        s = aud_ptr[cands[ci]]
+        for x in range(s, s + c_len[ci]):
+            u = aud_user[x]
+            if u != u0 and user_slot[u] < 0 and overlap[u] >= min_overlap:
+                user_slot[u] = n_at
+                at_user[n_at] = u
+                n_at += 1
     h_len = np.empty(n_use, dtype=np.int64)
     h_weight = np.empty(n_use)
-    n_at = 0
     for j in range(n_use):
         s = aud_ptr[usable[j]]
         h_len[j] = _count_before(aud_ts, s, aud_ptr[usable[j] + 1], cutoff)
         h_weight[j] = recency[j] / np.sqrt(max(h_len[j], 1))
-        for x in range(s, s + h_len[j]):
-            u = aud_user[x]
-            if user_slot[u] < 0 and overlap[u] >= min_overlap:
-                user_slot[u] = n_at
-                n_at += 1
     at = np.full((n_at, max(n_use, 1)), -1, dtype=np.int64)
-    at_user = np.empty(n_at, dtype=np.int64)
     for j in range(n_use):
         s = aud_ptr[usable[j]]
         for x in range(s, s + h_len[j]):
             k = user_slot[aud_user[x]]
             if k >= 0:
                 at[k, j] = aud_pos[x]
-                at_user[k] = aud_user[x]
+    size_of = np.full(n_at, -1, dtype=np.int64)
     score = np.zeros(n_c)
     for ci in range(n_c):
         c = cands[ci]
         s = aud_ptr[c]
         audience, total = 0, 0.0
-        for x in range(s, s + _count_before(aud_ts, s, aud_ptr[c + 1], cutoff)):
+        for x in range(s, s + c_len[ci]):
             u = aud_user[x]
             if u == u0:
                 continue
             audience += 1
             k = user_slot[u]
-            if k < 0:  # not similar, or no usable history item
+            if k < 0:  # not similar
                 continue
             # A candidate in the history is no hop to itself: its own term is left out.
             # Every term is positive, so w > 0 iff u chose a usable history item but c.
@@ -243,8 +255,9 @@ def context_evidence(
                     w += h_weight[j] * near[abs(aud_pos[x] - at[k, j])]
             if w > 0:
                 o = overlap[u]
-                size = _count_before(seq_ts, seq_ptr[u], seq_ptr[u + 1], cutoff)
-                total += o / max(n_a + size - o, 1) * w
+                if size_of[k] < 0:
+                    size_of[k] = _count_before(seq_ts, seq_ptr[u], seq_ptr[u + 1], cutoff)
+                total += o / max(n_a + size_of[k] - o, 1) * w
         score[ci] = total / np.sqrt(max(audience, 1))
 
     # -- leave the workspace as it was ----------------------------------------------------
