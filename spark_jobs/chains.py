@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -76,8 +76,13 @@ class GraphIndex:
         by_seq = np.lexsort((iid, ts, uid))
         seq = csr(uid, len(users), by_seq, iid, ts)
         kept_u = np.flatnonzero(user_keep)
+        # Every order fully keyed: the arrays do not depend on the order Spark hands over.
         out = csr(
-            uid[kept_u], len(users), np.argsort(uid[kept_u], kind="stable"), iid[kept_u], ts[kept_u]
+            uid[kept_u],
+            len(users),
+            np.lexsort((iid[kept_u], ts[kept_u], uid[kept_u])),
+            iid[kept_u],
+            ts[kept_u],
         )
         kept_i = np.flatnonzero(item_keep)
         inn = csr(
@@ -88,14 +93,12 @@ class GraphIndex:
             return cls(users, items, *seq, *out, *inn, none, none, none, none)
         place = np.empty(len(uid), dtype=np.int64)
         place[by_seq] = np.arange(len(uid)) - seq[0][uid[by_seq]]
-        aud = csr(iid, len(items), np.lexsort((ts, iid)), uid, ts, place)
+        aud = csr(iid, len(items), np.lexsort((uid, ts, iid)), uid, ts, place)
         return cls(users, items, *seq, *out, *inn, *aud)
 
 
-def _fanout_flags(edges: DataFrame, params: ChainParams) -> DataFrame:
-    """Mark the edges inside each item's and each user's first F (seeded) members."""
-    if params.fanout == 0:
-        return edges.withColumn("item_keep", F.lit(True)).withColumn("user_keep", F.lit(True))
+def _fanout_hashes(edges: DataFrame, params: ChainParams) -> DataFrame:
+    """Each edge's seeded place in its item's and in its user's fan-out order."""
     seed = params.seed
 
     def hashes(batches):
@@ -103,13 +106,17 @@ def _fanout_flags(edges: DataFrame, params: ChainParams) -> DataFrame:
 
         from r2rec.seeding import stable_hash
 
+        def ordered(owners, members):
+            # Signed: Arrow's int64 (Spark has no unsigned 64-bit type); the order is what
+            # matters.
+            return [
+                stable_hash(seed, o, m) - (1 << 63) for o, m in zip(owners, members, strict=True)
+            ]
+
         for batch in batches:
             u, i = batch.column("user_id").to_pylist(), batch.column("item_id").to_pylist()
-            # Signed: Spark has no unsigned 64-bit type; the order is what matters.
-            h_item = [stable_hash(seed, it, us) - (1 << 63) for us, it in zip(u, i, strict=True)]
-            h_user = [stable_hash(seed, us, it) - (1 << 63) for us, it in zip(u, i, strict=True)]
-            yield batch.append_column("h_item", pa.array(h_item, pa.int64())).append_column(
-                "h_user", pa.array(h_user, pa.int64())
+            yield batch.append_column("h_item", pa.array(ordered(i, u), pa.int64())).append_column(
+                "h_user", pa.array(ordered(u, i), pa.int64())
             )
 
     schema = T.StructType(
@@ -119,14 +126,21 @@ def _fanout_flags(edges: DataFrame, params: ChainParams) -> DataFrame:
             T.StructField("h_user", T.LongType()),
         ]
     )
-    hashed = edges.mapInArrow(hashes, schema)
-    by_item = Window.partitionBy("item_id").orderBy("h_item", "user_id")
-    by_user = Window.partitionBy("user_id").orderBy("h_user", "item_id")
-    return (
-        hashed.withColumn("item_keep", F.row_number().over(by_item) <= params.fanout)
-        .withColumn("user_keep", F.row_number().over(by_user) <= params.fanout)
-        .drop("h_item", "h_user")
-    )
+    return edges.mapInArrow(hashes, schema)
+
+
+def first_f(owner: np.ndarray, order_key: np.ndarray, member: np.ndarray, f: int) -> np.ndarray:
+    """Whether each edge is among its owner's first ``f`` members by (key, member): the
+    fan-out cap, as sorts on the driver rather than two Spark windows (two shuffles)."""
+    if f == 0:
+        return np.ones(len(owner), dtype=bool)
+    order = np.lexsort((member, order_key, owner))
+    grouped = owner[order]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    keep = np.empty(len(order), dtype=bool)
+    keep[order] = rank < f
+    return keep
 
 
 def build_index(
@@ -141,29 +155,34 @@ def build_index(
     item_ids = spark.createDataFrame(
         items.rdd.zipWithIndex().map(lambda p: (p[0][0], p[1])), "item_id string, iid long"
     )
-    flagged = _fanout_flags(edges, params)
+    capped = params.fanout > 0
+    hashed = _fanout_hashes(edges, params) if capped else edges
     numeric = (
-        flagged.join(F.broadcast(user_ids), "user_id")
+        hashed.join(F.broadcast(user_ids), "user_id")
         .join(F.broadcast(item_ids), "item_id")
         .select(
             F.col("uid").cast("int"),
             F.col("iid").cast("int"),
             F.unix_micros("ts").alias("ts"),
-            "user_keep",
-            "item_keep",
+            *(["h_item", "h_user"] if capped else []),
         )
         .toArrow()
     )
+    uid, iid = numeric["uid"].to_numpy(), numeric["iid"].to_numpy()
+    # Ids follow sorted string order, so (hash, uid) is the order (hash, user_id).
+    none = np.zeros(len(uid), dtype=np.int64)
+    h_item = numeric["h_item"].to_numpy() if capped else none
+    h_user = numeric["h_user"].to_numpy() if capped else none
     user_tab = user_ids.orderBy("uid").toArrow()
     item_tab = item_ids.orderBy("iid").toArrow()
     index = GraphIndex.from_edges(
         np.array(user_tab["user_id"].to_pylist(), dtype=object),
         np.array(item_tab["item_id"].to_pylist(), dtype=object),
-        numeric["uid"].to_numpy(),
-        numeric["iid"].to_numpy(),
+        uid,
+        iid,
         numeric["ts"].to_numpy(),
-        numeric["user_keep"].to_numpy(zero_copy_only=False),
-        numeric["item_keep"].to_numpy(zero_copy_only=False),
+        first_f(uid, h_user, iid, params.fanout),
+        first_f(iid, h_item, uid, params.fanout),
         audience,
     )
     return index, user_ids, item_ids
