@@ -55,7 +55,7 @@ from r2rec.lakehouse import Lakehouse
 from spark_jobs import quality
 from spark_jobs.chains import GraphIndex, build_index
 from spark_jobs.graph import read_edges
-from spark_jobs.kernels import Workspace, context_evidence, near_table
+from spark_jobs.kernels import Workspace, batch_evidence, near_table
 from spark_jobs.params import ChainParams
 
 JOB = "evidence"
@@ -126,22 +126,47 @@ def evidence_for_context(
 def context_arrays(
     g: GraphIndex, u0, cutoff, hist, cands, params: ChainParams, work: Workspace
 ) -> tuple[np.ndarray, ...]:
-    """``evidence_for_context`` as arrays, one entry per candidate a chain reaches:
-    candidate, users, paths, overlap, score, via (item ids, -1 pads to VIA_KEEP) and
-    via_users."""
+    """``evidence_for_context`` as arrays (``batch_arrays`` of one prompt)."""
     hist, cands = np.asarray(hist, dtype=np.int64), np.asarray(cands, dtype=np.int64)
-    users, paths, summed, score, top, top_n = context_evidence(
+    found = batch_arrays(
+        g, np.array([u0]), np.array([cutoff]), np.array([0, len(hist)]), hist,
+        np.array([0, len(cands)]), cands, params, work,
+    )  # fmt: skip
+    return found[1:]
+
+
+def batch_arrays(
+    g: GraphIndex, uids, cutoffs, hist_at, hist, cand_at, cands, params: ChainParams,
+    work: Workspace,
+) -> tuple[np.ndarray, ...]:  # fmt: skip
+    """One entry per candidate a chain reaches, over a batch of prompts (prompt k: user
+    ``uids[k]``, ``hist[hist_at[k]:hist_at[k + 1]]``, ``cands[cand_at[k]:cand_at[k +
+    1]]``, graph positions): the prompt's place in the batch, candidate, users, paths,
+    overlap, score, via (item positions, -1 pads to VIA_KEEP) and via_users."""
+    users, paths, summed, score, via, via_n = batch_evidence(
         g.seq_ptr, g.seq_item, g.seq_ts, g.out_ptr, g.out_item, g.out_ts,
         g.in_ptr, g.in_user, g.in_ts, g.aud_ptr, g.aud_user, g.aud_ts, g.aud_pos,
-        u0, cutoff, hist, cands, params.min_overlap, VIA_KEEP, params.history_decay,
+        np.asarray(uids, dtype=np.int64), np.asarray(cutoffs, dtype=np.int64),
+        np.asarray(hist_at, dtype=np.int64), hist, np.asarray(cand_at, dtype=np.int64), cands,
+        params.min_overlap, VIA_KEEP, params.history_decay,
         # a_len has a place per edge of the longest sequence: every gap is in the table.
         near_table(params.proximity, params.proximity_scale, len(work.a_len)),
         work.item_mark, work.user_slot, work.overlap, work.a_len, work.run,
     )  # fmt: skip
     hit = np.flatnonzero(users)
-    top = top[hit]  # history positions
-    via = np.where(top >= 0, hist[np.maximum(top, 0)], -1) if len(hist) else top
-    return cands[hit], users[hit], paths[hit], summed[hit] / users[hit], score[hit], via, top_n[hit]
+    at = np.repeat(np.arange(len(cand_at) - 1), np.diff(cand_at))[hit]
+    via = via[hit]
+    via = np.where(via >= 0, hist[np.maximum(via, 0)], -1) if len(hist) else via
+    return (
+        at,
+        cands[hit],
+        users[hit],
+        paths[hit],
+        summed[hit] / users[hit],
+        score[hit],
+        via,
+        via_n[hit],
+    )
 
 
 def _positions(lists, names) -> tuple[np.ndarray, np.ndarray]:
@@ -156,16 +181,11 @@ def _positions(lists, names) -> tuple[np.ndarray, np.ndarray]:
     return offsets, pos.drop_null().to_numpy().astype(np.int64)
 
 
-def _rows(batch, names, schema, parts: list[tuple]):
-    """One Arrow batch of evidence rows from each context's (row in ``batch``,
-    *``context_arrays``)."""
+def _rows(batch, names, schema, found: tuple[np.ndarray, ...]):
+    """One Arrow batch of evidence rows from ``batch_arrays`` over ``batch``."""
     import pyarrow as pa
 
-    if not parts:
-        return pa.RecordBatch.from_pylist([], schema=schema)
-    at, cand, users, paths, overlap, score, via, via_n = (
-        np.concatenate(column) for column in zip(*parts, strict=True)
-    )
+    at, cand, users, paths, overlap, score, via, via_n = found
     keep = via.ravel() >= 0  # -1 pads the lists of fewer than VIA_KEEP items
     offsets = pa.array(np.r_[0, np.cumsum((via >= 0).sum(axis=1))].astype(np.int32))
     columns = {
@@ -229,21 +249,16 @@ def build_evidence(
         names = pa.array(g.items.tolist(), pa.string())  # iid -> item_id: no join back
         space = Workspace.for_graph(g)
         for batch in batches:
-            # Per context in Python only the kernel call: ids become graph positions a
-            # column at a time, and the rows are assembled as columns (4M rows at 1M
-            # interactions).
+            # Nothing in Python per context: ids become graph positions a column at a
+            # time, one kernel call grounds the batch, and the rows are assembled as
+            # columns (4M rows at 1M interactions).
             hist_at, hist = _positions(batch.column("history"), names)
             cand_at, cand = _positions(batch.column("items"), names)
-            uid = batch.column("uid").to_numpy()
-            cutoff = batch.column("cutoff_us").to_numpy()
-            parts = []
-            for k in range(batch.num_rows):
-                found = context_arrays(
-                    g, uid[k], cutoff[k], hist[hist_at[k] : hist_at[k + 1]],
-                    cand[cand_at[k] : cand_at[k + 1]], params, space,
-                )  # fmt: skip
-                parts.append((np.full(len(found[0]), k), *found))
-            yield _rows(batch, names, schema, parts)
+            found = batch_arrays(
+                g, batch.column("uid").to_numpy(), batch.column("cutoff_us").to_numpy(),
+                hist_at, hist, cand_at, cand, params, space,
+            )  # fmt: skip
+            yield _rows(batch, names, schema, found)
 
     return work.mapInArrow(expand, _OUT).select(
         F.lit(ds).alias("ds"),
@@ -263,7 +278,11 @@ def build_evidence(
 
 def evidence_checks(evidence: DataFrame, edges: DataFrame) -> dict[str, DataFrame]:
     """Every row is a real chain summary, built from edges before its cutoff only."""
-    u0_via = evidence.select("context_id", "user_id", "cutoff", F.explode("via").alias("i0"))
+    # A prompt's rows share its few history items: each (prompt, item) is checked once,
+    # deduplicated where the rows are, before the join's shuffle.
+    u0_via = evidence.select(
+        "context_id", "user_id", "cutoff", F.explode("via").alias("i0")
+    ).distinct()
     edge = edges.select("user_id", F.col("item_id").alias("i0"), F.col("ts").alias("e_ts"))
     via_after = u0_via.join(edge, ["user_id", "i0"], "left").filter(
         F.col("e_ts").isNull() | (F.col("e_ts") >= F.col("cutoff"))

@@ -286,6 +286,42 @@ def context_evidence(
 
 
 @njit(cache=True, nogil=True)
+def batch_evidence(
+    seq_ptr, seq_item, seq_ts, out_ptr, out_item, out_ts, in_ptr, in_user, in_ts,
+    aud_ptr, aud_user, aud_ts, aud_pos,
+    uids, cutoffs, hist_at, hist, cand_at, cands, min_overlap, via_keep, decay, near,
+    item_mark, user_slot, overlap, a_len, run,
+):  # fmt: skip
+    """``context_evidence`` for a batch of prompts: prompt k has user ``uids[k]``, the
+    history ``hist[hist_at[k]:hist_at[k + 1]]`` and the candidates ``cands[cand_at[k]:
+    cand_at[k + 1]]``. One entry per candidate of the batch, in that order; ``via``
+    holds places in ``hist`` (-1 pads). One call a batch: called once per prompt from
+    Python, a prompt cost 0.26 ms at 1M interactions against 0.21 in the batch."""
+    n = cand_at[len(uids)]
+    users = np.zeros(n, dtype=np.int64)
+    paths = np.zeros(n, dtype=np.int64)
+    summed = np.zeros(n)
+    score = np.zeros(n)
+    via = np.full((n, via_keep), -1, dtype=np.int64)
+    via_users = np.zeros((n, via_keep), dtype=np.int64)
+    for k in range(len(uids)):
+        a, b, h = cand_at[k], cand_at[k + 1], hist_at[k]
+        u, p, sm, sc, top, top_n = context_evidence(
+            seq_ptr, seq_item, seq_ts, out_ptr, out_item, out_ts, in_ptr, in_user, in_ts,
+            aud_ptr, aud_user, aud_ts, aud_pos,
+            uids[k], cutoffs[k], hist[h : hist_at[k + 1]], cands[a:b], min_overlap,
+            via_keep, decay, near, item_mark, user_slot, overlap, a_len, run,
+        )  # fmt: skip
+        users[a:b], paths[a:b], summed[a:b], score[a:b] = u, p, sm, sc
+        via_users[a:b] = top_n
+        for r in range(b - a):
+            for q in range(via_keep):
+                if top[r, q] >= 0:
+                    via[a + r, q] = h + top[r, q]
+    return users, paths, summed, score, via, via_users
+
+
+@njit(cache=True, nogil=True)
 def sample_chains(
     seq_ptr, seq_item, out_ptr, out_item, out_ts, in_ptr, in_user, in_ts,
     u0, p, t, t_ts, hist, min_overlap, item_mark,
