@@ -30,9 +30,9 @@ bounds what the rows summarise, not the score. ``bench.evidence_score`` measures
 (decay 1)" and "Evidence ranker: v5 (proximity 10, scale 10) against v4").
 
 How it scales: the chains job's broadcast adjacency arrays, plus every edge by (item,
-time) for the uncapped audiences; each executor grounds its prompts one by one in a
-compiled kernel (``spark_jobs.kernels``, numba) that visits each edge it needs
-once, with a workspace over users and items that it clears after itself, and the rows
+time) for the uncapped audiences; each executor grounds an Arrow batch of prompts at
+a time in a compiled kernel (``spark_jobs.kernels``, numba) that visits each edge it
+needs once per prompt, with a workspace over users and items that it clears after itself, and the rows
 leave the executor as Arrow columns with item ids and the cutoff: no join back. At 1M
 interactions (``bench.pipeline``) the job took 564 s when each prompt was a dozen numpy
 gathers and masks (4-6 ms a prompt); ``bench/RESULTS.md`` has the kernel's time.
@@ -64,16 +64,26 @@ VIA_KEEP = 5  # history items kept per row; prompts name the first SHAPE.evidenc
 
 
 def sample_contexts(samples: DataFrame, candidates: DataFrame) -> DataFrame:
-    """One context per sample with candidates: every seed's candidates, as of its target."""
-    items = candidates.groupBy("sample_id").agg(
-        F.array_sort(F.array_distinct(F.flatten(F.collect_list("items")))).alias("items")
+    """One context per sample with candidates: every seed's candidates, as of its target.
+
+    Clustered by user from the first shuffle on: the kernel wants a user's prompts
+    together, and grouping, join and kernel then share one exchange per input (the
+    contexts, history and 58 item ids each, are not shuffled again)."""
+    items = (
+        candidates.repartition("user_id")
+        .groupBy("user_id", "sample_id")
+        .agg(F.array_sort(F.array_distinct(F.flatten(F.collect_list("items")))).alias("items"))
     )
-    return samples.join(items, "sample_id").select(
-        F.col("sample_id").alias("context_id"),
-        "user_id",
-        F.col("target_ts").alias("cutoff"),
-        "history",
-        "items",
+    return (
+        samples.repartition("user_id")
+        .join(items, ["user_id", "sample_id"])
+        .select(
+            F.col("sample_id").alias("context_id"),
+            "user_id",
+            F.col("target_ts").alias("cutoff"),
+            "history",
+            "items",
+        )
     )
 
 
@@ -224,8 +234,9 @@ def build_evidence(
 ) -> DataFrame:
     index, user_ids, _ = build_index(spark, edges, params, audience=True)
     shared = spark.sparkContext.broadcast(vars(index))  # plain pickle: no __main__ classes
-    # A user's prompts together and by cutoff: the kernel carries u0's overlap counts
-    # from one prompt to the next (spark_jobs.kernels).
+    # A user's prompts by cutoff: the kernel carries u0's overlap counts from one prompt
+    # to the next (spark_jobs.kernels). Sample contexts come clustered by user; a serve
+    # context is its user's only one. Any order is exact, only slower.
     work = (
         contexts.join(F.broadcast(user_ids), "user_id")
         .select(
@@ -236,7 +247,6 @@ def build_evidence(
             "history",
             "items",
         )
-        .repartition("uid")
         .sortWithinPartitions("uid", "cutoff_us")
     )
 

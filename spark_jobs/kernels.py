@@ -1,7 +1,8 @@
 """The per-prompt graph walks of the chains and evidence jobs, compiled (numba).
 
 ``sample_chains``: every chain of one training sample (the chains job).
-``context_evidence``: the evidence of one prompt: chains, their summary, and the score.
+``context_evidence``: the evidence of one prompt: chains, their summary, and the score;
+``batch_evidence`` runs it over an Arrow batch of prompts in one call.
 
 One pass over the adjacency arrays per prompt, with no temporaries the size of what it
 visits. The numpy version it replaced built every gathered edge list, mask and
