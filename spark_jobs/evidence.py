@@ -32,10 +32,11 @@ bounds what the rows summarise, not the score. ``bench.evidence_score`` measures
 How it scales: the chains job's broadcast adjacency arrays, plus every edge by (item,
 time) for the uncapped audiences; each executor grounds an Arrow batch of prompts at
 a time in a compiled kernel (``spark_jobs.kernels``, numba) that visits each edge it
-needs once per prompt, with a workspace over users and items that it clears after itself, and the rows
-leave the executor as Arrow columns with item ids and the cutoff: no join back. At 1M
-interactions (``bench.pipeline``) the job took 564 s when each prompt was a dozen numpy
-gathers and masks (4-6 ms a prompt); ``bench/RESULTS.md`` has the kernel's time.
+needs once per prompt, with a workspace over users and items that it clears after
+itself, and the rows leave the executor as Arrow columns with item ids and the cutoff:
+no join back. At 1M interactions (``bench.pipeline``) the job took 564 s when each
+prompt was a dozen numpy gathers and masks (4-6 ms a prompt); ``bench/RESULTS.md`` has
+the kernel's time.
 """
 
 from __future__ import annotations
@@ -350,8 +351,8 @@ def run(
         stats = evidence.agg(
             F.count("*").alias("rows"), F.countDistinct("context_id").alias("covered")
         ).first()
-        n_contexts = contexts.count()
-        candidates = contexts.agg(F.sum(F.size("items"))).first()[0] or 0
+        sizes = contexts.agg(F.count("*"), F.sum(F.size("items"))).first()
+        n_contexts, candidates = sizes[0], sizes[1] or 0
         evidence.unpersist()
         contexts.unpersist()
     finally:
