@@ -89,8 +89,11 @@ def sample_contexts(samples: DataFrame, candidates: DataFrame) -> DataFrame:
 
 
 def serve_contexts(serve: DataFrame, ds: str) -> DataFrame:
-    """One context per active user: the retrieved candidates, as of the start of D."""
-    return serve.select(
+    """One context per active user: the retrieved candidates, as of the start of D.
+
+    Spread over the shuffle partitions: the table may be a single file, and one task
+    would leave the other cores idle."""
+    return serve.repartition("user_id").select(
         F.col("user_id").alias("context_id"),
         "user_id",
         F.lit(ds_start(ds)).cast("timestamp").alias("cutoff"),
@@ -236,8 +239,8 @@ def build_evidence(
     index, user_ids, _ = build_index(spark, edges, params, audience=True)
     shared = spark.sparkContext.broadcast(vars(index))  # plain pickle: no __main__ classes
     # A user's prompts by cutoff: the kernel carries u0's overlap counts from one prompt
-    # to the next (spark_jobs.kernels). Sample contexts come clustered by user; a serve
-    # context is its user's only one. Any order is exact, only slower.
+    # to the next (spark_jobs.kernels). Both kinds of context come clustered by user.
+    # Any order is exact, only slower.
     work = (
         contexts.join(F.broadcast(user_ids), "user_id")
         .select(
