@@ -132,12 +132,9 @@ def _fanout_hashes(edges: DataFrame, params: ChainParams) -> DataFrame:
 def first_f(owner: np.ndarray, order_key: np.ndarray, member: np.ndarray, f: int) -> np.ndarray:
     """Whether each edge is among its owner's first ``f`` members by (key, member): the
     fan-out cap, as sorts on the driver rather than two Spark windows (two shuffles)."""
-    if f == 0:
-        return np.ones(len(owner), dtype=bool)
     order = np.lexsort((member, order_key, owner))
     grouped = owner[order]
-    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
-    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    rank = np.arange(len(order)) - np.searchsorted(grouped, grouped)  # place in its group
     keep = np.empty(len(order), dtype=bool)
     keep[order] = rank < f
     return keep
@@ -169,10 +166,12 @@ def build_index(
         .toArrow()
     )
     uid, iid = numeric["uid"].to_numpy(), numeric["iid"].to_numpy()
-    # Ids follow sorted string order, so (hash, uid) is the order (hash, user_id).
-    none = np.zeros(len(uid), dtype=np.int64)
-    h_item = numeric["h_item"].to_numpy() if capped else none
-    h_user = numeric["h_user"].to_numpy() if capped else none
+    if capped:
+        # Ids follow sorted string order, so (hash, uid) is the order (hash, user_id).
+        user_keep = first_f(uid, numeric["h_user"].to_numpy(), iid, params.fanout)
+        item_keep = first_f(iid, numeric["h_item"].to_numpy(), uid, params.fanout)
+    else:
+        user_keep = item_keep = np.ones(len(uid), dtype=bool)
     user_tab = user_ids.orderBy("uid").toArrow()
     item_tab = item_ids.orderBy("iid").toArrow()
     index = GraphIndex.from_edges(
@@ -181,8 +180,8 @@ def build_index(
         uid,
         iid,
         numeric["ts"].to_numpy(),
-        first_f(uid, h_user, iid, params.fanout),
-        first_f(iid, h_item, uid, params.fanout),
+        user_keep,
+        item_keep,
         audience,
     )
     return index, user_ids, item_ids
