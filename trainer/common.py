@@ -38,11 +38,11 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 _VOLATILE = {"output_dir", "logging_dir", "run_name", "hub_model_id", "hub_token", "push_to_hub"}
 # ... and ours: where the lakehouse and runs live is not what is trained (the input
 # partitions' fingerprints are), so --lakehouse X and $R2REC_LAKEHOUSE=X are one run.
-_PLACES = {"lakehouse", "runs_dir", "register"}
+_PLACES = {"lakehouse", "runs_dir", "register", "examples"}  # examples: by their digest
 # Options added after runs were trained, left out of the run id at these values (which
 # train what the code trained before they existed), so finished runs keep their ids and
 # are not trained again.
-_LATER_DEFAULTS = {"likelihood_reward": 0.0}
+_LATER_DEFAULTS = {"likelihood_reward": 0.0, "max_train_seconds": 0.0}
 
 
 @dataclass
@@ -65,6 +65,21 @@ class RunArgs:
     register: bool = field(default=True, metadata={"help": "record the model in model_registry"})
     # SFT
     teacher: str = field(default="template", metadata={"help": "SFT: sft_examples teacher"})
+    examples: str | None = field(
+        default=None,
+        metadata={
+            "help": "SFT: train on this export of sft_examples (python -m trainer.offline "
+            "export) instead of the table, on a node without Delta Lake; needs --register "
+            "false, and `python -m trainer.offline import RUN_DIR` registers the run"
+        },
+    )
+    max_train_seconds: float = field(
+        default=0.0,
+        metadata={
+            "help": "stop training after this many seconds and save the model as it is "
+            "(a leased node's time); the manifest says so. 0 = no limit"
+        },
+    )
     # GRPO
     init_adapter: str | None = field(
         default=None,
@@ -475,6 +490,8 @@ def lora_config(args: RunArgs):
 
 
 def git_state() -> dict[str, Any]:
+    if os.environ.get("R2REC_GIT_COMMIT"):  # deployed code without a checkout, as runlog
+        return {"commit": os.environ["R2REC_GIT_COMMIT"][:40], "dirty": None}
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(
@@ -518,6 +535,14 @@ def hardware() -> dict[str, Any]:
 def peak_rss_mb() -> float:
     # ru_maxrss is KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_gpu_mb() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
 
 def checkpoint_step(checkpoint: str | None) -> int:
@@ -612,6 +637,7 @@ def finish(
         "global_step": result.global_step,
         "train_runtime_s": runtime,
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_gpu_mb": peak_gpu_mb(),
         **throughput(
             result.log_history, runtime, result.global_step, checkpoint_step(resumed_from)
         ),
@@ -621,25 +647,47 @@ def finish(
     write_atomic(run.dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
     write_atomic(run.dir / "log_history.json", json.dumps(result.log_history, indent=2))
     if run.args.register:
-        registry.register(
-            run.lake,
-            {
-                "model_version": version,
-                "run_id": run.run_id,
-                "ds": run.args.ds,
-                "stage": run.stage,
-                "base_model": run.args.model,
-                "base_version": base.version,
-                "model_path": model_path,
-                "adapter_path": adapter_path,
-                "parent_version": parent_version,
-                "run_dir": str(run.dir),
-                "manifest": json.dumps(manifest, default=str),
-                "registered_at": finished,
-            },
-        )
+        registry.register(run.lake, registry_row(manifest, run.dir, model_path, adapter_path))
     write_atomic(run.dir / DONE, json.dumps({"model_version": version, "run_id": run.run_id}))
     return manifest
+
+
+def registry_row(
+    manifest: dict[str, Any], run_dir: Path, model_path: str, adapter_path: str | None
+) -> dict[str, Any]:
+    """A run's model_registry row, from its manifest and where its files are."""
+    return {
+        "model_version": manifest["model_version"],
+        "run_id": manifest["run_id"],
+        "ds": manifest["ds"],
+        "stage": manifest["stage"],
+        "base_model": manifest["base_model"]["spec"],
+        "base_version": manifest["base_model"]["version"],
+        "model_path": model_path,
+        "adapter_path": adapter_path,
+        "parent_version": manifest["parent_version"],
+        "run_dir": str(run_dir),
+        "manifest": json.dumps(manifest, default=str),
+        "registered_at": dt.datetime.fromisoformat(manifest["finished_at"]),
+    }
+
+
+def deadline_callback(seconds: float):
+    """Stops training once ``seconds`` of it have passed (0: never); the trainer then
+    saves as at the last step. The callback's ``stopped`` says whether it did."""
+    from transformers import TrainerCallback
+
+    class Deadline(TrainerCallback):
+        stopped = False
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if seconds > 0 and time.monotonic() - self.started >= seconds:
+                control.should_training_stop = self.stopped = True
+
+    return Deadline()
 
 
 def write_atomic(path: Path, text: str) -> None:

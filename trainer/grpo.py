@@ -30,6 +30,7 @@ from r2rec.prompt import RecPrompt
 from trainer.common import (
     RunArgs,
     causal_lm_parts,
+    deadline_callback,
     finish,
     head_log_probs,
     input_fingerprint,
@@ -314,6 +315,8 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import set_seed
 
+    if run_args.examples:
+        raise R2RecError("--examples is SFT's: GRPO reads rl_prompts from the lakehouse")
     base = resolve_model(run_args.model)
     adapter, parent_version = starting_adapter(
         Lakehouse(run_args.lakehouse), run_args, base.version
@@ -349,13 +352,14 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
     elif run_args.use_lora:
         peft_config = lora_config(run_args)
+    deadline = deadline_callback(run_args.max_train_seconds)
     trainer = shared_prompt_trainer(run_args.shared_prompt)(
         model=model,
         reward_funcs=rewards,
         args=train_args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=[progress_callback(run), release_memory_callback()],
+        callbacks=[progress_callback(run), release_memory_callback(), deadline],
         peft_config=peft_config,
         rollout_func=rollout,
     )
@@ -380,7 +384,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         train_args=train_args,
         parent_version=parent_version,
         resumed_from=resumed_from,
-        extra={"learning_signal": signal},
+        extra={"learning_signal": signal, "stopped_at_deadline": deadline.stopped},
     )
     last = [e for e in history if "reward" in e]
     return {

@@ -21,9 +21,11 @@ from r2rec.contracts import SFT_EXAMPLES
 from r2rec.errors import R2RecError
 from r2rec.lakehouse import Lakehouse
 from r2rec.models import resolve_model
+from trainer import offline
 from trainer.common import (
     RunArgs,
     causal_lm_parts,
+    deadline_callback,
     finish,
     head_log_probs,
     input_fingerprint,
@@ -39,13 +41,26 @@ from trainer.common import (
 )
 
 
+def subsample(rows: list[dict[str, Any]], max_examples: int, seed: int) -> list[dict[str, Any]]:
+    """A seeded subsample of ``max_examples`` rows (all when 0 or more than there are)."""
+    return random.Random(seed).sample(rows, max_examples) if 0 < max_examples < len(rows) else rows
+
+
 def load_examples(
-    lake: Lakehouse, ds: str, teacher: str, max_examples: int, seed: int, evidence: str = "chains"
+    lake: Lakehouse,
+    ds: str,
+    teacher: str,
+    max_examples: int,
+    seed: int,
+    evidence: str = "chains",
+    version: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Prompt-completion rows for (ds, teacher, evidence), a seeded subsample, provenance."""
+    """Prompt-completion rows for (ds, teacher, evidence), a seeded subsample, provenance.
+
+    ``version``: the table version to read (default: the latest)."""
     if not lake.exists(SFT_EXAMPLES):
         raise R2RecError(f"no sft_examples table: run `r2rec traces --ds {ds}` first")
-    version = lake.version(SFT_EXAMPLES)
+    version = lake.version(SFT_EXAMPLES) if version is None else version
     table = lake.read_arrow(
         SFT_EXAMPLES,
         version=version,
@@ -59,8 +74,7 @@ def load_examples(
             f"`r2rec traces --ds {ds} --teacher {teacher} --evidence {evidence}` first"
         )
     available = len(rows)
-    if 0 < max_examples < available:
-        rows = random.Random(seed).sample(rows, max_examples)
+    rows = subsample(rows, max_examples, seed)
     inputs = {
         "sft_examples": {
             "table_version": version,
@@ -125,31 +139,37 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
 
     # The data is part of the run's identity: after a rerun of the date rewrote the
     # examples, the same command trains a new run instead of reporting the stale one.
-    data = input_fingerprint(
-        run_args,
-        SFT_EXAMPLES,
-        {"ds": run_args.ds, "teacher": run_args.teacher, "evidence": run_args.evidence},
-    )
+    wanted = (run_args.ds, run_args.teacher, run_args.evidence)
+    if run_args.examples:  # an export, on a node without Delta Lake (trainer.offline)
+        if run_args.register:
+            raise R2RecError(
+                "--examples trains away from the lakehouse: give --register false, and "
+                "register the finished run with `python -m trainer.offline import RUN_DIR`"
+            )
+        rows, inputs = offline.load(
+            run_args.examples, *wanted, run_args.max_examples, train_args.seed
+        )
+        data = inputs["sft_examples"]["rows_sha256"]
+    else:
+        partition = dict(zip(("ds", "teacher", "evidence"), wanted, strict=True))
+        data = input_fingerprint(run_args, SFT_EXAMPLES, partition)
     run = start("sft", run_args, train_args, identity={"sft_examples": data})
     if done := run.completed():
         return {"status": "already complete", "run_dir": str(run.dir), **done}
     base = resolve_model(run_args.model)
-    rows, inputs = load_examples(
-        run.lake,
-        run_args.ds,
-        run_args.teacher,
-        run_args.max_examples,
-        train_args.seed,
-        run_args.evidence,
-    )
+    if not run_args.examples:
+        rows, inputs = load_examples(
+            run.lake, *wanted[:2], run_args.max_examples, train_args.seed, wanted[2]
+        )
     set_seed(train_args.seed)
+    deadline = deadline_callback(run_args.max_train_seconds)
     tokenizer = load_tokenizer(base.path)
     trainer = completion_loss_trainer(run_args.completion_logits)(
         model=load_model(base.path, train_args),
         args=train_args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=[progress_callback(run), release_memory_callback()],
+        callbacks=[progress_callback(run), release_memory_callback(), deadline],
         peft_config=lora_config(run_args) if run_args.use_lora else None,
     )
     own_progress_only(trainer)
@@ -164,7 +184,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
         train_args=train_args,
         parent_version=None,
         resumed_from=resumed_from,
-        extra={"train_loss": result.training_loss},
+        extra={"train_loss": result.training_loss, "stopped_at_deadline": deadline.stopped},
     )
     return {
         "status": "trained",
