@@ -88,11 +88,24 @@ def _budget(manifest: dict) -> str:
     else:
         unit = "examples"
     available = (manifest.get("inputs") or {}).get("sft_examples", {}).get("rows_used")
+    where = _trained_on(manifest)
     if not steps or not per_step:
-        return f"{steps} steps"
+        return f"{steps} steps{where}"
+    epochs = trl.get("num_train_epochs")
+    if (trl.get("max_steps") or 0) <= 0 and epochs and available and unit == "examples":
+        # Whole passes: steps x batch overstates a last, partial batch.
+        passes = f"{epochs:g} epoch{'s' if epochs != 1 else ''}"
+        return f"{passes} of {available} examples, {steps} steps x {per_step}{where}"
     text = f"{steps} steps x {per_step} = {steps * per_step} {unit}"
     text = text.replace(f" {unit}", f" of {available} {unit}") if available else text
-    return text + sampling
+    return text + sampling + where
+
+
+def _trained_on(manifest: dict) -> str:
+    """ ", on <GPU>" for a run trained on one (trainer.offline); CPU runs say nothing, as
+    every row did before GPU runs existed."""
+    gpus = (manifest.get("hardware") or {}).get("gpus")
+    return f", on {' + '.join(gpus)}" if gpus else ""
 
 
 def _rows(lakehouse: Lakehouse, ds: str, subset: str) -> dict[str, dict]:

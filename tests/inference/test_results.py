@@ -216,3 +216,22 @@ def test_a_grpo_row_names_the_target_likelihood_reward_it_was_trained_with():
     assert results._budget(manifest(None)) == plain
     assert results._budget(manifest(0.0)) == plain
     assert results._budget(manifest(0.5)) == plain + ", target-likelihood reward x 0.5"
+
+
+def test_a_run_of_whole_epochs_on_a_gpu_says_so():
+    def manifest(trl, hardware):
+        return {"stage": "sft", "global_step": 305, "hardware": hardware,
+                "inputs": {"sft_examples": {"rows_used": 9750}},
+                "config": {"trl": {"per_device_train_batch_size": 32, **trl}}}  # fmt: skip
+
+    gpu = {"cpu_count": 16, "gpus": ["NVIDIA H200"]}
+    assert results._budget(manifest({"max_steps": -1, "num_train_epochs": 1.0}, gpu)) == (
+        "1 epoch of 9750 examples, 305 steps x 32, on NVIDIA H200"
+    )
+    assert results._budget(manifest({"max_steps": -1, "num_train_epochs": 3.0}, {})) == (
+        "3 epochs of 9750 examples, 305 steps x 32"
+    )
+    # max_steps bounds a run whatever num_train_epochs says (trl's default is 3)
+    assert results._budget(manifest({"max_steps": 305, "num_train_epochs": 3.0}, gpu)) == (
+        "305 steps x 32 = 9760 of 9750 examples, on NVIDIA H200"
+    )

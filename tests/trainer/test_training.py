@@ -34,9 +34,14 @@ def prompt_for(n: int) -> tuple[RecPrompt, str]:
 
 @pytest.fixture(scope="module")
 def train_lake(tmp_path_factory):
+    return make_train_lake(tmp_path_factory.mktemp("train") / "lakehouse")
+
+
+def make_train_lake(root: Path):
+    """A lakehouse of 16 hand-made ``sft_examples`` and ``rl_prompts`` rows."""
     from r2rec.lakehouse import Lakehouse
 
-    lake = Lakehouse(str(tmp_path_factory.mktemp("train") / "lakehouse"))
+    lake = Lakehouse(str(root))
     sft, rl = [], []
     for n in range(16):
         prompt, answer = prompt_for(n)
