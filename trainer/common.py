@@ -684,7 +684,8 @@ def deadline_callback(seconds: float):
             self.started = time.monotonic()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if seconds > 0 and time.monotonic() - self.started >= seconds:
+            late = seconds > 0 and time.monotonic() - self.started >= seconds
+            if late and state.global_step < state.max_steps:  # the last step cuts nothing
                 control.should_training_stop = self.stopped = True
 
     return Deadline()

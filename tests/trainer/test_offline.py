@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -181,16 +182,20 @@ def test_the_deadline_stops_training_once_its_time_is_spent():
 
     from trainer.common import deadline_callback
 
-    never, soon = deadline_callback(0), deadline_callback(0.05)
-    for cb in (never, soon):
+    never, soon, last = deadline_callback(0), deadline_callback(0.05), deadline_callback(0.05)
+    for cb in (never, soon, last):
         cb.on_train_begin(None, None, TrainerControl())
+    step = SimpleNamespace(global_step=3, max_steps=10)
     control = TrainerControl()
-    soon.on_step_end(None, None, control)
+    soon.on_step_end(None, step, control)
     assert not control.should_training_stop and not soon.stopped
     time.sleep(0.06)
     for cb in (never, soon):
-        cb.on_step_end(None, None, control := TrainerControl())
+        cb.on_step_end(None, step, control := TrainerControl())
         assert control.should_training_stop is (cb is soon) and cb.stopped is (cb is soon)
+    # Late on the last step: training ends anyway, and nothing was cut short.
+    last.on_step_end(None, SimpleNamespace(global_step=10, max_steps=10), TrainerControl())
+    assert not last.stopped
 
 
 def test_grpo_refuses_examples():
