@@ -139,7 +139,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
 
     # The data is part of the run's identity: after a rerun of the date rewrote the
     # examples, the same command trains a new run instead of reporting the stale one.
-    wanted = (run_args.ds, run_args.teacher, run_args.evidence)
+    ds, teacher, evidence = run_args.ds, run_args.teacher, run_args.evidence
     if run_args.examples:  # an export, on a node without Delta Lake (trainer.offline)
         if run_args.register:
             raise R2RecError(
@@ -147,11 +147,11 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
                 "register the finished run with `python -m trainer.offline import RUN_DIR`"
             )
         rows, inputs = offline.load(
-            run_args.examples, *wanted, run_args.max_examples, train_args.seed
+            run_args.examples, ds, teacher, evidence, run_args.max_examples, train_args.seed
         )
         data = inputs["sft_examples"]["rows_sha256"]
     else:
-        partition = dict(zip(("ds", "teacher", "evidence"), wanted, strict=True))
+        partition = {"ds": ds, "teacher": teacher, "evidence": evidence}
         data = input_fingerprint(run_args, SFT_EXAMPLES, partition)
     run = start("sft", run_args, train_args, identity={"sft_examples": data})
     if done := run.completed():
@@ -159,7 +159,7 @@ def train(run_args: RunArgs, train_args) -> dict[str, Any]:
     base = resolve_model(run_args.model)
     if not run_args.examples:
         rows, inputs = load_examples(
-            run.lake, *wanted[:2], run_args.max_examples, train_args.seed, wanted[2]
+            run.lake, ds, teacher, run_args.max_examples, train_args.seed, evidence
         )
     set_seed(train_args.seed)
     deadline = deadline_callback(run_args.max_train_seconds)
