@@ -79,8 +79,18 @@ _DRAW_SCHEMA = T.StructType(
 )
 
 
+def user_positives(edges: DataFrame) -> DataFrame:
+    """(user_id, positives): every item each user has an edge with, as one set."""
+    return edges.groupBy("user_id").agg(F.collect_set("item_id").alias("positives"))
+
+
 def build_candidates(
-    spark, edges: DataFrame, samples: DataFrame, ds: str, params: CandidateParams
+    spark,
+    edges: DataFrame,
+    samples: DataFrame,
+    ds: str,
+    params: CandidateParams,
+    positives: DataFrame | None = None,
 ) -> DataFrame:
     """Candidate rows per (sample, seed); ``items`` is null where too few negatives exist.
 
@@ -93,7 +103,7 @@ def build_candidates(
     vocabulary = [r["item_id"] for r in vocab]
     degrees = [r["count"] for r in vocab] if params.sampler == "popularity" else None
     shared = spark.sparkContext.broadcast((vocabulary, degrees))
-    positives = edges.groupBy("user_id").agg(F.collect_set("item_id").alias("positives"))
+    positives = user_positives(edges) if positives is None else positives
     # One row per user: a heavy user's item set travels to Python once, not per sample.
     todo = samples.groupBy("user_id").agg(
         F.collect_list(F.struct("split", "sample_id", "target_item_id")).alias("todo")
@@ -179,21 +189,29 @@ def sample_checks(samples: DataFrame) -> dict[str, DataFrame]:
     }
 
 
-def candidate_checks(candidates: DataFrame, edges: DataFrame, n: int) -> dict[str, DataFrame]:
-    exploded = candidates.select(
-        "sample_id", "seed", "user_id", "target_item_id", F.explode("items").alias("item_id")
-    )
-    positives = edges.select("user_id", "item_id")
-    negatives_seen = exploded.filter(F.col("item_id") != F.col("target_item_id")).join(
-        positives, on=["user_id", "item_id"], how="inner"
+def candidate_checks(candidates: DataFrame, positives: DataFrame, n: int) -> dict[str, DataFrame]:
+    """``positives``: :func:`user_positives` of the edges."""
+    # Each user's items as one set, met by the user's few candidate lists: exploding the
+    # lists to one row per item and joining them to the edges shuffled 20 times the rows.
+    negatives = F.array_remove("items", F.col("target_item_id"))
+    negatives_seen = (
+        candidates.join(positives, on="user_id", how="inner")
+        .select(
+            "sample_id",
+            "seed",
+            "user_id",
+            "target_item_id",
+            F.array_intersect(negatives, "positives").alias("seen_negatives"),
+        )
+        .filter(F.size("seen_negatives") > 0)
     )
     return {
         "candidates_exactly_n": candidates.filter(
             (F.size("items") != n) | (F.size(F.array_distinct("items")) != n)
         ),
-        "candidates_target_once": candidates.filter(
-            F.size(F.filter("items", lambda x: x == F.col("target_item_id"))) != 1
-        ),
+        # Without a lambda (interpreted per element): removing the target shortens the
+        # list by the number of times it is there.
+        "candidates_target_once": candidates.filter(F.size("items") - F.size(negatives) != 1),
         "candidates_label_matches_target": candidates.filter(
             F.element_at("items", F.array_position("labels", F.col("target_label")).cast("int"))
             != F.col("target_item_id")
@@ -223,10 +241,11 @@ def run(
     edges = keep(read_edges(spark, lakehouse, ds))
     try:
         samples = keep(build_samples(edges, ds, sp))
-        drawn = keep(build_candidates(spark, edges, samples, ds, cp))
+        positives = keep(user_positives(edges))
+        drawn = keep(build_candidates(spark, edges, samples, ds, cp, positives))
         candidates = candidate_rows(drawn, ds, cp)
         results = quality.run_checks(
-            {**sample_checks(samples), **candidate_checks(candidates, edges, cp.n)}
+            {**sample_checks(samples), **candidate_checks(candidates, positives, cp.n)}
         )
         counts = {
             f"samples.{r['split']}": r["count"] for r in samples.groupBy("split").count().collect()
