@@ -107,9 +107,11 @@ def run(spark, lakehouse: Lakehouse, ds: str) -> dict:
         quality.enforce(JOB, ds, results)
         part = {"ds": ds}
         version = lakehouse.overwrite(GRAPH_EDGES, edges, partition=part)
-        stats = degree_stats(edges, ds)
+        # Two rows: computed once and written from the driver, not aggregated again by a
+        # Spark write.
+        stats = [r.asDict() for r in degree_stats(edges, ds).collect()]
         lakehouse.overwrite(GRAPH_STATS, stats, partition=part)
-        summary = {r["entity"]: r.asDict() for r in stats.collect()}
+        summary = {r["entity"]: r for r in stats}
     finally:
         edges.unpersist()
     extra = {
