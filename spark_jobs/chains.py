@@ -223,6 +223,9 @@ def chains_for_sample(
 _CHAIN_OUT = T.StructType(
     [
         T.StructField("sample_id", T.StringType()),
+        T.StructField("user_id", T.StringType()),
+        T.StructField("i1", T.StringType()),
+        T.StructField("target_us", T.LongType()),
         T.StructField("rank", T.IntegerType()),
         T.StructField("i0", T.StringType()),
         T.StructField("u0_i0_us", T.LongType()),
@@ -283,6 +286,9 @@ def build_chains(
                     u0_pos = g.seq_ptr[r["uid"]] + r["position"] - len(hist) + j
                     row = (
                         r["sample_id"],
+                        g.users[r["uid"]],
+                        g.items[r["iid"]],
+                        r["t_us"],
                         rank,
                         g.items[i0],
                         int(g.seq_ts[u0_pos]),
@@ -298,10 +304,9 @@ def build_chains(
                         out[name].append(value)
             yield pa.RecordBatch.from_pydict(out, schema=schema)
 
-    found = work.mapInArrow(expand, _CHAIN_OUT)
-    return found.join(
-        train.select("sample_id", "user_id", "target_item_id", "target_ts"), "sample_id"
-    ).select(
+    # The sample's user, target and time come back with its chains, from the index and
+    # the input row: joining the samples again would shuffle both sides.
+    return work.mapInArrow(expand, _CHAIN_OUT).select(
         F.lit(ds).alias("ds"),
         "sample_id",
         F.concat_ws("/", "sample_id", F.col("rank").cast("string")).alias("chain_id"),
@@ -311,9 +316,9 @@ def build_chains(
         F.timestamp_micros("u0_i0_us").alias("u0_i0_ts"),
         "u1",
         F.timestamp_micros("u1_i0_us").alias("u1_i0_ts"),
-        F.col("target_item_id").alias("i1"),
+        "i1",
         F.timestamp_micros("u1_i1_us").alias("u1_i1_ts"),
-        "target_ts",
+        F.timestamp_micros("target_us").alias("target_ts"),
         "overlap",
         "jaccard",
         "recency",
