@@ -143,15 +143,21 @@ def first_f(owner: np.ndarray, order_key: np.ndarray, member: np.ndarray, f: int
 def build_index(
     spark, edges: DataFrame, params: ChainParams, audience: bool = False
 ) -> tuple[GraphIndex, DataFrame, DataFrame]:
-    """Dense ids in Spark, then only integer columns travel to the driver."""
-    users = edges.select("user_id").distinct().orderBy("user_id")
-    items = edges.select("item_id").distinct().orderBy("item_id")
-    user_ids = spark.createDataFrame(
-        users.rdd.zipWithIndex().map(lambda p: (p[0][0], p[1])), "user_id string, uid long"
-    )
-    item_ids = spark.createDataFrame(
-        items.rdd.zipWithIndex().map(lambda p: (p[0][0], p[1])), "item_id string, iid long"
-    )
+    """Dense ids, then only integer columns of the edges travel to the driver.
+
+    The index holds every user and item id anyway, so the sorted ids are collected once
+    and handed back to Spark as small local tables (the broadcast side of every join
+    with them): an id table built by ``zipWithIndex`` was sorted again by each query
+    that used it."""
+    import pyarrow as pa
+
+    def dense(col: str, key: str):
+        names = edges.select(col).distinct().orderBy(col).toArrow()[col].combine_chunks()
+        ids = pa.table({col: names, key: pa.array(np.arange(len(names), dtype=np.int64))})
+        return names, spark.createDataFrame(ids)
+
+    user_names, user_ids = dense("user_id", "uid")
+    item_names, item_ids = dense("item_id", "iid")
     capped = params.fanout > 0
     hashed = _fanout_hashes(edges, params) if capped else edges
     numeric = (
@@ -172,11 +178,9 @@ def build_index(
         item_keep = first_f(iid, numeric["h_item"].to_numpy(), uid, params.fanout)
     else:
         user_keep = item_keep = np.ones(len(uid), dtype=bool)
-    user_tab = user_ids.orderBy("uid").toArrow()
-    item_tab = item_ids.orderBy("iid").toArrow()
     index = GraphIndex.from_edges(
-        np.array(user_tab["user_id"].to_pylist(), dtype=object),
-        np.array(item_tab["item_id"].to_pylist(), dtype=object),
+        np.array(user_names.to_pylist(), dtype=object),
+        np.array(item_names.to_pylist(), dtype=object),
         uid,
         iid,
         numeric["ts"].to_numpy(),
