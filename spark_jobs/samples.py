@@ -90,7 +90,7 @@ def build_candidates(
     samples: DataFrame,
     ds: str,
     params: CandidateParams,
-    positives: DataFrame | None = None,
+    positives: DataFrame,
 ) -> DataFrame:
     """Candidate rows per (sample, seed); ``items`` is null where too few negatives exist.
 
@@ -103,7 +103,6 @@ def build_candidates(
     vocabulary = [r["item_id"] for r in vocab]
     degrees = [r["count"] for r in vocab] if params.sampler == "popularity" else None
     shared = spark.sparkContext.broadcast((vocabulary, degrees))
-    positives = user_positives(edges) if positives is None else positives
     # One row per user: a heavy user's item set travels to Python once, not per sample.
     todo = samples.groupBy("user_id").agg(
         F.collect_list(F.struct("split", "sample_id", "target_item_id")).alias("todo")

@@ -16,11 +16,12 @@ T = datetime(2026, 1, 1, tzinfo=UTC)
 LATER = datetime(2026, 1, 5, tzinfo=UTC)
 
 
+def edge_frame(spark, rows):
+    return spark.createDataFrame(rows, "user_id string, item_id string, ts timestamp")
+
+
 def test_candidate_checks_count_each_defect(spark):
-    edges = spark.createDataFrame(
-        [("u", "seen", T), ("u", "seen2", T), ("u", "t", T), ("v", "t", T)],
-        "user_id string, item_id string, ts timestamp",
-    )
+    edges = edge_frame(spark, [("u", "seen", T), ("u", "seen2", T), ("u", "t", T), ("v", "t", T)])
     labels = ["C1", "C2", "C3"]
     rows = [
         ("ok", 0, "u", "t", ["a", "t", "b"], labels, "C2"),
@@ -50,10 +51,7 @@ def test_candidate_checks_count_each_defect(spark):
 
 
 def test_chain_checks_catch_invalid_chains(spark):
-    edges = spark.createDataFrame(
-        [("u1", "i0", T), ("u1", "t", T), ("u1", "late", LATER)],
-        "user_id string, item_id string, ts timestamp",
-    )
+    edges = edge_frame(spark, [("u1", "i0", T), ("u1", "t", T), ("u1", "late", LATER)])
     schema = (
         "chain_id string, user_id string, u1 string, i0 string, i1 string, overlap int, "
         "u0_i0_ts timestamp, u1_i0_ts timestamp, u1_i1_ts timestamp, target_ts timestamp"
@@ -88,10 +86,7 @@ def test_chain_checks_catch_invalid_chains(spark):
 
 
 def test_evidence_checks_catch_rows_not_grounded_before_their_cutoff(spark):
-    edges = spark.createDataFrame(
-        [("u", "h1", T), ("u", "h2", LATER), ("v", "h1", T)],
-        "user_id string, item_id string, ts timestamp",
-    )
+    edges = edge_frame(spark, [("u", "h1", T), ("u", "h2", LATER), ("v", "h1", T)])
     schema = (
         "context_id string, user_id string, item_id string, cutoff timestamp, users int, "
         "paths int, overlap double, via array<string>"
