@@ -131,8 +131,11 @@ def run_date(**context) -> str:
 def serving_model(requested: str, lakehouse: str = LAKEHOUSE) -> str:
     """The model a scoring run uses, pinned once for all its shards and the publish.
 
-    'champion' becomes ``registry:<its model version>`` so a promotion during the run
-    cannot split it across two models. With no champion the run fails: recommendations
+    'champion' becomes ``registry:<its run id>`` so a promotion during the run cannot
+    split it across two models. The run id, not the version: a later GRPO run that
+    changed no weight shares the champion's version, and ``registry:<version>`` names the
+    newest row of a version, so the run's rows would name that run, not the champion's
+    (``trained_reference`` below). With no champion the run fails: recommendations
     from the untuned base model are never published by accident, only when the run's
     ``model`` param names it.
     """
@@ -150,7 +153,7 @@ def serving_model(requested: str, lakehouse: str = LAKEHOUSE) -> str:
             "no champion in model_registry: train and promote a model (r2rec_train), or "
             f"trigger with the param model={DEFAULT_MODEL} to serve the untuned base"
         )
-    return registry.PREFIX + champion["model_version"]
+    return registry.PREFIX + champion["run_id"]
 
 
 def trained_reference(report: str | None) -> str:

@@ -130,7 +130,17 @@ def test_serving_model_is_the_pinned_champion_and_never_a_silent_fallback(lakeho
          "stage": "sft", "base_model": "base", "base_version": "base@1", "model_path": "/m",
          "adapter_path": "/a", "run_dir": "/r", "manifest": "{}", "status": "champion"},
     )  # fmt: skip
-    assert common.serving_model("champion", lakehouse.root) == "registry:base@1+adapter@2"
+    # A later run that saved the same weights unchanged (a GRPO run with no reward spread)
+    # shares the version; the pin still names the champion's own row.
+    registry.register(
+        lakehouse,
+        {"model_version": "base@1+adapter@2", "run_id": "grpo-2026-11-25-cd", "ds": "2026-11-25",
+         "stage": "grpo", "base_model": "base", "base_version": "base@1", "model_path": "/m",
+         "adapter_path": "/a2", "run_dir": "/r2", "manifest": "{}", "status": "rejected"},
+    )  # fmt: skip
+    pinned = common.serving_model("champion", lakehouse.root)
+    assert pinned == "registry:sft-2026-11-25-ab"
+    assert registry.resolve(lakehouse, pinned)["status"] == "champion"
 
 
 # --- rendered commands: hostile values arrive as one argument each and run nothing ----
