@@ -88,7 +88,7 @@ def _budget(manifest: dict) -> str:
     else:
         unit = "examples"
     available = (manifest.get("inputs") or {}).get("sft_examples", {}).get("rows_used")
-    where = _trained_on(manifest)
+    where = _stopped(manifest) + _trained_on(manifest)
     if not steps or not per_step:
         return f"{steps} steps{where}"
     epochs = trl.get("num_train_epochs")
@@ -99,6 +99,15 @@ def _budget(manifest: dict) -> str:
     text = f"{steps} steps x {per_step} = {steps * per_step} {unit}"
     text = text.replace(f" {unit}", f" of {available} {unit}") if available else text
     return text + sampling + where
+
+
+def _stopped(manifest: dict) -> str:
+    """ ", stopped at its 3600 s limit" for a run --max_train_seconds cut short: its steps
+    are what it trained, fewer than it was asked for."""
+    if not manifest.get("stopped_at_deadline"):
+        return ""
+    limit = ((manifest.get("config") or {}).get("r2rec") or {}).get("max_train_seconds")
+    return f", stopped at its {limit:g} s limit" if limit else ", stopped at its time limit"
 
 
 def _trained_on(manifest: dict) -> str:

@@ -648,7 +648,15 @@ def finish(
     write_atomic(run.dir / "log_history.json", json.dumps(result.log_history, indent=2))
     if run.args.register:
         registry.register(run.lake, registry_row(manifest, run.dir, model_path, adapter_path))
-    write_atomic(run.dir / DONE, json.dumps({"model_version": version, "run_id": run.run_id}))
+    # A rerun reports this file as "already complete": it says how far the run got, so a
+    # run that stopped at its time limit is not mistaken for one that reached max_steps.
+    done = {
+        "model_version": version,
+        "run_id": run.run_id,
+        "global_step": result.global_step,
+        "stopped_at_deadline": bool(manifest.get("stopped_at_deadline")),
+    }
+    write_atomic(run.dir / DONE, json.dumps(done))
     return manifest
 
 

@@ -235,3 +235,27 @@ def test_a_run_of_whole_epochs_on_a_gpu_says_so():
     assert results._budget(manifest({"max_steps": 305, "num_train_epochs": 3.0}, gpu)) == (
         "305 steps x 32 = 9760 of 9750 examples, on NVIDIA H200"
     )
+
+
+def test_a_run_stopped_at_its_time_limit_says_so():
+    def manifest(stopped, limit):
+        return {"stage": "sft", "global_step": 140, "stopped_at_deadline": stopped,
+                "hardware": {"gpus": ["NVIDIA H200"]},
+                "inputs": {"sft_examples": {"rows_used": 9750}},
+                "config": {"r2rec": {"max_train_seconds": limit},
+                           "trl": {"per_device_train_batch_size": 2,
+                                   "max_steps": 1000}}}  # fmt: skip
+
+    plain = "140 steps x 2 = 280 of 9750 examples"
+    assert results._budget(manifest(False, 0.0)) == plain + ", on NVIDIA H200"
+    # manifests from before the flag existed say nothing either
+    assert results._budget({**manifest(False, 0.0), "stopped_at_deadline": None}) == (
+        plain + ", on NVIDIA H200"
+    )
+    assert results._budget(manifest(True, 3600.0)) == (
+        plain + ", stopped at its 3600 s limit, on NVIDIA H200"
+    )
+    assert (
+        results._budget(manifest(True, None))
+        == plain + ", stopped at its time limit, on NVIDIA H200"
+    )

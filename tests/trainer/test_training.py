@@ -235,8 +235,12 @@ def test_sft_then_grpo_resume_after_sigkill_and_register(train_lake, tiny_model_
     assert (sft_dir / "curves.png").stat().st_size > 1000
     assert (sft_dir / "adapter" / "adapter_config.json").is_file()
 
-    # Started again once more, the finished run is not trained twice.
-    assert finish(sft)["status"] == "already complete"
+    # Started again once more, the finished run is not trained twice, and the report
+    # says how far it got: all 12 steps, not cut short by a time limit.
+    again = finish(sft)
+    assert again["status"] == "already complete"
+    assert again["global_step"] == 12 and again["stopped_at_deadline"] is False
+    assert again["model_version"] == sft_report["model_version"]
 
     grpo = command(
         "grpo",
