@@ -161,7 +161,9 @@ def vllm_engine_args(**overrides) -> dict:
     """
     import torch
 
-    args: dict = {"max_model_len": 2048, "enable_prefix_caching": True, "seed": 0}
+    from r2rec.prompt import SHAPE
+
+    args: dict = {"max_model_len": SHAPE.max_model_len, "enable_prefix_caching": True, "seed": 0}
     cuda = torch.cuda.is_available()
     dtype = model_dtype(cuda)
     if dtype is not None:

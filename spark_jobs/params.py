@@ -10,12 +10,13 @@ import math
 from dataclasses import dataclass
 
 from r2rec.errors import R2RecError
+from r2rec.prompt import SHAPE
 from spark_jobs.sampling import NEGATIVE_SAMPLERS
 
 
 @dataclass(frozen=True)
 class SampleParams:
-    history_len: int = 10  # L: items of history shown per sample
+    history_len: int = SHAPE.history_len  # L: items of history shown per sample
     min_history: int = 1  # positions with fewer previous items give no sample
     max_train: int = 20  # M: most recent training positions kept per user; 0 = all
 
@@ -26,7 +27,7 @@ class SampleParams:
 
 @dataclass(frozen=True)
 class CandidateParams:
-    n: int = 20  # candidates per sample: the target plus n-1 negatives
+    n: int = SHAPE.candidates  # per sample: the target plus n-1 negatives
     seeds: tuple[int, ...] = (0, 1, 2)  # valid/test get every seed; train the first
     sampler: str = "uniform"  # uniform | popularity
     alpha: float = 1.0  # popularity exponent

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 from r2rec.config import ds_start
+from r2rec.prompt import candidate_labels
 from spark_jobs.params import CandidateParams, ChainParams, SampleParams
-from spark_jobs.sampling import CandidateSampler, candidate_labels, fanout_order
+from spark_jobs.sampling import CandidateSampler, fanout_order
 
 NOT_ENOUGH_NEGATIVES = "not_enough_negatives"
 

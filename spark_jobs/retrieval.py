@@ -29,6 +29,7 @@ from r2rec.contracts import NO_SOURCE, QUARANTINE, SERVE_CANDIDATES, SOURCE_PRIO
 from r2rec.errors import R2RecError
 from r2rec.jobs import base_parser, record_metrics, run_main
 from r2rec.lakehouse import Lakehouse
+from r2rec.prompt import SHAPE
 from spark_jobs import quality
 from spark_jobs.graph import read_edges
 
@@ -37,8 +38,8 @@ JOB = "retrieval"
 
 @dataclass(frozen=True)
 class RetrievalParams:
-    n: int = 20  # candidates per user
-    history_len: int = 10  # L recent items: the chains' starting points and the prompt
+    n: int = SHAPE.candidates  # per user
+    history_len: int = SHAPE.history_len  # L recent items: the chains' starts and the prompt
     fanout: int = 20  # F users per item and items per user while expanding
     popular_pool: int = 200  # most popular items considered for the top-up
     active_days: int = 0  # 0 = every user with an edge before D
@@ -148,9 +149,10 @@ def build_candidates(edges: DataFrame, ds: str, params: RetrievalParams) -> Data
             "user_id",
             F.transform("h", lambda x: x["item_id"]).alias("history"),
             F.transform("c", lambda x: x["item_id"]).alias("items"),
-            F.transform("c", lambda x, i: F.concat(F.lit("C"), (i + 1).cast("string"))).alias(
-                "labels"
-            ),
+            # r2rec.prompt.candidate_labels, computed in Spark: the same C1..Cn
+            F.transform(
+                "c", lambda x, i: F.concat(F.lit(SHAPE.label_prefix), (i + 1).cast("string"))
+            ).alias("labels"),
             F.transform("c", lambda x: x["source"]).alias("sources"),
             F.transform("c", lambda x: x["score"]).alias("retrieval_scores"),
         )

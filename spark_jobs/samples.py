@@ -144,7 +144,7 @@ def build_candidates(
 
 
 def candidate_rows(drawn: DataFrame, ds: str, params: CandidateParams) -> DataFrame:
-    from spark_jobs.sampling import candidate_labels
+    from r2rec.prompt import candidate_labels
 
     labels = F.array(*[F.lit(label) for label in candidate_labels(params.n)])
     idx = F.array_position("items", F.col("target_item_id"))

@@ -21,10 +21,6 @@ def fanout_order(seed: int, owner: str, members: Sequence[str]) -> list[str]:
     return sorted(members, key=lambda m: (stable_hash(seed, owner, m), m))
 
 
-def candidate_labels(n: int) -> list[str]:
-    return [f"C{k}" for k in range(1, n + 1)]
-
-
 class CandidateSampler:
     """Draws a sample's candidate list: its target plus n-1 negatives the user never saw.
 

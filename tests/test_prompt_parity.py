@@ -54,3 +54,26 @@ def test_training_scoring_and_evaluation_render_the_same_prompt(lake, mode):  # 
         assert scored[sid] == prompt == evaluated[sid], sid
     if mode == "chains":  # the comparison covers evidence lines, not only history
         assert "Candidates by evidence" in written["u0:2"][1]["content"]
+
+
+def test_every_job_takes_the_prompt_shape_from_the_core():
+    """Changing ``r2rec.prompt.SHAPE`` changes what every job builds: the samples'
+    history and candidates, the retrieval's, their labels and the engines' context. Run
+    in a fresh interpreter with another shape, so no module default can hide a literal."""
+    import json
+    import subprocess
+    import sys
+
+    code = """
+import json
+import r2rec.prompt as p
+p.SHAPE = p.PromptShape(history_len=7, candidates=9, label_prefix="X", max_model_len=999)
+from r2rec.assets import vllm_engine_args
+from spark_jobs.params import CandidateParams, SampleParams
+from spark_jobs.retrieval import RetrievalParams
+print(json.dumps([SampleParams().history_len, CandidateParams().n, RetrievalParams().n,
+                  RetrievalParams().history_len, p.candidate_labels(2),
+                  vllm_engine_args()["max_model_len"]]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == [7, 9, 9, 7, ["X1", "X2"], 999]
