@@ -420,11 +420,20 @@ def _publish(
     users = {r["user_id"]: r["answer_valid"] for r in rows}
     invalid = sum(not v for v in users.values()) / max(len(users), 1)
     truncated = len({r["user_id"] for r in rows if r["history_truncated"]})
+    # What a reader of the published reasoning meets, per user (METHOD §10: the checks of
+    # prompt.reasoning_checks), beside the same shares eval_metrics holds per sample.
+    first = {r["user_id"]: r for r in rows if r["rank"] == 1}
+    reasoning = {
+        f"reasoning_{check}": sum(bool(r[f"reasoning_{check}"]) for r in first.values())
+        / max(len(first), 1)
+        for check in ("names_top", "grounded", "no_repeat")
+    }
     metrics = {
         "users": float(len(users)),
         "invalid_share": invalid,
         "history_truncated_users": float(truncated),
         "rows": float(len(rows)),
+        **reasoning,
         **{f"dq.{k}": float(v) for k, v in fails.items()},
     }
     record_metrics(lakehouse, f"{JOB}.{mode}", ds, metrics)
@@ -453,6 +462,7 @@ def _publish(
         "published_users": len(users),
         "invalid_share": round(invalid, 4),
         "history_truncated_users": truncated,
+        **{k: round(v, 4) for k, v in reasoning.items()},
         "recommendations_version": version_written,
     }
 

@@ -114,7 +114,7 @@ class FakeScorer:
             ranked = [(c, -float(k)) for k, c in enumerate(reversed(r.candidates))]
             text = f"Step 1: {r.key} likes sequels." if r.key in self.leak else "Step 1: ok."
             valid = r.key not in self.invalid
-            checks = {"names_top": valid, "grounded": True, "no_repeat": True}
+            checks = {"names_top": valid, "grounded": True, "no_repeat": r.key not in self.leak}
             out.append(
                 Scored(r.key, ranked, text, text, valid, [] if valid else ["bad"], list(r.flags),
                        checks=checks)
@@ -281,6 +281,9 @@ def test_eval_run_publishes_top_k_candidates_per_user(lakehouse):
     }
     assert metrics["users"] == 10 and metrics["invalid_share"] == 0.1
     assert metrics["dq.k_distinct_items"] == 0
+    # the published reasoning's checks, per user: u2's names no top item, u5's repeats
+    assert metrics["reasoning_names_top"] == report["reasoning_names_top"] == 0.9
+    assert metrics["reasoning_no_repeat"] == 0.9 and metrics["reasoning_grounded"] == 1.0
 
 
 def test_a_crashed_run_resumes_without_regenerating_committed_chunks(lakehouse):
