@@ -84,6 +84,29 @@ def test_real_engine_ranks_every_candidate_by_label_logprob(scorer):
     assert again["a"].reasoning == out["a"].reasoning
 
 
+def test_real_engine_trims_evidence_before_history(scorer):
+    """A prompt over the engine's budget only through its evidence keeps its whole history
+    and loses evidence (issue 15), counted in the engine's own tokens."""
+    cands = tuple(Candidate(f"C{k}", f"i{k}", f"Movie {k}") for k in range(1, 13))
+    shown = tuple((c.label, c.text) for c in cands)
+    titles = tuple(f"A long title {k} " * 8 for k in range(150))
+    evidence = {
+        c.label: Evidence(9, 0.25, (titles[-1], titles[-2]), 1.0 / k)
+        for k, c in enumerate(cands, 1)
+    }
+    budget = scorer.max_model_len - scorer._completion_room
+
+    def size(n: int, ev) -> int:
+        return len(scorer._prompt_ids(RecPrompt(titles[-n:], shown, ev)))
+
+    # the longest history that fits without evidence, and does not with it
+    n = max(k for k in range(1, len(titles) + 1) if size(k, None) <= budget)
+    assert size(n, evidence) > budget
+    (out,) = scorer.score([request("x", titles[-n:], cands, evidence)])
+    assert out.flags == ["evidence_trimmed"] and not out.history_truncated
+    assert len(out.ranked) == len(cands) and "prompt_too_long" not in out.errors
+
+
 KILL_AFTER = 2  # chunks committed before the injected SIGKILL
 
 
