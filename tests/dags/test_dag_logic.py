@@ -124,20 +124,17 @@ def test_serving_model_is_the_pinned_champion_and_never_a_silent_fallback(lakeho
     # the base model, asked for explicitly, is served
     assert common.serving_model("smollm2-135m-instruct", lakehouse.root) == "smollm2-135m-instruct"
     assert common.serving_model("registry:sft-x", lakehouse.root) == "registry:sft-x"
-    registry.register(
-        lakehouse,
-        {"model_version": "base@1+adapter@2", "run_id": "sft-2026-11-25-ab", "ds": "2026-11-25",
-         "stage": "sft", "base_model": "base", "base_version": "base@1", "model_path": "/m",
-         "adapter_path": "/a", "run_dir": "/r", "manifest": "{}", "status": "champion"},
-    )  # fmt: skip
+
+    def run(run_id: str, stage: str, status: str) -> dict:
+        return {"model_version": "base@1+adapter@2", "run_id": run_id, "ds": "2026-11-25",
+                "stage": stage, "base_model": "base", "base_version": "base@1", "model_path": "/m",
+                "adapter_path": f"/{run_id}/a", "run_dir": f"/{run_id}", "manifest": "{}",
+                "status": status}  # fmt: skip
+
+    registry.register(lakehouse, run("sft-2026-11-25-ab", "sft", "champion"))
     # A later run that saved the same weights unchanged (a GRPO run with no reward spread)
     # shares the version; the pin still names the champion's own row.
-    registry.register(
-        lakehouse,
-        {"model_version": "base@1+adapter@2", "run_id": "grpo-2026-11-25-cd", "ds": "2026-11-25",
-         "stage": "grpo", "base_model": "base", "base_version": "base@1", "model_path": "/m",
-         "adapter_path": "/a2", "run_dir": "/r2", "manifest": "{}", "status": "rejected"},
-    )  # fmt: skip
+    registry.register(lakehouse, run("grpo-2026-11-25-cd", "grpo", "rejected"))
     pinned = common.serving_model("champion", lakehouse.root)
     assert pinned == "registry:sft-2026-11-25-ab"
     assert registry.resolve(lakehouse, pinned)["status"] == "champion"
