@@ -32,6 +32,7 @@ from r2rec.lakehouse import Lakehouse
 from r2rec.prompt import SHAPE
 from spark_jobs import quality
 from spark_jobs.graph import read_edges
+from spark_jobs.samples import label_array
 
 JOB = "retrieval"
 
@@ -135,6 +136,7 @@ def build_candidates(edges: DataFrame, ds: str, params: RetrievalParams) -> Data
     shown = chosen.withColumn(
         "order", F.xxhash64(F.lit(params.seed), F.lit(ds), F.col("user_id"), F.col("item_id"))
     )
+    labels = label_array(params.n)  # at most n picked, so every place has its label
     lists = shown.groupBy("user_id").agg(
         F.array_sort(F.collect_list(F.struct("order", "item_id", "source", "score"))).alias("c")
     )
@@ -149,10 +151,7 @@ def build_candidates(edges: DataFrame, ds: str, params: RetrievalParams) -> Data
             "user_id",
             F.transform("h", lambda x: x["item_id"]).alias("history"),
             F.transform("c", lambda x: x["item_id"]).alias("items"),
-            # r2rec.prompt.candidate_labels, computed in Spark: the same C1..Cn
-            F.transform(
-                "c", lambda x, i: F.concat(F.lit(SHAPE.label_prefix), (i + 1).cast("string"))
-            ).alias("labels"),
+            F.transform("c", lambda x, i: F.get(labels, i)).alias("labels"),
             F.transform("c", lambda x: x["source"]).alias("sources"),
             F.transform("c", lambda x: x["score"]).alias("retrieval_scores"),
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -143,10 +143,15 @@ def build_candidates(
     return work.mapInArrow(draw, _DRAW_SCHEMA)
 
 
-def candidate_rows(drawn: DataFrame, ds: str, params: CandidateParams) -> DataFrame:
+def label_array(n: int) -> Column:
+    """``r2rec.prompt.candidate_labels(n)`` as a Spark array literal."""
     from r2rec.prompt import candidate_labels
 
-    labels = F.array(*[F.lit(label) for label in candidate_labels(params.n)])
+    return F.array(*[F.lit(label) for label in candidate_labels(n)])
+
+
+def candidate_rows(drawn: DataFrame, ds: str, params: CandidateParams) -> DataFrame:
+    labels = label_array(params.n)
     idx = F.array_position("items", F.col("target_item_id"))
     return drawn.filter(F.col("items").isNotNull()).select(
         F.lit(ds).alias("ds"),
